@@ -1,0 +1,271 @@
+//! Configuration: defaults, command-line flags and their validation.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::files::mime::MimeTypes;
+use crate::http::session::Limits;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    File(PathBuf),
+    Off,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub root: PathBuf,
+    pub backlog: i32,
+    /// Most connections open at once; `None` derives it from the descriptor limit.
+    pub max_conns: Option<usize>,
+    /// From the first byte of a request head until the head is complete (slowloris).
+    pub header_timeout: Duration,
+    /// Between keep-alive requests.
+    pub idle_timeout: Duration,
+    /// Longest time without write progress while output is pending.
+    pub send_timeout: Duration,
+    /// How long a closing connection keeps reading what the client still sends, so the close does
+    /// not turn into a reset that destroys the answer in flight.
+    pub linger_timeout: Duration,
+    /// How long a graceful shutdown waits for answers in flight.
+    pub grace: Duration,
+    pub limits: Limits,
+    /// Bytes a connection may read or write per turn before others get theirs.
+    pub budget: usize,
+    pub access_log: AccessLog,
+    pub log_level: log::LevelFilter,
+    pub follow_symlinks_outside: bool,
+    pub index: String,
+    pub mime_types: Option<PathBuf>,
+    pub cache_entries: usize,
+    pub cache_valid: Duration,
+    pub inline_max: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            root: PathBuf::from("."),
+            backlog: 1024,
+            max_conns: None,
+            // nginx: client_header_timeout 60s, keepalive_timeout 75s, send_timeout 60s.
+            header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
+            linger_timeout: Duration::from_secs(5),
+            grace: Duration::from_secs(10),
+            limits: Limits::default(),
+            budget: 256 * 1024,
+            access_log: AccessLog::Stdout,
+            log_level: log::LevelFilter::Info,
+            follow_symlinks_outside: false,
+            index: "index.html".into(),
+            mime_types: None,
+            cache_entries: 1024,
+            cache_valid: Duration::from_secs(1),
+            inline_max: 16 * 1024,
+        }
+    }
+}
+
+pub const USAGE: &str = "\
+edgeserve: a single-threaded, event-driven HTTP/1.1 static file server
+
+Usage: edgeserve [OPTIONS] [DIR]
+
+  DIR                     document root (same as --root)
+  --listen ADDR           address to listen on              [127.0.0.1:8080]
+  --root DIR              document root                     [.]
+  --backlog N             listen backlog                    [1024]
+  --max-conns N           most open connections             [descriptor limit - cache - 32]
+  --header-timeout T      time to receive a request head    [60s]
+  --idle-timeout T        keep-alive idle time              [75s]
+  --send-timeout T        time without write progress       [60s]
+  --linger-timeout T      reading after an error answer     [5s]
+  --grace T               shutdown grace period             [10s]
+  --max-head BYTES        longest request head              [8192]
+  --max-headers N         most header lines (<= 128)        [64]
+  --max-body BYTES        longest request body read         [1048576]
+  --budget BYTES          I/O per connection per turn       [262144]
+  --access-log WHERE      '-' (stdout), a file, or 'off'    [-]
+  --log-level LEVEL       error, warn, info, debug, off     [info]
+  --follow-symlinks       serve symlinks that leave the root
+  --index NAME            directory index file              [index.html]
+  --mime-types FILE       extra extension-to-type table
+  --cache-entries N       file cache size                   [1024]
+  --cache-valid T         file cache revalidation interval  [1s]
+  --inline-max BYTES      files held in memory up to        [16384]
+  -h, --help              this text
+  -V, --version           the version
+
+Times take a unit: 500ms, 2s, 1m (a bare number is seconds).
+";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+/// Parses flags (`--flag value` or `--flag=value`). Errors are one line for the user.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    let mut c = Config::default();
+    let mut args = args.into_iter();
+    let mut root_given = false;
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--listen" => c.listen = parse_addr(&value()?)?,
+            "--root" => {
+                c.root = PathBuf::from(value()?);
+                root_given = true;
+            }
+            "--backlog" => c.backlog = number(&flag, &value()?, 1, i32::MAX as u64)? as i32,
+            "--max-conns" => c.max_conns = Some(number(&flag, &value()?, 1, 1 << 24)? as usize),
+            "--header-timeout" => c.header_timeout = duration(&flag, &value()?)?,
+            "--idle-timeout" => c.idle_timeout = duration(&flag, &value()?)?,
+            "--send-timeout" => c.send_timeout = duration(&flag, &value()?)?,
+            "--linger-timeout" => c.linger_timeout = duration(&flag, &value()?)?,
+            "--grace" => c.grace = duration(&flag, &value()?)?,
+            "--max-head" => c.limits.max_head = number(&flag, &value()?, 64, 1 << 20)? as usize,
+            "--max-headers" => {
+                c.limits.max_headers = number(&flag, &value()?, 1, crate::http::request::MAX_HEADERS as u64)? as usize
+            }
+            "--max-body" => c.limits.max_body = number(&flag, &value()?, 0, u64::MAX)?,
+            "--budget" => c.budget = number(&flag, &value()?, 4096, 1 << 30)? as usize,
+            "--access-log" => {
+                c.access_log = match value()?.as_str() {
+                    "-" | "stdout" => AccessLog::Stdout,
+                    "off" => AccessLog::Off,
+                    path => AccessLog::File(PathBuf::from(path)),
+                }
+            }
+            "--log-level" => {
+                c.log_level = value()?.parse().map_err(|_| "--log-level: expected error, warn, info, debug or off".to_string())?
+            }
+            "--follow-symlinks" => c.follow_symlinks_outside = true,
+            "--index" => {
+                c.index = value()?;
+                if c.index.is_empty() || c.index.contains('/') || c.index == ".." {
+                    return Err("--index: expected a file name".into());
+                }
+            }
+            "--mime-types" => c.mime_types = Some(PathBuf::from(value()?)),
+            "--cache-entries" => c.cache_entries = number(&flag, &value()?, 1, 1 << 20)? as usize,
+            "--cache-valid" => c.cache_valid = duration(&flag, &value()?)?,
+            "--inline-max" => c.inline_max = number(&flag, &value()?, 0, 1 << 24)?,
+            f if f.starts_with('-') => return Err(format!("unknown option {f} (see --help)")),
+            dir if !root_given => {
+                c.root = PathBuf::from(dir);
+                root_given = true;
+            }
+            extra => return Err(format!("unexpected argument {extra:?} (see --help)")),
+        }
+    }
+    if c.header_timeout.is_zero() || c.idle_timeout.is_zero() || c.send_timeout.is_zero() {
+        return Err("timeouts must be greater than zero".into());
+    }
+    Ok(Command::Run(Box::new(c)))
+}
+
+impl Config {
+    /// The mime table: built in, plus `--mime-types`.
+    pub fn mime(&self) -> Result<MimeTypes, String> {
+        let mut m = MimeTypes::default();
+        if let Some(path) = &self.mime_types {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("--mime-types {}: {e}", path.display()))?;
+            m.load(&text).map_err(|e| format!("--mime-types {}: {e}", path.display()))?;
+        }
+        Ok(m)
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    // "localhost:8080" or ":8080"; names resolve once here, never on the loop.
+    let s2 = if let Some(port) = s.strip_prefix(':') { format!("0.0.0.0:{port}") } else { s.to_string() };
+    s2.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("--listen: {s:?} is not an address (expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"))
+}
+
+fn number(flag: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{flag}: expected a whole number from {min} to {max}, got {v:?}")),
+    }
+}
+
+/// `500ms`, `2s`, `1m`, `1.5` (seconds).
+pub fn duration(flag: &str, v: &str) -> Result<Duration, String> {
+    let (num, scale) = if let Some(n) = v.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = v.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (v, 1.0)
+    };
+    match num.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 && x * scale < 1e9 => Ok(Duration::from_secs_f64(x * scale)),
+        _ => Err(format!("{flag}: expected a time such as 500ms, 2s or 1m, got {v:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse_args(args.iter().map(|s| s.to_string()))? {
+            Command::Run(c) => Ok(*c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags() {
+        let c = run(&["--listen", "[::1]:0", "--header-timeout=250ms", "www", "--max-conns", "10"]).unwrap();
+        assert_eq!(c.listen, "[::1]:0".parse().unwrap());
+        assert_eq!(c.header_timeout, Duration::from_millis(250));
+        assert_eq!(c.root, PathBuf::from("www"));
+        assert_eq!(c.max_conns, Some(10));
+        assert!(matches!(parse_args(["--help".to_string()]), Ok(Command::Help)));
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for bad in [
+            &["--listen", "nowhere"][..],
+            &["--bogus"],
+            &["--max-conns", "0"],
+            &["--idle-timeout", "soon"],
+            &["--root"],
+            &["a", "b"],
+            &["--max-headers", "1000"],
+        ] {
+            let e = run(bad).unwrap_err();
+            assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! One client connection: its socket, readiness flags, buffers and the protocol session.
+//!
+//! `drive` is the whole transport machine: write what is pending, read while readable, feed the
+//! session, and stop only at `WouldBlock` (the flag is cleared, a new edge will come) or at the
+//! budget (the loop puts the connection on its ready list). The protocol state lives in
+//! [`Session`]; the transport adds one thing of its own, [`Closing`].
+
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use crate::http::response::Output;
+use crate::http::session::{Ctx, Handler, OUTPUT_HIGH_WATER, Session};
+
+/// Size of a pooled read buffer. A request head must fit (`--max-head` is capped below it).
+pub const READ_BUF: usize = 16 * 1024;
+
+/// Buffers lent to connections while they have bytes in flight, so that an idle connection holds
+/// none (DESIGN principle 6).
+#[derive(Default)]
+pub struct Pools {
+    read: Vec<Vec<u8>>,
+    write: Vec<Vec<u8>>,
+}
+
+const POOL_KEEP: usize = 64;
+/// A write buffer grown past this (a large pipelined burst) is freed rather than kept.
+const WRITE_KEEP_CAPACITY: usize = 4 * OUTPUT_HIGH_WATER;
+
+impl Pools {
+    fn read_buf(&mut self, max_head: usize) -> Vec<u8> {
+        self.read.pop().unwrap_or_else(|| vec![0; READ_BUF.max(max_head + 1)])
+    }
+    fn put_read(&mut self, b: Vec<u8>) {
+        if self.read.len() < POOL_KEEP {
+            self.read.push(b);
+        }
+    }
+    fn write_buf(&mut self) -> Vec<u8> {
+        self.write.pop().unwrap_or_default()
+    }
+    fn put_write(&mut self, mut b: Vec<u8>) {
+        if self.write.len() < POOL_KEEP && b.capacity() <= WRITE_KEEP_CAPACITY {
+            b.clear();
+            self.write.push(b);
+        }
+    }
+}
+
+/// Which deadline applies to a connection now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerKind {
+    /// Waiting for the next request on a kept-alive connection.
+    Idle,
+    /// A request is arriving: head (or body) timeout, counted from its first byte.
+    Request,
+    /// Output is pending: send timeout, counted from the last write progress.
+    Send,
+    /// Closing: reading and discarding until the peer closes or the linger time is up.
+    Linger,
+}
+
+/// The transport's own phase beside the session's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    /// Serving requests.
+    No,
+    /// The last answer is out and our side is shut for writing; what the peer still sends is read
+    /// and dropped so that the close does not reset the answer away.
+    Lingering,
+}
+
+/// What the loop should do with a connection after driving it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Wait for the next edge (or deadline).
+    Wait,
+    /// Stopped early with work left: revisit without waiting for an edge.
+    Again,
+    Close,
+}
+
+/// Everything a connection borrows from the loop while it is driven.
+pub struct Env<'a> {
+    pub ctx: Ctx<'a>,
+    pub handler: &'a mut dyn Handler,
+    pub pools: &'a mut Pools,
+    pub budget: usize,
+}
+
+pub struct Conn {
+    pub sock: TcpStream,
+    pub generation: u32,
+    pub readable: bool,
+    pub writable: bool,
+    /// On the loop's ready list already.
+    pub queued: bool,
+    session: Session,
+    rbuf: Vec<u8>,
+    rlen: usize,
+    out: Output,
+    eof: bool,
+    closing: Closing,
+    pub timer: TimerKind,
+    pub deadline: Instant,
+    /// The deadline of the entry this connection has in the timer heap.
+    pub scheduled: Option<Instant>,
+    /// Bytes went out since the loop last looked (restarts the send timeout).
+    pub wrote: bool,
+}
+
+enum Flush {
+    Done,
+    Blocked,
+    Budget,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, generation: u32, session: Session, now: Instant) -> Conn {
+        Conn {
+            sock,
+            generation,
+            readable: true,
+            writable: true,
+            queued: false,
+            session,
+            rbuf: Vec::new(),
+            rlen: 0,
+            out: Output::default(),
+            eof: false,
+            closing: Closing::No,
+            timer: TimerKind::Idle,
+            deadline: now,
+            scheduled: None,
+            wrote: false,
+        }
+    }
+
+    /// True while nothing of a request is in hand (for graceful shutdown).
+    pub fn is_idle(&self) -> bool {
+        self.out.is_empty() && !self.session.in_request(self.rlen)
+    }
+
+    pub fn close_after_current(&mut self) {
+        self.session.close_after_current(self.rlen);
+    }
+
+    /// The request-head deadline passed: answer 408 and close.
+    pub fn request_timed_out(&mut self, env: &mut Env<'_>) {
+        if self.out.buf.capacity() == 0 {
+            self.out.buf = env.pools.write_buf();
+        }
+        self.session.timed_out(&mut self.out, &env.ctx);
+    }
+
+    pub fn drive(&mut self, env: &mut Env<'_>) -> Next {
+        let mut budget = env.budget;
+        loop {
+            let mut progress = false;
+            if !self.out.is_empty() && self.writable {
+                match self.flush(&mut budget) {
+                    Ok(Flush::Done) => progress = true,
+                    Ok(Flush::Blocked) => self.writable = false,
+                    Ok(Flush::Budget) => return Next::Again,
+                    Err(e) => {
+                        log::debug!("write: {e}");
+                        return Next::Close;
+                    }
+                }
+            }
+            if self.out.is_empty() && self.out.buf.capacity() > 0 {
+                env.pools.put_write(std::mem::take(&mut self.out.buf));
+                self.out.clear();
+            }
+            if self.session.is_closed() && self.out.is_empty() {
+                return self.linger(env, &mut budget);
+            }
+            // Requests held back while output was over the high-water mark may go on now.
+            if self.rlen > 0 && progress {
+                self.feed(env);
+            }
+            let room = self.rlen < READ_BUF.max(env.ctx.limits.max_head + 1);
+            let backlog = self.out.buf.len() - self.out.pos >= OUTPUT_HIGH_WATER;
+            if self.readable && !self.eof && room && !backlog && !self.session.is_closed() {
+                if self.rbuf.is_empty() {
+                    self.rbuf = env.pools.read_buf(env.ctx.limits.max_head);
+                }
+                match self.sock.read(&mut self.rbuf[self.rlen..]) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => {
+                        self.rlen += n;
+                        budget = budget.saturating_sub(n);
+                        self.feed(env);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::debug!("read: {e}");
+                        return Next::Close;
+                    }
+                }
+                progress = true;
+            }
+            if self.rlen == 0 && !self.rbuf.is_empty() {
+                env.pools.put_read(std::mem::take(&mut self.rbuf));
+            }
+            if self.eof && self.out.is_empty() {
+                // The peer is gone and every complete request it sent has been answered.
+                return Next::Close;
+            }
+            if !progress {
+                return Next::Wait;
+            }
+            if budget == 0 {
+                return Next::Again;
+            }
+        }
+    }
+
+    fn feed(&mut self, env: &mut Env<'_>) {
+        if self.out.buf.capacity() == 0 {
+            self.out.buf = env.pools.write_buf();
+        }
+        let used = self.session.feed(&self.rbuf[..self.rlen], &mut self.out, env.handler, &env.ctx);
+        // Keep the unconsumed tail (a partial head) at the front.
+        self.rbuf.copy_within(used..self.rlen, 0);
+        self.rlen -= used;
+    }
+
+    /// After the last answer: shut our side, then read and drop until the peer closes.
+    fn linger(&mut self, env: &mut Env<'_>, budget: &mut usize) -> Next {
+        if self.eof {
+            return Next::Close;
+        }
+        if self.closing == Closing::No {
+            self.closing = Closing::Lingering;
+            let _ = self.sock.shutdown(Shutdown::Write);
+        }
+        if self.rbuf.is_empty() {
+            self.rbuf = env.pools.read_buf(env.ctx.limits.max_head);
+        }
+        self.rlen = 0;
+        while self.readable {
+            match self.sock.read(&mut self.rbuf) {
+                Ok(0) => return Next::Close,
+                Ok(n) => {
+                    *budget = budget.saturating_sub(n);
+                    if *budget == 0 {
+                        return Next::Again;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+        env.pools.put_read(std::mem::take(&mut self.rbuf));
+        Next::Wait
+    }
+
+    /// Writes pending output: buffer bytes with `send`, file ranges with `sendfile`.
+    fn flush(&mut self, budget: &mut usize) -> io::Result<Flush> {
+        let fd = self.sock.as_raw_fd();
+        loop {
+            let out = &mut self.out;
+            let limit = out.files.front().map_or(out.buf.len(), |f| f.at);
+            let sent = if out.pos < limit {
+                // A file range follows: MSG_MORE lets the head share a segment with its start.
+                let flags = libc::MSG_NOSIGNAL | if out.files.is_empty() { 0 } else { libc::MSG_MORE };
+                let chunk = &out.buf[out.pos..limit];
+                // SAFETY: `chunk` is valid for reads of its length; `fd` is our open socket.
+                let r = sys(unsafe { libc::send(fd, chunk.as_ptr().cast(), chunk.len(), flags) })?;
+                if let Sys::Done(n) = r {
+                    out.pos += n;
+                }
+                r
+            } else if let Some(seg) = out.files.front_mut() {
+                let want = seg.len.min((*budget).max(64 * 1024) as u64).min(1 << 30) as usize;
+                let mut off = seg.offset as libc::off_t;
+                // SAFETY: both descriptors are open; `off` is a valid offset pointer.
+                let r = sys(unsafe { libc::sendfile(fd, seg.file.as_raw_fd(), &mut off, want) })?;
+                match r {
+                    Sys::Done(0) => {
+                        // The file shrank under us: the promised length cannot be kept.
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file truncated while sent"));
+                    }
+                    Sys::Done(n) => {
+                        seg.offset += n as u64;
+                        seg.len -= n as u64;
+                        if seg.len == 0 {
+                            out.files.pop_front();
+                        }
+                    }
+                    _ => {}
+                }
+                r
+            } else {
+                out.clear();
+                return Ok(Flush::Done);
+            };
+            match sent {
+                Sys::Blocked => return Ok(Flush::Blocked),
+                Sys::Interrupted => continue,
+                Sys::Done(n) => {
+                    self.wrote = true;
+                    *budget = budget.saturating_sub(n);
+                    if *budget == 0 && !self.out.is_empty() {
+                        return Ok(Flush::Budget);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which timeout applies now (the loop sets `deadline` from it).
+    pub fn timer_kind(&self) -> TimerKind {
+        if self.closing == Closing::Lingering || (self.session.is_closed() && self.out.is_empty()) {
+            TimerKind::Linger
+        } else if !self.out.is_empty() {
+            TimerKind::Send
+        } else if self.session.in_request(self.rlen) {
+            TimerKind::Request
+        } else {
+            TimerKind::Idle
+        }
+    }
+}
+
+enum Sys {
+    Done(usize),
+    Blocked,
+    Interrupted,
+}
+
+/// A send/sendfile return value, sorted.
+fn sys(n: isize) -> io::Result<Sys> {
+    if n >= 0 {
+        return Ok(Sys::Done(n as usize));
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::WouldBlock => Ok(Sys::Blocked),
+        io::ErrorKind::Interrupted => Ok(Sys::Interrupted),
+        _ => Err(e),
+    }
+}

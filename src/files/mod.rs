@@ -1,0 +1,305 @@
+//! Static files: safe path resolution, a bounded cache of metadata, open descriptors and small
+//! files' bytes, conditional and range requests.
+//!
+//! A hot file costs a hash lookup: its headers are rendered once, a small body is held in memory
+//! (head and body leave in one write) and a large one keeps its descriptor open for `sendfile`.
+//! Entries are revalidated after `cache_valid`, as nginx's open_file_cache and lighttpd's stat
+//! cache do, so a changed file is seen within that interval.
+
+pub mod mime;
+pub mod path;
+pub mod range;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use crate::http::request::{Method, Request};
+use crate::http::response::{Body, Reply, push_u64};
+use crate::http::session::Handler;
+use mime::MimeTypes;
+use range::RangeSpec;
+
+#[derive(Clone, Debug)]
+pub struct FilesConfig {
+    pub root: PathBuf,
+    /// Serve symlinks whose target lies outside the root.
+    pub follow_symlinks_outside: bool,
+    pub index: String,
+    pub cache_entries: usize,
+    pub cache_valid: Duration,
+    /// Files up to this size are held in memory.
+    pub inline_max: u64,
+    pub mime: MimeTypes,
+}
+
+/// What a cached path resolves to.
+#[derive(Debug)]
+enum Kind {
+    File(FileInfo),
+    /// A directory named without its trailing slash.
+    Redirect,
+    Status(u16),
+}
+
+#[derive(Debug)]
+struct FileInfo {
+    /// Content-Type, Last-Modified, ETag and Accept-Ranges lines.
+    headers: Vec<u8>,
+    /// Last-Modified and ETag lines alone, for 304.
+    validators: Vec<u8>,
+    etag: String,
+    last_modified: String,
+    mtime: u64,
+    len: u64,
+    /// Bytes of a small file, or the open descriptor of a large one.
+    content: Content,
+}
+
+#[derive(Debug)]
+enum Content {
+    Bytes(Box<[u8]>),
+    File(Arc<File>),
+}
+
+#[derive(Debug)]
+struct Entry {
+    checked: Instant,
+    kind: Kind,
+}
+
+pub struct Files {
+    cfg: FilesConfig,
+    /// The root with symlinks resolved, for the containment check.
+    real_root: PathBuf,
+    cache: HashMap<Box<str>, Entry>,
+    inline_bytes: u64,
+    /// Headers built per request (Content-Range, Location).
+    scratch: Vec<u8>,
+}
+
+/// Bytes of small files held in memory across the cache, at most.
+const INLINE_BUDGET: u64 = 8 << 20;
+
+impl Files {
+    pub fn new(cfg: FilesConfig) -> io::Result<Files> {
+        let real_root = fs::canonicalize(&cfg.root)?;
+        if !real_root.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+        }
+        Ok(Files { cfg, real_root, cache: HashMap::new(), inline_bytes: 0, scratch: Vec::new() })
+    }
+
+    /// How many descriptors the cache may hold open (for the connection limit).
+    pub fn max_open_files(&self) -> usize {
+        self.cfg.cache_entries
+    }
+
+    fn lookup(&mut self, key: &str, now: Instant) -> &Entry {
+        let fresh = self.cache.get(key).is_some_and(|e| now.duration_since(e.checked) < self.cfg.cache_valid);
+        if !fresh {
+            if let Some(old) = self.cache.remove(key) {
+                self.forget(&old);
+            }
+            if self.cache.len() >= self.cfg.cache_entries {
+                self.evict(now);
+            }
+            let kind = self.load(key);
+            if let Kind::File(FileInfo { content: Content::Bytes(b), .. }) = &kind {
+                self.inline_bytes += b.len() as u64;
+            }
+            self.cache.insert(key.into(), Entry { checked: now, kind });
+        }
+        &self.cache[key]
+    }
+
+    fn forget(&mut self, e: &Entry) {
+        if let Kind::File(FileInfo { content: Content::Bytes(b), .. }) = &e.kind {
+            self.inline_bytes -= b.len() as u64;
+        }
+    }
+
+    /// Drops stale entries; if the cache is still full, drops everything (a burst of distinct
+    /// paths should not make the cache a scan of itself on every miss).
+    fn evict(&mut self, now: Instant) {
+        let valid = self.cfg.cache_valid;
+        self.cache.retain(|_, e| now.duration_since(e.checked) < valid);
+        if self.cache.len() >= self.cfg.cache_entries {
+            self.cache.clear();
+        }
+        self.inline_bytes = self
+            .cache
+            .values()
+            .map(|e| match &e.kind {
+                Kind::File(FileInfo { content: Content::Bytes(b), .. }) => b.len() as u64,
+                _ => 0,
+            })
+            .sum();
+    }
+
+    /// Resolves a request path on the file system.
+    fn load(&self, key: &str) -> Kind {
+        let Ok(rel) = path::resolve(key) else {
+            return Kind::Status(400);
+        };
+        let full = self.cfg.root.join(&rel);
+        match self.open(&full) {
+            Ok(Opened::File(file, meta)) => Kind::File(self.file_info(key, file, &meta)),
+            Ok(Opened::Dir) if !key.ends_with('/') => Kind::Redirect,
+            Ok(Opened::Dir) => match self.open(&full.join(&self.cfg.index)) {
+                Ok(Opened::File(file, meta)) => Kind::File(self.file_info(&self.cfg.index, file, &meta)),
+                Ok(Opened::Dir) => Kind::Status(403),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Kind::Status(403),
+                Err(e) => Kind::Status(status_for(&e)),
+            },
+            Err(e) => Kind::Status(status_for(&e)),
+        }
+    }
+
+    fn open(&self, full: &Path) -> io::Result<Opened> {
+        let real = fs::canonicalize(full)?;
+        if !self.cfg.follow_symlinks_outside && !real.starts_with(&self.real_root) {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        // Stat before opening: opening a FIFO would block the loop.
+        let meta = fs::metadata(&real)?;
+        if meta.is_dir() {
+            return Ok(Opened::Dir);
+        }
+        if !meta.is_file() {
+            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        }
+        let file = File::open(&real)?;
+        let meta = file.metadata()?;
+        Ok(Opened::File(file, meta))
+    }
+
+    fn file_info(&self, name: &str, mut file: File, meta: &fs::Metadata) -> FileInfo {
+        let len = meta.len();
+        let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+        let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime));
+        let etag = format!("\"{mtime:x}-{len:x}\"");
+        let validators = format!("Last-Modified: {last_modified}\r\nETag: {etag}\r\n").into_bytes();
+        let ty = self.cfg.mime.for_name(name);
+        let mut headers = format!("Content-Type: {ty}\r\nAccept-Ranges: bytes\r\n").into_bytes();
+        headers.extend_from_slice(&validators);
+        let mut content = None;
+        if len <= self.cfg.inline_max && self.inline_bytes + len <= INLINE_BUDGET {
+            let mut bytes = Vec::with_capacity(len as usize);
+            // A file that changes length while read is read again on the next revalidation.
+            if file.read_to_end(&mut bytes).is_ok() && bytes.len() as u64 == len {
+                content = Some(Content::Bytes(bytes.into_boxed_slice()));
+            }
+        }
+        let content = content.unwrap_or_else(|| Content::File(Arc::new(file)));
+        FileInfo { headers, validators, etag, last_modified, mtime, len, content }
+    }
+}
+
+enum Opened {
+    File(File, fs::Metadata),
+    Dir,
+}
+
+fn status_for(e: &io::Error) -> u16 {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => 404,
+        io::ErrorKind::PermissionDenied => 403,
+        _ if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENAMETOOLONG) => 404,
+        _ => 500,
+    }
+}
+
+impl Handler for Files {
+    fn handle<'s>(&'s mut self, req: &Request<'_>, now: Instant) -> Reply<'s> {
+        if req.method == Method::Other {
+            return Reply::text(405, b"Allow: GET, HEAD\r\nContent-Type: text/plain\r\n");
+        }
+        let key = req.path();
+        self.lookup(key, now);
+        let Files { cache, scratch, .. } = self;
+        let entry = &cache[key];
+        let info = match &entry.kind {
+            Kind::File(info) => info,
+            Kind::Status(s) => return Reply::text(*s, b"Content-Type: text/plain\r\n"),
+            Kind::Redirect => {
+                scratch.clear();
+                scratch.extend_from_slice(b"Location: ");
+                scratch.extend_from_slice(key.as_bytes());
+                scratch.push(b'/');
+                if let Some(q) = req.target.find('?') {
+                    scratch.extend_from_slice(&req.target.as_bytes()[q..]);
+                }
+                scratch.extend_from_slice(b"\r\nContent-Type: text/plain\r\n");
+                let body = crate::http::response::reason(301).as_bytes();
+                return Reply { status: 301, headers: scratch, len: body.len() as u64, body: Body::Bytes(body) };
+            }
+        };
+        if not_modified(req, info) {
+            return Reply { status: 304, headers: &info.validators, len: 0, body: Body::Empty };
+        }
+        let spec = match req.range {
+            Some(r) if req.method == Method::Get && if_range_holds(req.if_range, info) => range::parse(r, info.len),
+            _ => RangeSpec::Ignore,
+        };
+        match spec {
+            RangeSpec::Ignore => Reply { status: 200, headers: &info.headers, len: info.len, body: body(info, 0, info.len) },
+            RangeSpec::Unsatisfiable => {
+                scratch.clear();
+                scratch.extend_from_slice(b"Content-Type: text/plain\r\nContent-Range: bytes */");
+                push_u64(scratch, info.len);
+                scratch.extend_from_slice(b"\r\n");
+                let text = crate::http::response::reason(416).as_bytes();
+                Reply { status: 416, headers: scratch, len: text.len() as u64, body: Body::Bytes(text) }
+            }
+            RangeSpec::Bytes { start, end } => {
+                scratch.clear();
+                scratch.extend_from_slice(&info.headers);
+                scratch.extend_from_slice(b"Content-Range: bytes ");
+                push_u64(scratch, start);
+                scratch.push(b'-');
+                push_u64(scratch, end);
+                scratch.push(b'/');
+                push_u64(scratch, info.len);
+                scratch.extend_from_slice(b"\r\n");
+                let len = end - start + 1;
+                Reply { status: 206, headers: scratch, len, body: body(info, start, len) }
+            }
+        }
+    }
+}
+
+fn body(info: &FileInfo, offset: u64, len: u64) -> Body<'_> {
+    match &info.content {
+        Content::Bytes(b) => Body::Bytes(&b[offset as usize..(offset + len) as usize]),
+        Content::File(f) => Body::File { file: Arc::clone(f), offset },
+    }
+}
+
+/// RFC 9110 §13.1.2 and §13.1.3: If-None-Match (weak comparison) wins over If-Modified-Since.
+fn not_modified(req: &Request<'_>, info: &FileInfo) -> bool {
+    if let Some(inm) = req.if_none_match {
+        return inm.split(|&b| b == b',').any(|tag| {
+            let tag = crate::http::request::trim(tag);
+            tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == info.etag.as_bytes()
+        });
+    }
+    match req.if_modified_since.and_then(|v| std::str::from_utf8(v).ok()).map(httpdate::parse_http_date) {
+        Some(Ok(since)) => info.mtime <= since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        _ => false,
+    }
+}
+
+/// RFC 9110 §13.1.5: a Range applies only if If-Range names the current representation
+/// (a strong ETag match, or exactly its Last-Modified date).
+fn if_range_holds(if_range: Option<&[u8]>, info: &FileInfo) -> bool {
+    match if_range {
+        None => true,
+        Some(v) if v.starts_with(b"\"") => v == info.etag.as_bytes(),
+        Some(v) => v == info.last_modified.as_bytes(),
+    }
+}

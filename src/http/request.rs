@@ -1,0 +1,450 @@
+//! Request heads: where a head ends, what it says, and the framing rules of RFC 9112 that decide
+//! how many body bytes follow it. No I/O; every rule rejects rather than guesses.
+
+use std::mem::MaybeUninit;
+
+/// Most header lines a head may carry, whatever the configuration asks for: the array lives on the
+/// stack of the parser.
+pub const MAX_HEADERS: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    /// A method we know but do not serve on files (answered 405 with `Allow`).
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// How the body after a head is framed (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Why a head was refused; each maps to one status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Malformed syntax or ambiguous framing: 400, and the connection closes.
+    Bad(&'static str),
+    /// The request line alone is over the head limit: 414.
+    UriTooLong,
+    /// The head is over the size or header-count limit: 431.
+    TooLarge,
+    /// A method or transfer coding we do not implement: 501.
+    NotImplemented,
+    /// A major version other than 1: 505.
+    Version,
+}
+
+impl HeadError {
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::Bad(_) => 400,
+            HeadError::UriTooLong => 414,
+            HeadError::TooLarge => 431,
+            HeadError::NotImplemented => 501,
+            HeadError::Version => 505,
+        }
+    }
+}
+
+/// A parsed request head, borrowing the bytes it was parsed from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub method: Method,
+    pub method_str: &'a str,
+    /// The request target as sent (origin-form, or the path of an absolute-form target).
+    pub target: &'a str,
+    pub version: Version,
+    pub host: Option<&'a [u8]>,
+    pub body: BodyFraming,
+    /// What the client asked for; the session may still close.
+    pub keep_alive: bool,
+    pub if_none_match: Option<&'a [u8]>,
+    pub if_modified_since: Option<&'a [u8]>,
+    pub range: Option<&'a [u8]>,
+    pub if_range: Option<&'a [u8]>,
+}
+
+impl Request<'_> {
+    /// The target's path without query or fragment.
+    pub fn path(&self) -> &str {
+        let end = self.target.find(['?', '#']).unwrap_or(self.target.len());
+        &self.target[..end]
+    }
+}
+
+/// Finds the end of a head (the byte after its blank line) in `buf`, scanning from `from`
+/// (a previous scan's stopping point, so a slow drip is not rescanned from byte 0).
+/// Returns `Err(next_from)` when no end is there yet.
+pub fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
+    // A blank line is "\n\n" or "\n\r\n"; back up two bytes so a terminator split across reads
+    // is found.
+    let mut i = from.saturating_sub(2);
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + off;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Ok(nl + 2),
+            Some(b'\r') => match buf.get(nl + 2) {
+                Some(b'\n') => return Ok(nl + 3),
+                Some(_) => {}
+                None => return Err(nl),
+            },
+            Some(_) => {}
+            None => return Err(nl),
+        }
+        i = nl + 1;
+    }
+    Err(buf.len())
+}
+
+/// Number of empty lines (CRLF) before a request line, which RFC 9112 §2.2 lets a server skip.
+pub fn leading_crlfs(buf: &[u8]) -> usize {
+    let mut n = 0;
+    while buf[n..].starts_with(b"\r\n") {
+        n += 2;
+    }
+    n
+}
+
+/// Parses a complete head `buf` (from the request line through its blank line).
+pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
+    // RFC 9112 §2.2 lets a recipient accept a bare LF; we do not, since two parsers that disagree
+    // on line ends are the start of a desync.
+    if let Some(i) = memchr_lf(buf)
+        && (i == 0 || buf[i - 1] != b'\r')
+    {
+        return Err(HeadError::Bad("bare LF"));
+    }
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let storage = &mut storage[..max_headers.min(MAX_HEADERS)];
+    let mut req = httparse::Request::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    match config.parse_request_with_uninit_headers(&mut req, buf, storage) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(HeadError::Bad("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(_) => return Err(HeadError::Bad("malformed head")),
+    }
+    let (Some(method_str), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Bad("malformed request line"));
+    };
+    let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
+    let method = match method_str {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" | "PUT" | "DELETE" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
+        _ => return Err(HeadError::NotImplemented),
+    };
+    let target = check_target(method_str, target)?;
+
+    let mut out = Request {
+        method,
+        method_str,
+        target,
+        version,
+        host: None,
+        body: BodyFraming::None,
+        keep_alive: version == Version::Http11,
+        if_none_match: None,
+        if_modified_since: None,
+        range: None,
+        if_range: None,
+    };
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut saw_te = false;
+    let mut hosts = 0;
+    for h in req.headers.iter() {
+        let value = h.value;
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(HeadError::Bad("control character in header value"));
+        }
+        let name = h.name.as_bytes();
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                hosts += 1;
+                check_host(value)?;
+                out.host = Some(value);
+            }
+            5 if name.eq_ignore_ascii_case(b"range") => out.range = Some(value),
+            8 if name.eq_ignore_ascii_case(b"if-range") => out.if_range = Some(value),
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in list(value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        out.keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::Http10 {
+                        out.keep_alive = true;
+                    }
+                }
+            }
+            13 if name.eq_ignore_ascii_case(b"if-none-match") => out.if_none_match = Some(value),
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                let n = parse_content_length(value)?;
+                if content_length.is_some_and(|m| m != n) {
+                    return Err(HeadError::Bad("differing Content-Length"));
+                }
+                content_length = Some(n);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                if version == Version::Http10 {
+                    return Err(HeadError::Bad("Transfer-Encoding in HTTP/1.0"));
+                }
+                saw_te = true;
+                for coding in list(value) {
+                    if chunked {
+                        // Anything after chunked, even a second chunked (RFC 9112 §6.1).
+                        return Err(HeadError::Bad("chunked is not the last transfer coding"));
+                    }
+                    if coding.eq_ignore_ascii_case(b"chunked") {
+                        chunked = true;
+                    } else if !is_token(coding) {
+                        return Err(HeadError::Bad("malformed Transfer-Encoding"));
+                    }
+                }
+            }
+            17 if name.eq_ignore_ascii_case(b"if-modified-since") => {
+                out.if_modified_since = Some(value)
+            }
+            _ => {}
+        }
+    }
+    if hosts > 1 {
+        return Err(HeadError::Bad("repeated Host"));
+    }
+    if hosts == 0 && version == Version::Http11 {
+        return Err(HeadError::Bad("missing Host"));
+    }
+    out.body = match (saw_te, content_length) {
+        (true, Some(_)) => return Err(HeadError::Bad("both Content-Length and Transfer-Encoding")),
+        (true, None) if !chunked => return Err(HeadError::Bad("chunked is not the last transfer coding")),
+        (true, None) if has_other_coding(&req) => return Err(HeadError::NotImplemented),
+        (true, None) => BodyFraming::Chunked,
+        (false, Some(0)) | (false, None) => BodyFraming::None,
+        (false, Some(n)) => BodyFraming::Length(n),
+    };
+    Ok(out)
+}
+
+fn memchr_lf(buf: &[u8]) -> Option<usize> {
+    // Only the first LF needs checking cheaply here; the rest are checked below in one pass.
+    let mut prev = 0u8;
+    for (i, &b) in buf.iter().enumerate() {
+        if b == b'\n' && prev != b'\r' {
+            return Some(i);
+        }
+        prev = b;
+    }
+    None
+}
+
+/// A transfer coding before `chunked` that we would have to undo: not implemented (501).
+fn has_other_coding(req: &httparse::Request<'_, '_>) -> bool {
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        .flat_map(|h| list(h.value))
+        .any(|c| !c.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// httparse only knows 1.0 and 1.1: a well-formed `HTTP/x.y` with another number gets 505,
+/// anything else is malformed.
+fn version_error(buf: &[u8]) -> HeadError {
+    let line = buf.split(|&b| b == b'\r').next().unwrap_or(buf);
+    match line.rsplit(|&b| b == b' ').next() {
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor])
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            HeadError::Version
+        }
+        _ => HeadError::Bad("malformed version"),
+    }
+}
+
+/// Origin-form, absolute-form (its path is used), `*` for OPTIONS, authority-form for CONNECT
+/// (RFC 9112 §3.2).
+fn check_target<'a>(method: &str, target: &'a str) -> Result<&'a str, HeadError> {
+    if target.starts_with('/') {
+        return Ok(target);
+    }
+    if target == "*" && method == "OPTIONS" {
+        return Ok(target);
+    }
+    if method == "CONNECT" {
+        return Ok(target);
+    }
+    let lower = target.get(..8).map(|s| s.to_ascii_lowercase());
+    let rest = match lower.as_deref() {
+        Some(p) if p.starts_with("http://") => &target[7..],
+        Some("https://") => &target[8..],
+        _ => return Err(HeadError::Bad("malformed request target")),
+    };
+    let path_start = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..path_start];
+    if authority.is_empty() || authority.contains('@') {
+        return Err(HeadError::Bad("malformed request target"));
+    }
+    check_host(authority.as_bytes())?;
+    match &rest[path_start..] {
+        "" => Ok("/"),
+        p if p.starts_with('?') => Err(HeadError::Bad("malformed request target")),
+        p => Ok(p),
+    }
+}
+
+/// Host = uri-host [ ":" port ]; we check the characters a reg-name, an IP literal and a port
+/// may hold, which keeps whitespace, slashes and userinfo out.
+fn check_host(value: &[u8]) -> Result<(), HeadError> {
+    let ok = value.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+'
+                    | b',' | b';' | b'=' | b':' | b'[' | b']' | b'%'
+            )
+    });
+    if ok { Ok(()) } else { Err(HeadError::Bad("malformed Host")) }
+}
+
+/// Content-Length = 1*DIGIT. A list ("5, 5") is refused, as is anything that overflows.
+fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(HeadError::Bad("malformed Content-Length"));
+    }
+    Ok(value.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Elements of a comma-separated list, trimmed of optional whitespace, empty ones skipped.
+fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
+}
+
+pub fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+pub fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`'
+                | b'|' | b'~'
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Request<'_>, HeadError> {
+        parse(s.as_bytes(), 64)
+    }
+
+    #[test]
+    fn simple_get() {
+        let r = p("GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(r.method, Method::Get);
+        assert_eq!(r.path(), "/a");
+        assert!(r.keep_alive);
+        assert_eq!(r.body, BodyFraming::None);
+    }
+
+    #[test]
+    fn head_end_found_across_splits() {
+        let full = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest";
+        for cut in 0..full.len() {
+            let mut from = 0;
+            if let Err(f) = find_head_end(&full[..cut], 0) {
+                from = f;
+            }
+            assert_eq!(find_head_end(full, from), Ok(27), "cut {cut}");
+        }
+        assert_eq!(find_head_end(b"GET / HTTP/1.0\n\n", 0), Ok(16));
+    }
+
+    #[test]
+    fn framing_rules() {
+        let bad = [
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX: a\x7fb\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\nHost: x\n\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+            "GET x HTTP/1.1\r\nHost: x\r\n\r\n",
+        ];
+        for b in bad {
+            assert!(matches!(p(b), Err(HeadError::Bad(_))), "{b:?} -> {:?}", p(b));
+        }
+    }
+
+    #[test]
+    fn status_errors() {
+        assert_eq!(p("BREW / HTTP/1.1\r\nHost: x\r\n\r\n"), Err(HeadError::NotImplemented));
+        assert_eq!(p("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), Err(HeadError::Version));
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err(HeadError::NotImplemented)
+        );
+        let many: String = (0..70).map(|i| format!("X{i}: y\r\n")).collect();
+        assert_eq!(p(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn bodies_and_keep_alive() {
+        let r = p("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n").unwrap();
+        assert_eq!(r.body, BodyFraming::Length(5));
+        assert!(!r.keep_alive);
+        let r = p("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert_eq!(r.body, BodyFraming::Chunked);
+        let r = p("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+        assert!(r.keep_alive);
+        assert!(!p("GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
+    }
+
+    #[test]
+    fn absolute_form_uses_its_path() {
+        let r = p("GET http://example.com:80/a/b?q HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
+        assert_eq!(r.target, "/a/b?q");
+        let r = p("GET HTTP://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
+        assert_eq!(r.target, "/");
+        assert!(p("GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n").is_err());
+    }
+}

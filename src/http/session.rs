@@ -1,0 +1,354 @@
+//! The protocol side of one connection, without I/O: bytes in, responses out.
+//!
+//! A [`Session`] is fed whatever bytes have arrived and returns how many it consumed; complete
+//! request heads go to a [`Handler`], whose replies are appended to an [`Output`] in request order.
+//! Because it keeps its own position (where the head scan stopped, how much body is left), the same
+//! byte stream gives the same responses however it is split into reads.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::chunked::Decoder;
+use super::request::{self, BodyFraming, HeadError, Method, Request, Version};
+use super::response::{ConnHeader, Output, Reply};
+
+/// Something that answers requests: the static files, a proxy, a test double.
+pub trait Handler {
+    fn handle<'s>(&'s mut self, req: &Request<'_>, now: Instant) -> Reply<'s>;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest request head (request line plus headers), bytes.
+    pub max_head: usize,
+    pub max_headers: usize,
+    /// Longest request body we read and discard before answering 413 (or closing).
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_head: 8192, max_headers: 64, max_body: 1 << 20 }
+    }
+}
+
+/// What the session needs to know about the moment it is fed.
+pub struct Ctx<'a> {
+    pub now: Instant,
+    /// The current `Date` header value.
+    pub date: &'a [u8],
+    /// The current time in Common Log Format's `[...]` form.
+    pub log_date: &'a str,
+    pub limits: &'a Limits,
+}
+
+/// Output queued beyond this many bytes stops the parsing of further pipelined requests until the
+/// connection has written some of it: a client that pipelines without reading cannot grow memory.
+pub const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+const MAX_QUEUED_FILES: usize = 32;
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for a request head; no blank line in the first `scanned` buffered bytes.
+    Head { scanned: usize },
+    /// Reading and discarding a request body, after which the next request may follow.
+    Body(BodyLeft),
+    /// The last response says `Connection: close`: input is ignored from here on.
+    Closed,
+}
+
+#[derive(Debug)]
+enum BodyLeft {
+    Length(u64),
+    Chunked { decoder: Decoder, seen: u64 },
+}
+
+#[derive(Debug)]
+pub struct Session {
+    phase: Phase,
+    /// False once the server is shutting down: the next response closes.
+    keep_alive_allowed: bool,
+    peer: Option<IpAddr>,
+    /// When the first byte of the current request arrived, for the access log.
+    started: Option<Instant>,
+}
+
+impl Session {
+    pub fn new(peer: Option<IpAddr>) -> Session {
+        Session { phase: Phase::Head { scanned: 0 }, keep_alive_allowed: true, peer, started: None }
+    }
+
+    /// True when no more requests will be read: the connection closes once output is flushed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// True while a request is partly received (a body still to come, or a head begun with
+    /// `buffered` bytes): the request-head/body timeout applies rather than the idle one.
+    pub fn in_request(&self, buffered: usize) -> bool {
+        match self.phase {
+            Phase::Head { .. } => buffered > 0,
+            Phase::Body(_) => true,
+            Phase::Closed => false,
+        }
+    }
+
+    /// Makes the next response the last (graceful shutdown). An idle session closes at once.
+    pub fn close_after_current(&mut self, buffered: usize) {
+        self.keep_alive_allowed = false;
+        if !self.in_request(buffered) {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// Answers a request that timed out while arriving: 408, then close.
+    pub fn timed_out(&mut self, out: &mut Output, ctx: &Ctx<'_>) {
+        if !self.is_closed() {
+            self.respond_error(408, out, ctx, "-");
+        }
+    }
+
+    /// Consumes what it can of `input` and returns how many bytes that was. Unconsumed bytes are a
+    /// partial head (or requests held back while output is over the high-water mark) and must be
+    /// offered again, with whatever arrives after them.
+    pub fn feed(&mut self, input: &[u8], out: &mut Output, handler: &mut dyn Handler, ctx: &Ctx<'_>) -> usize {
+        let mut used = 0;
+        loop {
+            let rest = &input[used..];
+            match &mut self.phase {
+                Phase::Closed => return input.len(),
+                Phase::Body(left) => {
+                    if rest.is_empty() {
+                        return used;
+                    }
+                    match drain_body(left, rest, ctx.limits.max_body) {
+                        Ok((n, done)) => {
+                            used += n;
+                            if done {
+                                self.phase = Phase::Head { scanned: 0 };
+                            }
+                        }
+                        // The answer has gone already; the framing can no longer be trusted.
+                        Err(()) => {
+                            self.phase = Phase::Closed;
+                            return input.len();
+                        }
+                    }
+                }
+                Phase::Head { scanned } => {
+                    if out.buf.len() - out.pos >= OUTPUT_HIGH_WATER || out.files.len() >= MAX_QUEUED_FILES {
+                        return used;
+                    }
+                    let skip = request::leading_crlfs(rest);
+                    if skip > 0 {
+                        used += skip;
+                        *scanned = 0;
+                        continue;
+                    }
+                    if rest.is_empty() {
+                        return used;
+                    }
+                    self.started.get_or_insert(ctx.now);
+                    let end = match request::find_head_end(rest, *scanned) {
+                        Ok(end) if end <= ctx.limits.max_head => end,
+                        Ok(_) => return self.head_too_large(rest, out, ctx, input.len()),
+                        Err(_) if rest.len() > ctx.limits.max_head => {
+                            return self.head_too_large(rest, out, ctx, input.len());
+                        }
+                        Err(next) => {
+                            *scanned = next;
+                            return used;
+                        }
+                    };
+                    used += end;
+                    self.handle_head(&rest[..end], out, handler, ctx);
+                }
+            }
+        }
+    }
+
+    fn head_too_large(&mut self, rest: &[u8], out: &mut Output, ctx: &Ctx<'_>, all: usize) -> usize {
+        let line_done = rest[..ctx.limits.max_head.min(rest.len())].contains(&b'\n');
+        let err = if line_done { HeadError::TooLarge } else { HeadError::UriTooLong };
+        self.respond_error(err.status(), out, ctx, "-");
+        all
+    }
+
+    fn handle_head(&mut self, head: &[u8], out: &mut Output, handler: &mut dyn Handler, ctx: &Ctx<'_>) {
+        let req = match request::parse(head, ctx.limits.max_headers) {
+            Ok(req) => req,
+            Err(e) => {
+                log::debug!("bad request: {e:?}");
+                let line = head.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+                self.respond_error(e.status(), out, ctx, &String::from_utf8_lossy(line));
+                return;
+            }
+        };
+        if let BodyFraming::Length(n) = req.body
+            && n > ctx.limits.max_body
+        {
+            self.respond_error(413, out, ctx, "-");
+            return;
+        }
+        let keep_alive = req.keep_alive && self.keep_alive_allowed;
+        let conn = match (keep_alive, req.version) {
+            (false, _) => ConnHeader::Close,
+            (true, Version::Http10) => ConnHeader::KeepAlive,
+            (true, Version::Http11) => ConnHeader::None,
+        };
+        let reply = handler.handle(&req, ctx.now);
+        let (status, len) = (reply.status, reply.len);
+        out.push_reply(reply, ctx.date, req.method == Method::Head, conn);
+        self.access_log(ctx, &req, status, len);
+
+        self.phase = match (keep_alive, req.body) {
+            (false, _) => Phase::Closed,
+            (true, BodyFraming::None) => Phase::Head { scanned: 0 },
+            (true, BodyFraming::Length(n)) => Phase::Body(BodyLeft::Length(n)),
+            (true, BodyFraming::Chunked) => Phase::Body(BodyLeft::Chunked { decoder: Decoder::default(), seen: 0 }),
+        };
+    }
+
+    fn respond_error(&mut self, status: u16, out: &mut Output, ctx: &Ctx<'_>, line: &str) {
+        out.push_reply(Reply::text(status, b"Content-Type: text/plain\r\n"), ctx.date, false, ConnHeader::Close);
+        let peer = Peer(self.peer);
+        let dur = self.elapsed(ctx);
+        log::info!(target: "access", "{peer} - - [{}] \"{}\" {status} {} {dur:.6}", ctx.log_date, line.escape_debug(), 0);
+        self.phase = Phase::Closed;
+    }
+
+    fn access_log(&mut self, ctx: &Ctx<'_>, req: &Request<'_>, status: u16, len: u64) {
+        let dur = self.elapsed(ctx);
+        let peer = Peer(self.peer);
+        let sent = if req.method == Method::Head { 0 } else { len };
+        log::info!(
+            target: "access",
+            "{peer} - - [{}] \"{} {} {}\" {status} {sent} {dur:.6}",
+            ctx.log_date,
+            req.method_str,
+            req.target.escape_debug(),
+            req.version.as_str()
+        );
+    }
+
+    fn elapsed(&mut self, ctx: &Ctx<'_>) -> f64 {
+        let started = self.started.take().unwrap_or(ctx.now);
+        ctx.now.saturating_duration_since(started).as_secs_f64()
+    }
+}
+
+/// Drains body bytes; `Ok((consumed, done))`, or `Err` when the body is malformed or over the limit.
+fn drain_body(left: &mut BodyLeft, input: &[u8], max: u64) -> Result<(usize, bool), ()> {
+    match left {
+        BodyLeft::Length(n) => {
+            let take = (*n).min(input.len() as u64);
+            *n -= take;
+            Ok((take as usize, *n == 0))
+        }
+        BodyLeft::Chunked { decoder, seen } => {
+            let mut data = 0u64;
+            let used = decoder.feed(input, |d| data += d.len() as u64).map_err(|_| ())?;
+            *seen += data;
+            if *seen > max {
+                return Err(());
+            }
+            Ok((used, decoder.is_done()))
+        }
+    }
+}
+
+/// A peer address for the log, `-` when unknown.
+struct Peer(Option<IpAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::response::Body;
+    use super::*;
+
+    struct Echo;
+    impl Handler for Echo {
+        fn handle<'s>(&'s mut self, req: &Request<'_>, _now: Instant) -> Reply<'s> {
+            let body: &'static [u8] = if req.path() == "/a" { b"A" } else { b"other" };
+            match req.method {
+                Method::Other => Reply::text(405, b"Allow: GET, HEAD\r\n"),
+                _ => Reply { status: 200, headers: b"", len: body.len() as u64, body: Body::Bytes(body) },
+            }
+        }
+    }
+
+    fn run(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut s = Session::new(None);
+        let mut out = Output::default();
+        let ctx = Ctx { now: Instant::now(), date: b"D", log_date: "-", limits: &Limits::default() };
+        let mut buf = Vec::new();
+        for c in chunks {
+            buf.extend_from_slice(c);
+            let n = s.feed(&buf, &mut out, &mut Echo, &ctx);
+            buf.drain(..n);
+        }
+        (out.buf, s.is_closed())
+    }
+
+    fn statuses(out: &[u8]) -> Vec<String> {
+        let s = String::from_utf8_lossy(out);
+        s.match_indices("HTTP/1.1 ").map(|(i, _)| s[i + 9..i + 12].to_string()).collect()
+    }
+
+    #[test]
+    fn pipelined_in_order_with_bodies_drained() {
+        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nGETGET /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nHEAD /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (whole, closed) = run(&[input]);
+        assert_eq!(statuses(&whole), ["200", "405", "200", "200"]);
+        assert!(!closed);
+        for cut in 1..input.len() {
+            assert_eq!(run(&[&input[..cut], &input[cut..]]).0, whole, "cut {cut}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(run(&bytes).0, whole);
+    }
+
+    #[test]
+    fn errors_close_and_ignore_the_rest() {
+        let (out, closed) = run(&[b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n"]);
+        assert_eq!(statuses(&out), ["400"]);
+        assert!(closed);
+        assert!(String::from_utf8_lossy(&out).contains("Connection: close"));
+    }
+
+    #[test]
+    fn limits() {
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
+        assert_eq!(statuses(&run(&[long.as_bytes()]).0), ["414"]);
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n", "a".repeat(9000));
+        assert_eq!(statuses(&run(&[big.as_bytes()]).0), ["431"]);
+        let (out, closed) = run(&[b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n"]);
+        assert_eq!(statuses(&out), ["413"]);
+        assert!(closed);
+    }
+
+    #[test]
+    fn http10_keep_alive_and_close() {
+        let (out, closed) = run(&[b"GET /a HTTP/1.0\r\n\r\nGET /a HTTP/1.0\r\n\r\n"]);
+        assert_eq!(statuses(&out), ["200"]);
+        assert!(closed);
+        let (out, closed) = run(&[b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n"]);
+        assert_eq!(statuses(&out), ["200", "200"]);
+        assert!(String::from_utf8_lossy(&out).contains("Connection: keep-alive"));
+        assert!(!closed);
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        let (out, _) = run(&[b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n"]);
+        assert_eq!(statuses(&out), ["200"]);
+    }
+}

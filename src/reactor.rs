@@ -1,0 +1,353 @@
+//! The event loop: one poller in edge-triggered mode, a slab of connections whose keys are the
+//! poller keys, a ready list for connections that stopped before `WouldBlock`, timers, accept with
+//! back-off, and graceful shutdown.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use polling::{Event, Events, PollMode, Poller};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{Conn, Env, Next, Pools, TimerKind};
+use crate::files::Files;
+use crate::http::date::DateCache;
+use crate::http::session::{Ctx, Session};
+use crate::signal::SignalPipe;
+use crate::timer::Timers;
+
+const LISTENER: usize = usize::MAX - 1;
+const SIGNALS: usize = usize::MAX - 2;
+/// Accepts per loop turn, so that a connection storm does not starve the connections we have.
+const ACCEPT_BATCH: usize = 256;
+/// How long accepting pauses after the process ran out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+struct Accept {
+    /// The listener had an edge and was not drained to `WouldBlock` yet.
+    ready: bool,
+    /// Out of descriptors: retry at this time, or as soon as a connection closes.
+    paused_until: Option<Instant>,
+    /// Logged the current burst of descriptor exhaustion already.
+    warned: bool,
+}
+
+pub struct Reactor {
+    poller: Arc<Poller>,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    conns: Slab<Conn>,
+    timers: Timers,
+    ready: Vec<(usize, u32)>,
+    pools: Pools,
+    files: Files,
+    dates: DateCache,
+    cfg: Config,
+    max_conns: usize,
+    accept: Accept,
+    next_generation: u32,
+    stop: Arc<AtomicBool>,
+    signals: Option<SignalPipe>,
+    /// Set once shutdown has begun: the end of the grace period.
+    draining_until: Option<Instant>,
+}
+
+impl Reactor {
+    pub fn new(cfg: Config, listener: TcpListener, files: Files, max_conns: usize) -> io::Result<Reactor> {
+        let poller = Arc::new(Poller::new()?);
+        // SAFETY: the listener is deleted from the poller before it is dropped (shutdown, Drop).
+        unsafe { poller.add_with_mode(&listener, Event::readable(LISTENER), PollMode::Edge)? };
+        Ok(Reactor {
+            poller,
+            local_addr: listener.local_addr()?,
+            listener: Some(listener),
+            conns: Slab::new(),
+            timers: Timers::default(),
+            ready: Vec::new(),
+            pools: Pools::default(),
+            files,
+            dates: DateCache::default(),
+            cfg,
+            max_conns,
+            accept: Accept { ready: true, paused_until: None, warned: false },
+            next_generation: 0,
+            stop: Arc::new(AtomicBool::new(false)),
+            signals: None,
+        draining_until: None,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn poller(&self) -> Arc<Poller> {
+        Arc::clone(&self.poller)
+    }
+
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    /// Makes SIGINT and SIGTERM begin a graceful shutdown.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let pipe = SignalPipe::install()?;
+        // SAFETY: the pipe lives in `self` and is deleted from the poller in Drop.
+        unsafe { self.poller.add_with_mode(pipe.source(), Event::readable(SIGNALS), PollMode::Edge)? };
+        self.signals = Some(pipe);
+        Ok(())
+    }
+
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::new();
+        let mut batch = Vec::new();
+        loop {
+            let timeout = self.wait_timeout(Instant::now());
+            events.clear();
+            self.poller.wait(&mut events, timeout)?;
+            let now = Instant::now();
+            self.dates.update(SystemTime::now());
+
+            for ev in events.iter() {
+                match ev.key {
+                    LISTENER => self.accept.ready = true,
+                    SIGNALS => {
+                        if self.signals.as_ref().is_some_and(|s| s.drain()) {
+                            self.begin_shutdown(now);
+                        }
+                    }
+                    key => {
+                        if let Some(c) = self.conns.get_mut(key) {
+                            c.readable |= ev.readable;
+                            c.writable |= ev.writable;
+                            self.drive(key, now);
+                        }
+                    }
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                self.begin_shutdown(now);
+            }
+            // Connections that stopped early; ones queued again during this pass wait a turn.
+            std::mem::swap(&mut batch, &mut self.ready);
+            for (key, generation) in batch.drain(..) {
+                if let Some(c) = self.conns.get_mut(key).filter(|c| c.generation == generation) {
+                    c.queued = false;
+                    self.drive(key, now);
+                }
+            }
+            // Accept after the batch, so that no event of this batch meets a reused slab key.
+            self.accept(now);
+            self.expire(now);
+            log::logger().flush();
+            if let Some(until) = self.draining_until
+                && (self.conns.is_empty() || now >= until)
+            {
+                if !self.conns.is_empty() {
+                    log::warn!("grace period over: closing {} connections", self.conns.len());
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn wait_timeout(&self, now: Instant) -> Option<Duration> {
+        let can_accept = self.accept.ready
+            && self.listener.is_some()
+            && self.conns.len() < self.max_conns
+            && self.accept.paused_until.is_none_or(|t| t <= now);
+        if !self.ready.is_empty() || can_accept {
+            return Some(Duration::ZERO);
+        }
+        [self.timers.next(), self.accept.paused_until, self.draining_until]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.saturating_duration_since(now))
+    }
+
+    fn drive(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let mut env = Env {
+            ctx: Ctx { now, date: self.dates.http(), log_date: self.dates.clf(), limits: &self.cfg.limits },
+            handler: &mut self.files,
+            pools: &mut self.pools,
+            budget: self.cfg.budget,
+        };
+        match conn.drive(&mut env) {
+            Next::Close => self.close(key),
+            Next::Again => {
+                if !conn.queued {
+                    conn.queued = true;
+                    self.ready.push((key, conn.generation));
+                }
+                self.set_timer(key, now);
+            }
+            Next::Wait => self.set_timer(key, now),
+        }
+    }
+
+    /// Moves a connection's deadline when its timer kind changes or it made progress.
+    fn set_timer(&mut self, key: usize, now: Instant) {
+        let c = &mut self.conns[key];
+        let kind = c.timer_kind();
+        if kind == c.timer && !c.wrote {
+            return;
+        }
+        c.timer = kind;
+        c.wrote = false;
+        c.deadline = now
+            + match kind {
+                TimerKind::Idle => self.cfg.idle_timeout,
+                TimerKind::Request => self.cfg.header_timeout,
+                TimerKind::Send => self.cfg.send_timeout,
+                TimerKind::Linger => self.cfg.linger_timeout,
+            };
+        if c.scheduled.is_none_or(|s| c.deadline < s) {
+            c.scheduled = Some(c.deadline);
+            self.timers.push(c.deadline, key, c.generation);
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, key, generation)) = self.timers.pop_due(now) {
+            let Some(c) = self.conns.get_mut(key) else { continue };
+            if c.generation != generation || c.scheduled != Some(at) {
+                continue; // superseded by an earlier entry, or a closed connection's
+            }
+            if c.deadline > now {
+                c.scheduled = Some(c.deadline);
+                self.timers.push(c.deadline, key, generation);
+                continue;
+            }
+            c.scheduled = None;
+            match c.timer {
+                TimerKind::Request => {
+                    log::debug!("request timeout on connection {key}");
+                    let mut env = Env {
+                        ctx: Ctx { now, date: self.dates.http(), log_date: self.dates.clf(), limits: &self.cfg.limits },
+                        handler: &mut self.files,
+                        pools: &mut self.pools,
+                        budget: self.cfg.budget,
+                    };
+                    c.request_timed_out(&mut env);
+                    c.writable = true;
+                    self.drive(key, now);
+                }
+                TimerKind::Idle | TimerKind::Send | TimerKind::Linger => self.close(key),
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        if self.accept.paused_until.is_some_and(|t| t > now) {
+            return;
+        }
+        self.accept.paused_until = None;
+        let Some(listener) = &self.listener else { return };
+        let fd = listener.as_raw_fd();
+        let mut n = 0;
+        while self.accept.ready && self.conns.len() < self.max_conns && n < ACCEPT_BATCH {
+            n += 1;
+            match accept4(fd) {
+                Ok((sock, peer)) => {
+                    self.accept.warned = false;
+                    let _ = sock.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
+                    if let Err(e) = unsafe { self.poller.add_with_mode(&sock, Event::all(key), PollMode::Edge) } {
+                        log::error!("cannot watch a new connection: {e}");
+                        continue;
+                    }
+                    self.next_generation = self.next_generation.wrapping_add(1);
+                    let session = Session::new(peer.map(|a| a.ip()));
+                    let mut conn = Conn::new(sock, self.next_generation, session, now);
+                    conn.deadline = now + self.cfg.idle_timeout;
+                    conn.scheduled = Some(conn.deadline);
+                    self.timers.push(conn.deadline, key, conn.generation);
+                    entry.insert(conn);
+                    // Data often arrives with the handshake: try it now rather than after a wait.
+                    self.drive(key, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept.ready = false,
+                Err(e) if is_out_of_descriptors(&e) => {
+                    if !self.accept.warned {
+                        log::warn!("accept: {e}; pausing accepts until a connection closes ({} open)", self.conns.len());
+                        self.accept.warned = true;
+                    }
+                    self.accept.paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                // The peer gave up before we accepted, and similar per-connection failures.
+                Err(e) => log::debug!("accept: {e}"),
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        let conn = self.conns.remove(key);
+        if let Err(e) = self.poller.delete(&conn.sock) {
+            log::debug!("poller delete: {e}");
+        }
+        drop(conn);
+        // A descriptor was freed: accepting may go on at once.
+        self.accept.paused_until = None;
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        log::info!("shutting down: finishing {} connections", self.conns.len());
+        self.draining_until = Some(now + self.cfg.grace);
+        if let Some(l) = self.listener.take() {
+            let _ = self.poller.delete(&l);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let c = &mut self.conns[key];
+            if c.is_idle() {
+                self.close(key);
+            } else {
+                c.close_after_current();
+                self.drive(key, now);
+            }
+        }
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        for (_, c) in self.conns.iter() {
+            let _ = self.poller.delete(&c.sock);
+        }
+        if let Some(l) = &self.listener {
+            let _ = self.poller.delete(l);
+        }
+        if let Some(s) = &self.signals {
+            let _ = self.poller.delete(s.source());
+        }
+    }
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// accept4 with SOCK_NONBLOCK, saving the fcntl that `TcpListener::accept` would need after it.
+fn accept4(fd: i32) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+    // SAFETY: try_init hands accept4 valid storage and length pointers; on success the returned
+    // descriptor is new and owned by nothing else.
+    let (sock, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let s = libc::accept4(fd, storage.cast(), len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            if s < 0 { Err(io::Error::last_os_error()) } else { Ok(TcpStream::from_raw_fd(s)) }
+        })?
+    };
+    Ok((sock, addr.as_socket()))
+}
