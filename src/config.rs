@@ -124,7 +124,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             _ => (arg.clone(), None),
         };
         let mut value = || -> Result<String, String> {
-            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{flag} needs a value"))
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -143,7 +146,12 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--grace" => c.grace = duration(&flag, &value()?)?,
             "--max-head" => c.limits.max_head = number(&flag, &value()?, 64, 1 << 20)? as usize,
             "--max-headers" => {
-                c.limits.max_headers = number(&flag, &value()?, 1, crate::http::request::MAX_HEADERS as u64)? as usize
+                c.limits.max_headers = number(
+                    &flag,
+                    &value()?,
+                    1,
+                    crate::http::request::MAX_HEADERS as u64,
+                )? as usize
             }
             "--max-body" => c.limits.max_body = number(&flag, &value()?, 0, u64::MAX)?,
             "--budget" => c.budget = number(&flag, &value()?, 4096, 1 << 30)? as usize,
@@ -155,7 +163,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 }
             }
             "--log-level" => {
-                c.log_level = value()?.parse().map_err(|_| "--log-level: expected error, warn, info, debug or off".to_string())?
+                c.log_level = value()?.parse().map_err(|_| {
+                    "--log-level: expected error, warn, info, debug or off".to_string()
+                })?
             }
             "--follow-symlinks" => c.follow_symlinks_outside = true,
             "--index" => {
@@ -187,8 +197,10 @@ impl Config {
     pub fn mime(&self) -> Result<MimeTypes, String> {
         let mut m = MimeTypes::default();
         if let Some(path) = &self.mime_types {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("--mime-types {}: {e}", path.display()))?;
-            m.load(&text).map_err(|e| format!("--mime-types {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--mime-types {}: {e}", path.display()))?;
+            m.load(&text)
+                .map_err(|e| format!("--mime-types {}: {e}", path.display()))?;
         }
         Ok(m)
     }
@@ -199,7 +211,11 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         return Ok(a);
     }
     // "localhost:8080" or ":8080"; names resolve once here, never on the loop.
-    let s2 = if let Some(port) = s.strip_prefix(':') { format!("0.0.0.0:{port}") } else { s.to_string() };
+    let s2 = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        s.to_string()
+    };
     s2.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
@@ -209,7 +225,9 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 fn number(flag: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
     match v.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("{flag}: expected a whole number from {min} to {max}, got {v:?}")),
+        _ => Err(format!(
+            "{flag}: expected a whole number from {min} to {max}, got {v:?}"
+        )),
     }
 }
 
@@ -227,8 +245,12 @@ pub fn duration(flag: &str, v: &str) -> Result<Duration, String> {
         (v, 1.0)
     };
     match num.parse::<f64>() {
-        Ok(x) if x.is_finite() && x >= 0.0 && x * scale < 1e9 => Ok(Duration::from_secs_f64(x * scale)),
-        _ => Err(format!("{flag}: expected a time such as 500ms, 2s or 1m, got {v:?}")),
+        Ok(x) if x.is_finite() && x >= 0.0 && x * scale < 1e9 => {
+            Ok(Duration::from_secs_f64(x * scale))
+        }
+        _ => Err(format!(
+            "{flag}: expected a time such as 500ms, 2s or 1m, got {v:?}"
+        )),
     }
 }
 
@@ -245,12 +267,23 @@ mod tests {
 
     #[test]
     fn flags() {
-        let c = run(&["--listen", "[::1]:0", "--header-timeout=250ms", "www", "--max-conns", "10"]).unwrap();
+        let c = run(&[
+            "--listen",
+            "[::1]:0",
+            "--header-timeout=250ms",
+            "www",
+            "--max-conns",
+            "10",
+        ])
+        .unwrap();
         assert_eq!(c.listen, "[::1]:0".parse().unwrap());
         assert_eq!(c.header_timeout, Duration::from_millis(250));
         assert_eq!(c.root, PathBuf::from("www"));
         assert_eq!(c.max_conns, Some(10));
-        assert!(matches!(parse_args(["--help".to_string()]), Ok(Command::Help)));
+        assert!(matches!(
+            parse_args(["--help".to_string()]),
+            Ok(Command::Help)
+        ));
     }
 
     #[test]

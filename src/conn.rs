@@ -30,7 +30,9 @@ const WRITE_KEEP_CAPACITY: usize = 4 * OUTPUT_HIGH_WATER;
 
 impl Pools {
     fn read_buf(&mut self, max_head: usize) -> Vec<u8> {
-        self.read.pop().unwrap_or_else(|| vec![0; READ_BUF.max(max_head + 1)])
+        self.read
+            .pop()
+            .unwrap_or_else(|| vec![0; READ_BUF.max(max_head + 1)])
     }
     fn put_read(&mut self, b: Vec<u8>) {
         if self.read.len() < POOL_KEEP {
@@ -222,7 +224,12 @@ impl Conn {
         if self.out.buf.capacity() == 0 {
             self.out.buf = env.pools.write_buf();
         }
-        let used = self.session.feed(&self.rbuf[..self.rlen], &mut self.out, env.handler, &env.ctx);
+        let used = self.session.feed(
+            &self.rbuf[..self.rlen],
+            &mut self.out,
+            env.handler,
+            &env.ctx,
+        );
         // Keep the unconsumed tail (a partial head) at the front.
         self.rbuf.copy_within(used..self.rlen, 0);
         self.rlen -= used;
@@ -267,7 +274,12 @@ impl Conn {
             let limit = out.files.front().map_or(out.buf.len(), |f| f.at);
             let sent = if out.pos < limit {
                 // A file range follows: MSG_MORE lets the head share a segment with its start.
-                let flags = libc::MSG_NOSIGNAL | if out.files.is_empty() { 0 } else { libc::MSG_MORE };
+                let flags = libc::MSG_NOSIGNAL
+                    | if out.files.is_empty() {
+                        0
+                    } else {
+                        libc::MSG_MORE
+                    };
                 let chunk = &out.buf[out.pos..limit];
                 // SAFETY: `chunk` is valid for reads of its length; `fd` is our open socket.
                 let r = sys(unsafe { libc::send(fd, chunk.as_ptr().cast(), chunk.len(), flags) })?;
@@ -283,7 +295,10 @@ impl Conn {
                 match r {
                     Sys::Done(0) => {
                         // The file shrank under us: the promised length cannot be kept.
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file truncated while sent"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "file truncated while sent",
+                        ));
                     }
                     Sys::Done(n) => {
                         seg.offset += n as u64;

@@ -95,8 +95,11 @@ impl Server {
             mime,
         })
         .map_err(|e| Error::Root(config.root.clone(), e))?;
-        let listener = listen(config.listen, config.backlog).map_err(|e| Error::Bind(config.listen, e))?;
-        let max_conns = config.max_conns.unwrap_or_else(|| default_max_conns(config.cache_entries));
+        let listener =
+            listen(config.listen, config.backlog).map_err(|e| Error::Bind(config.listen, e))?;
+        let max_conns = config
+            .max_conns
+            .unwrap_or_else(|| default_max_conns(config.cache_entries));
         let reactor = Reactor::new(config, listener, files, max_conns)?;
         Ok(Server { reactor })
     }
@@ -106,7 +109,10 @@ impl Server {
     }
 
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle { poller: self.reactor.poller(), stop: self.reactor.stop_flag() }
+        ServerHandle {
+            poller: self.reactor.poller(),
+            stop: self.reactor.stop_flag(),
+        }
     }
 
     /// SIGINT and SIGTERM begin a graceful shutdown (for the binary; tests use [`ServerHandle`]).
@@ -122,7 +128,11 @@ impl Server {
 }
 
 fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
     sock.set_reuse_address(true)?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
@@ -137,14 +147,20 @@ fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 /// Raises the descriptor limit to its hard maximum (as Go's runtime does) and leaves room for the
 /// file cache and the loop's own descriptors.
 fn default_max_conns(cache_entries: usize) -> usize {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `lim` is a valid rlimit to fill and then pass back.
     let nofile = unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 1024;
         }
         if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
                 lim.rlim_cur = lim.rlim_max;
             }

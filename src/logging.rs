@@ -35,7 +35,11 @@ pub fn init(access: &AccessLog, level: LevelFilter) -> Result<(), String> {
         level,
         color: io::stderr().is_terminal(),
     };
-    let max = if logger.access.is_some() { LevelFilter::Info.max(level) } else { level };
+    let max = if logger.access.is_some() {
+        LevelFilter::Info.max(level)
+    } else {
+        level
+    };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(max);
     }
@@ -44,7 +48,11 @@ pub fn init(access: &AccessLog, level: LevelFilter) -> Result<(), String> {
 
 impl Log for Logger {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
-        if m.target() == ACCESS { self.access.is_some() } else { m.level() <= self.level }
+        if m.target() == ACCESS {
+            self.access.is_some()
+        } else {
+            m.level() <= self.level
+        }
     }
 
     fn log(&self, r: &Record<'_>) {
@@ -63,7 +71,12 @@ impl Log for Logger {
             (true, Level::Warn) => ("\x1b[33m", "\x1b[0m"),
             _ => ("", ""),
         };
-        let _ = writeln!(io::stderr().lock(), "{pre}edgeserve: {}: {}{post}", r.level().as_str().to_lowercase(), r.args());
+        let _ = writeln!(
+            io::stderr().lock(),
+            "{pre}edgeserve: {}: {}{post}",
+            r.level().as_str().to_lowercase(),
+            r.args()
+        );
     }
 
     fn flush(&self) {

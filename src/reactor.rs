@@ -57,7 +57,12 @@ pub struct Reactor {
 }
 
 impl Reactor {
-    pub fn new(cfg: Config, listener: TcpListener, files: Files, max_conns: usize) -> io::Result<Reactor> {
+    pub fn new(
+        cfg: Config,
+        listener: TcpListener,
+        files: Files,
+        max_conns: usize,
+    ) -> io::Result<Reactor> {
         let poller = Arc::new(Poller::new()?);
         // SAFETY: the listener is deleted from the poller before it is dropped (shutdown, Drop).
         unsafe { poller.add_with_mode(&listener, Event::readable(LISTENER), PollMode::Edge)? };
@@ -73,11 +78,15 @@ impl Reactor {
             dates: DateCache::default(),
             cfg,
             max_conns,
-            accept: Accept { ready: true, paused_until: None, warned: false },
+            accept: Accept {
+                ready: true,
+                paused_until: None,
+                warned: false,
+            },
             next_generation: 0,
             stop: Arc::new(AtomicBool::new(false)),
             signals: None,
-        draining_until: None,
+            draining_until: None,
         })
     }
 
@@ -97,7 +106,10 @@ impl Reactor {
     pub fn handle_signals(&mut self) -> io::Result<()> {
         let pipe = SignalPipe::install()?;
         // SAFETY: the pipe lives in `self` and is deleted from the poller in Drop.
-        unsafe { self.poller.add_with_mode(pipe.source(), Event::readable(SIGNALS), PollMode::Edge)? };
+        unsafe {
+            self.poller
+                .add_with_mode(pipe.source(), Event::readable(SIGNALS), PollMode::Edge)?
+        };
         self.signals = Some(pipe);
         Ok(())
     }
@@ -135,7 +147,11 @@ impl Reactor {
             // Connections that stopped early; ones queued again during this pass wait a turn.
             std::mem::swap(&mut batch, &mut self.ready);
             for (key, generation) in batch.drain(..) {
-                if let Some(c) = self.conns.get_mut(key).filter(|c| c.generation == generation) {
+                if let Some(c) = self
+                    .conns
+                    .get_mut(key)
+                    .filter(|c| c.generation == generation)
+                {
                     c.queued = false;
                     self.drive(key, now);
                 }
@@ -148,7 +164,10 @@ impl Reactor {
                 && (self.conns.is_empty() || now >= until)
             {
                 if !self.conns.is_empty() {
-                    log::warn!("grace period over: closing {} connections", self.conns.len());
+                    log::warn!(
+                        "grace period over: closing {} connections",
+                        self.conns.len()
+                    );
                 }
                 return Ok(());
             }
@@ -163,17 +182,28 @@ impl Reactor {
         if !self.ready.is_empty() || can_accept {
             return Some(Duration::ZERO);
         }
-        [self.timers.next(), self.accept.paused_until, self.draining_until]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| t.saturating_duration_since(now))
+        [
+            self.timers.next(),
+            self.accept.paused_until,
+            self.draining_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.saturating_duration_since(now))
     }
 
     fn drive(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let mut env = Env {
-            ctx: Ctx { now, date: self.dates.http(), log_date: self.dates.clf(), limits: &self.cfg.limits },
+            ctx: Ctx {
+                now,
+                date: self.dates.http(),
+                log_date: self.dates.clf(),
+                limits: &self.cfg.limits,
+            },
             handler: &mut self.files,
             pools: &mut self.pools,
             budget: self.cfg.budget,
@@ -215,7 +245,9 @@ impl Reactor {
 
     fn expire(&mut self, now: Instant) {
         while let Some((at, key, generation)) = self.timers.pop_due(now) {
-            let Some(c) = self.conns.get_mut(key) else { continue };
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
             if c.generation != generation || c.scheduled != Some(at) {
                 continue; // superseded by an earlier entry, or a closed connection's
             }
@@ -229,7 +261,12 @@ impl Reactor {
                 TimerKind::Request => {
                     log::debug!("request timeout on connection {key}");
                     let mut env = Env {
-                        ctx: Ctx { now, date: self.dates.http(), log_date: self.dates.clf(), limits: &self.cfg.limits },
+                        ctx: Ctx {
+                            now,
+                            date: self.dates.http(),
+                            log_date: self.dates.clf(),
+                            limits: &self.cfg.limits,
+                        },
                         handler: &mut self.files,
                         pools: &mut self.pools,
                         budget: self.cfg.budget,
@@ -248,7 +285,9 @@ impl Reactor {
             return;
         }
         self.accept.paused_until = None;
-        let Some(listener) = &self.listener else { return };
+        let Some(listener) = &self.listener else {
+            return;
+        };
         let fd = listener.as_raw_fd();
         let mut n = 0;
         while self.accept.ready && self.conns.len() < self.max_conns && n < ACCEPT_BATCH {
@@ -260,7 +299,10 @@ impl Reactor {
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
-                    if let Err(e) = unsafe { self.poller.add_with_mode(&sock, Event::all(key), PollMode::Edge) } {
+                    if let Err(e) = unsafe {
+                        self.poller
+                            .add_with_mode(&sock, Event::all(key), PollMode::Edge)
+                    } {
                         log::error!("cannot watch a new connection: {e}");
                         continue;
                     }
@@ -277,7 +319,10 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept.ready = false,
                 Err(e) if is_out_of_descriptors(&e) => {
                     if !self.accept.warned {
-                        log::warn!("accept: {e}; pausing accepts until a connection closes ({} open)", self.conns.len());
+                        log::warn!(
+                            "accept: {e}; pausing accepts until a connection closes ({} open)",
+                            self.conns.len()
+                        );
                         self.accept.warned = true;
                     }
                     self.accept.paused_until = Some(now + ACCEPT_BACKOFF);
@@ -336,7 +381,10 @@ impl Drop for Reactor {
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// accept4 with SOCK_NONBLOCK, saving the fcntl that `TcpListener::accept` would need after it.
@@ -345,8 +393,17 @@ fn accept4(fd: i32) -> io::Result<(TcpStream, Option<SocketAddr>)> {
     // descriptor is new and owned by nothing else.
     let (sock, addr) = unsafe {
         socket2::SockAddr::try_init(|storage, len| {
-            let s = libc::accept4(fd, storage.cast(), len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-            if s < 0 { Err(io::Error::last_os_error()) } else { Ok(TcpStream::from_raw_fd(s)) }
+            let s = libc::accept4(
+                fd,
+                storage.cast(),
+                len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            );
+            if s < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(TcpStream::from_raw_fd(s))
+            }
         })?
     };
     Ok((sock, addr.as_socket()))

@@ -50,7 +50,10 @@ impl SignalPipe {
                 }
             }
         }
-        Ok(SignalPipe { read, _write: write })
+        Ok(SignalPipe {
+            read,
+            _write: write,
+        })
     }
 
     pub fn fd(&self) -> RawFd {

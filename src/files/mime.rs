@@ -46,7 +46,12 @@ pub struct MimeTypes {
 
 impl Default for MimeTypes {
     fn default() -> Self {
-        MimeTypes { by_ext: BUILT_IN.iter().map(|(e, t)| (e.to_string(), t.to_string())).collect() }
+        MimeTypes {
+            by_ext: BUILT_IN
+                .iter()
+                .map(|(e, t)| (e.to_string(), t.to_string()))
+                .collect(),
+        }
     }
 }
 
@@ -55,7 +60,11 @@ impl MimeTypes {
     /// (`types { type ext ext; }`) form. A line that names a type without a `/` is an error.
     pub fn load(&mut self, text: &str) -> Result<(), String> {
         for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").replace(['{', '}', ';'], " ");
+            let line = line
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .replace(['{', '}', ';'], " ");
             let mut words = line.split_whitespace();
             let Some(ty) = words.next() else { continue };
             if ty == "types" {
@@ -87,7 +96,8 @@ mod tests {
         let mut m = MimeTypes::default();
         assert_eq!(m.for_name("a.HTML"), "text/html");
         assert_eq!(m.for_name("noext"), DEFAULT);
-        m.load("# comment\ntypes {\n  text/x-foo foo FOO2;\n}\napplication/x-bar bar\n").unwrap();
+        m.load("# comment\ntypes {\n  text/x-foo foo FOO2;\n}\napplication/x-bar bar\n")
+            .unwrap();
         assert_eq!(m.for_name("x.foo"), "text/x-foo");
         assert_eq!(m.for_name("x.foo2"), "text/x-foo");
         assert_eq!(m.for_name("x.bar"), "application/x-bar");

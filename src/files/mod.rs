@@ -89,9 +89,18 @@ impl Files {
     pub fn new(cfg: FilesConfig) -> io::Result<Files> {
         let real_root = fs::canonicalize(&cfg.root)?;
         if !real_root.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
         }
-        Ok(Files { cfg, real_root, cache: HashMap::new(), inline_bytes: 0, scratch: Vec::new() })
+        Ok(Files {
+            cfg,
+            real_root,
+            cache: HashMap::new(),
+            inline_bytes: 0,
+            scratch: Vec::new(),
+        })
     }
 
     /// How many descriptors the cache may hold open (for the connection limit).
@@ -100,7 +109,10 @@ impl Files {
     }
 
     fn lookup(&mut self, key: &str, now: Instant) -> &Entry {
-        let fresh = self.cache.get(key).is_some_and(|e| now.duration_since(e.checked) < self.cfg.cache_valid);
+        let fresh = self
+            .cache
+            .get(key)
+            .is_some_and(|e| now.duration_since(e.checked) < self.cfg.cache_valid);
         if !fresh {
             if let Some(old) = self.cache.remove(key) {
                 self.forget(&old);
@@ -109,7 +121,11 @@ impl Files {
                 self.evict(now);
             }
             let kind = self.load(key);
-            if let Kind::File(FileInfo { content: Content::Bytes(b), .. }) = &kind {
+            if let Kind::File(FileInfo {
+                content: Content::Bytes(b),
+                ..
+            }) = &kind
+            {
                 self.inline_bytes += b.len() as u64;
             }
             self.cache.insert(key.into(), Entry { checked: now, kind });
@@ -118,7 +134,11 @@ impl Files {
     }
 
     fn forget(&mut self, e: &Entry) {
-        if let Kind::File(FileInfo { content: Content::Bytes(b), .. }) = &e.kind {
+        if let Kind::File(FileInfo {
+            content: Content::Bytes(b),
+            ..
+        }) = &e.kind
+        {
             self.inline_bytes -= b.len() as u64;
         }
     }
@@ -127,7 +147,8 @@ impl Files {
     /// paths should not make the cache a scan of itself on every miss).
     fn evict(&mut self, now: Instant) {
         let valid = self.cfg.cache_valid;
-        self.cache.retain(|_, e| now.duration_since(e.checked) < valid);
+        self.cache
+            .retain(|_, e| now.duration_since(e.checked) < valid);
         if self.cache.len() >= self.cfg.cache_entries {
             self.cache.clear();
         }
@@ -135,7 +156,10 @@ impl Files {
             .cache
             .values()
             .map(|e| match &e.kind {
-                Kind::File(FileInfo { content: Content::Bytes(b), .. }) => b.len() as u64,
+                Kind::File(FileInfo {
+                    content: Content::Bytes(b),
+                    ..
+                }) => b.len() as u64,
                 _ => 0,
             })
             .sum();
@@ -151,7 +175,9 @@ impl Files {
             Ok(Opened::File(file, meta)) => Kind::File(self.file_info(key, file, &meta)),
             Ok(Opened::Dir) if !key.ends_with('/') => Kind::Redirect,
             Ok(Opened::Dir) => match self.open(&full.join(&self.cfg.index)) {
-                Ok(Opened::File(file, meta)) => Kind::File(self.file_info(&self.cfg.index, file, &meta)),
+                Ok(Opened::File(file, meta)) => {
+                    Kind::File(self.file_info(&self.cfg.index, file, &meta))
+                }
                 Ok(Opened::Dir) => Kind::Status(403),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Kind::Status(403),
                 Err(e) => Kind::Status(status_for(&e)),
@@ -196,7 +222,15 @@ impl Files {
             }
         }
         let content = content.unwrap_or_else(|| Content::File(Arc::new(file)));
-        FileInfo { headers, validators, etag, last_modified, mtime, len, content }
+        FileInfo {
+            headers,
+            validators,
+            etag,
+            last_modified,
+            mtime,
+            len,
+            content,
+        }
     }
 }
 
@@ -207,9 +241,15 @@ enum Opened {
 
 fn status_for(e: &io::Error) -> u16 {
     match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => 404,
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => {
+            404
+        }
         io::ErrorKind::PermissionDenied => 403,
-        _ if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENAMETOOLONG) => 404,
+        _ if e.raw_os_error() == Some(libc::ELOOP)
+            || e.raw_os_error() == Some(libc::ENAMETOOLONG) =>
+        {
+            404
+        }
         _ => 500,
     }
 }
@@ -236,25 +276,47 @@ impl Handler for Files {
                 }
                 scratch.extend_from_slice(b"\r\nContent-Type: text/plain\r\n");
                 let body = crate::http::response::reason(301).as_bytes();
-                return Reply { status: 301, headers: scratch, len: body.len() as u64, body: Body::Bytes(body) };
+                return Reply {
+                    status: 301,
+                    headers: scratch,
+                    len: body.len() as u64,
+                    body: Body::Bytes(body),
+                };
             }
         };
         if not_modified(req, info) {
-            return Reply { status: 304, headers: &info.validators, len: 0, body: Body::Empty };
+            return Reply {
+                status: 304,
+                headers: &info.validators,
+                len: 0,
+                body: Body::Empty,
+            };
         }
         let spec = match req.range {
-            Some(r) if req.method == Method::Get && if_range_holds(req.if_range, info) => range::parse(r, info.len),
+            Some(r) if req.method == Method::Get && if_range_holds(req.if_range, info) => {
+                range::parse(r, info.len)
+            }
             _ => RangeSpec::Ignore,
         };
         match spec {
-            RangeSpec::Ignore => Reply { status: 200, headers: &info.headers, len: info.len, body: body(info, 0, info.len) },
+            RangeSpec::Ignore => Reply {
+                status: 200,
+                headers: &info.headers,
+                len: info.len,
+                body: body(info, 0, info.len),
+            },
             RangeSpec::Unsatisfiable => {
                 scratch.clear();
                 scratch.extend_from_slice(b"Content-Type: text/plain\r\nContent-Range: bytes */");
                 push_u64(scratch, info.len);
                 scratch.extend_from_slice(b"\r\n");
                 let text = crate::http::response::reason(416).as_bytes();
-                Reply { status: 416, headers: scratch, len: text.len() as u64, body: Body::Bytes(text) }
+                Reply {
+                    status: 416,
+                    headers: scratch,
+                    len: text.len() as u64,
+                    body: Body::Bytes(text),
+                }
             }
             RangeSpec::Bytes { start, end } => {
                 scratch.clear();
@@ -267,7 +329,12 @@ impl Handler for Files {
                 push_u64(scratch, info.len);
                 scratch.extend_from_slice(b"\r\n");
                 let len = end - start + 1;
-                Reply { status: 206, headers: scratch, len, body: body(info, start, len) }
+                Reply {
+                    status: 206,
+                    headers: scratch,
+                    len,
+                    body: body(info, start, len),
+                }
             }
         }
     }
@@ -276,7 +343,10 @@ impl Handler for Files {
 fn body(info: &FileInfo, offset: u64, len: u64) -> Body<'_> {
     match &info.content {
         Content::Bytes(b) => Body::Bytes(&b[offset as usize..(offset + len) as usize]),
-        Content::File(f) => Body::File { file: Arc::clone(f), offset },
+        Content::File(f) => Body::File {
+            file: Arc::clone(f),
+            offset,
+        },
     }
 }
 
@@ -288,8 +358,14 @@ fn not_modified(req: &Request<'_>, info: &FileInfo) -> bool {
             tag == b"*" || tag.strip_prefix(b"W/").unwrap_or(tag) == info.etag.as_bytes()
         });
     }
-    match req.if_modified_since.and_then(|v| std::str::from_utf8(v).ok()).map(httpdate::parse_http_date) {
-        Some(Ok(since)) => info.mtime <= since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    match req
+        .if_modified_since
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(httpdate::parse_http_date)
+    {
+        Some(Ok(since)) => {
+            info.mtime <= since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        }
         _ => false,
     }
 }

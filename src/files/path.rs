@@ -44,7 +44,10 @@ pub fn decode(raw: &[u8]) -> Result<Vec<u8>, PathError> {
     while i < raw.len() {
         if raw[i] == b'%' {
             let hex = |b: u8| (b as char).to_digit(16);
-            match (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
+            match (
+                raw.get(i + 1).copied().and_then(hex),
+                raw.get(i + 2).copied().and_then(hex),
+            ) {
                 (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
                 _ => return Err(PathError::Bad),
             }
@@ -74,8 +77,22 @@ mod tests {
     #[test]
     fn refuses_escapes() {
         for p in [
-            "/..", "/../etc/passwd", "/a/../../b", "/%2e%2e/x", "/%2E%2E/x", "/.%2e/x", "/a%2f..%2f..%2fb",
-            "/a%2fb", "/a%5cb", "/a\\b", "/a%00b", "/%", "/%zz", "/%2", "etc/passwd", "",
+            "/..",
+            "/../etc/passwd",
+            "/a/../../b",
+            "/%2e%2e/x",
+            "/%2E%2E/x",
+            "/.%2e/x",
+            "/a%2f..%2f..%2fb",
+            "/a%2fb",
+            "/a%5cb",
+            "/a\\b",
+            "/a%00b",
+            "/%",
+            "/%zz",
+            "/%2",
+            "etc/passwd",
+            "",
         ] {
             assert_eq!(resolve(p), Err(PathError::Bad), "{p}");
         }

@@ -31,21 +31,30 @@ pub fn parse(value: &[u8], len: u64) -> RangeSpec {
             if n == 0 || len == 0 {
                 RangeSpec::Unsatisfiable
             } else {
-                RangeSpec::Bytes { start: len.saturating_sub(n), end: len - 1 }
+                RangeSpec::Bytes {
+                    start: len.saturating_sub(n),
+                    end: len - 1,
+                }
             }
         }
         (Some(start), None) if last.is_empty() => {
             if start >= len {
                 RangeSpec::Unsatisfiable
             } else {
-                RangeSpec::Bytes { start, end: len - 1 }
+                RangeSpec::Bytes {
+                    start,
+                    end: len - 1,
+                }
             }
         }
         (Some(start), Some(end)) if start <= end => {
             if start >= len {
                 RangeSpec::Unsatisfiable
             } else {
-                RangeSpec::Bytes { start, end: end.min(len - 1) }
+                RangeSpec::Bytes {
+                    start,
+                    end: end.min(len - 1),
+                }
             }
         }
         _ => RangeSpec::Ignore,
@@ -74,7 +83,14 @@ mod tests {
         assert_eq!(parse(b"bytes=10-", 10), Unsatisfiable);
         assert_eq!(parse(b"bytes=-0", 10), Unsatisfiable);
         assert_eq!(parse(b"bytes=0-0", 0), Unsatisfiable);
-        for v in [&b"bytes=5-1"[..], b"bytes=0-1,3-4", b"items=0-1", b"bytes=a-b", b"bytes=-", b"bytes=1"] {
+        for v in [
+            &b"bytes=5-1"[..],
+            b"bytes=0-1,3-4",
+            b"items=0-1",
+            b"bytes=a-b",
+            b"bytes=-",
+            b"bytes=1",
+        ] {
             assert_eq!(parse(v, 10), Ignore, "{:?}", String::from_utf8_lossy(v));
         }
     }

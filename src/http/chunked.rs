@@ -19,7 +19,9 @@ pub enum ChunkError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// In the hex digits of a chunk size; `digits` so far.
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// After the size, in optional whitespace or extensions, until CR.
     Ext(Ext),
     /// Saw CR of the size line.
@@ -43,8 +45,10 @@ enum State {
 /// Where we are inside `chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ext {
-    /// Before a `;` (or the CR): only whitespace allowed.
+    /// Right after the size or an extension: `;`, whitespace or CR.
     BeforeSemi,
+    /// Whitespace after the size or an extension (BWS): only more of it or `;` may follow.
+    Bws,
     /// After `;`, before the name.
     BeforeName,
     Name,
@@ -68,7 +72,13 @@ pub struct Decoder {
 
 impl Default for Decoder {
     fn default() -> Self {
-        Decoder { state: State::Size { digits: 0 }, size: 0, remaining: 0, line_len: 0, trailer_len: 0 }
+        Decoder {
+            state: State::Size { digits: 0 },
+            size: 0,
+            remaining: 0,
+            line_len: 0,
+            trailer_len: 0,
+        }
     }
 }
 
@@ -83,7 +93,8 @@ impl Decoder {
         let mut i = 0;
         while i < input.len() && self.state != State::Done {
             if self.state == State::Data {
-                let n = (input.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                let n =
+                    (input.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                 data(&input[i..i + n]);
                 i += n;
                 self.remaining -= n as u64;
@@ -106,7 +117,10 @@ impl Decoder {
                 return Err(ChunkError::TooLarge);
             }
         }
-        if matches!(self.state, State::TrailerStart | State::TrailerName | State::TrailerValue) {
+        if matches!(
+            self.state,
+            State::TrailerStart | State::TrailerName | State::TrailerValue
+        ) {
             self.trailer_len += 1;
             if self.trailer_len > MAX_TRAILERS {
                 return Err(ChunkError::TooLarge);
@@ -155,7 +169,9 @@ impl Decoder {
             State::TrailerValue => match b {
                 b'\r' => State::TrailerLf,
                 b'\t' => State::TrailerValue,
-                b if b < 0x20 || b == 0x7f => return Err(Malformed("control character in trailer")),
+                b if b < 0x20 || b == 0x7f => {
+                    return Err(Malformed("control character in trailer"));
+                }
                 _ => State::TrailerValue,
             },
             State::TrailerLf => expect(b, b'\n').map(|_| State::TrailerStart)?,
@@ -169,19 +185,19 @@ impl Decoder {
         use ChunkError::Malformed;
         let ws = b == b' ' || b == b'\t';
         let next = match (e, b) {
-            (Ext::BeforeSemi | Ext::AfterName | Ext::Token, b'\r') => return Ok(State::SizeLf),
-            (Ext::BeforeSemi | Ext::AfterName | Ext::Token, b';') => Ext::BeforeName,
-            (Ext::BeforeSemi, _) if ws => Ext::BeforeSemi,
+            (Ext::BeforeSemi | Ext::Token, b'\r') => return Ok(State::SizeLf),
+            (Ext::BeforeSemi | Ext::Bws | Ext::AfterName | Ext::Token, b';') => Ext::BeforeName,
+            (Ext::BeforeSemi | Ext::Bws | Ext::Token, _) if ws => Ext::Bws,
             (Ext::BeforeName, _) if ws => Ext::BeforeName,
             (Ext::BeforeName | Ext::Name, _) if is_tchar(b) => Ext::Name,
-            (Ext::Name | Ext::AfterName, _) if ws => Ext::AfterName,
+            (Ext::Name, _) if ws => Ext::AfterName,
+            (Ext::AfterName, _) if ws => Ext::AfterName,
             (Ext::Name | Ext::AfterName, b'=') => Ext::BeforeValue,
             (Ext::Name, b'\r') => return Ok(State::SizeLf),
             (Ext::Name, b';') => Ext::BeforeName,
             (Ext::BeforeValue, _) if ws => Ext::BeforeValue,
             (Ext::BeforeValue, b'"') => Ext::Quoted,
             (Ext::BeforeValue | Ext::Token, _) if is_tchar(b) => Ext::Token,
-            (Ext::Token, _) if ws => Ext::BeforeSemi,
             (Ext::Quoted, b'"') => Ext::BeforeSemi,
             (Ext::Quoted, b'\\') => Ext::QuotedEscape,
             (Ext::Quoted, _) if b == b'\t' || (b >= 0x20 && b != 0x7f) => Ext::Quoted,
@@ -202,7 +218,11 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 fn expect(b: u8, want: u8) -> Result<(), ChunkError> {
-    if b == want { Ok(()) } else { Err(ChunkError::Malformed("CRLF expected")) }
+    if b == want {
+        Ok(())
+    } else {
+        Err(ChunkError::Malformed("CRLF expected"))
+    }
 }
 
 #[cfg(test)]
@@ -242,14 +262,16 @@ mod tests {
     #[test]
     fn rejects_every_deviation() {
         let bad: &[&[u8]] = &[
-            b"\r\n",               // empty size line
+            b"\r\n",                  // empty size line
             b"5\nhello\r\n0\r\n\r\n", // bare LF
-            b"5\r\nhelloX\r\n",    // missing CRLF after data
+            b"5\r\nhelloX\r\n",       // missing CRLF after data
             b"5\r\nhello\n0\r\n\r\n",
             b"-5\r\n",
             b"0x5\r\n",
             b"5 5\r\n",
             b"5;\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n", // whitespace with no extension after it
+            b"5;a=b \r\nhello\r\n0\r\n\r\n",
             b"5;a=\r\n",
             b"5;a\x00\r\n",
             b"5;a=\"x\r\n\"\r\n",

@@ -11,7 +11,11 @@ pub struct DateCache {
 
 impl Default for DateCache {
     fn default() -> Self {
-        let mut d = DateCache { second: u64::MAX, http: String::new(), clf: String::new() };
+        let mut d = DateCache {
+            second: u64::MAX,
+            http: String::new(),
+            clf: String::new(),
+        };
         d.update(SystemTime::now());
         d
     }
@@ -40,10 +44,18 @@ impl DateCache {
 
 /// `26/Nov/2026:23:36:16 +0000` for a Unix time.
 pub fn clf(secs: u64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let (y, m, d) = civil_from_days((secs / 86400) as i64);
     let t = secs % 86400;
-    format!("{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000", MONTHS[m as usize - 1], t / 3600, t / 60 % 60, t % 60)
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[m as usize - 1],
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.

@@ -87,7 +87,7 @@ impl Request<'_> {
     /// The target's path without query or fragment.
     pub fn path(&self) -> &str {
         let end = self.target.find(['?', '#']).unwrap_or(self.target.len());
-        &self.target[..end]
+        if end == 0 { "/" } else { &self.target[..end] }
     }
 }
 
@@ -147,7 +147,11 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
     let (Some(method_str), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Bad("malformed request line"));
     };
-    let version = if minor == 1 { Version::Http11 } else { Version::Http10 };
+    let version = if minor == 1 {
+        Version::Http11
+    } else {
+        Version::Http10
+    };
     let method = match method_str {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
@@ -191,7 +195,9 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
                 for token in list(value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         out.keep_alive = false;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::Http10 {
+                    } else if token.eq_ignore_ascii_case(b"keep-alive")
+                        && version == Version::Http10
+                    {
                         out.keep_alive = true;
                     }
                 }
@@ -235,7 +241,9 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
     }
     out.body = match (saw_te, content_length) {
         (true, Some(_)) => return Err(HeadError::Bad("both Content-Length and Transfer-Encoding")),
-        (true, None) if !chunked => return Err(HeadError::Bad("chunked is not the last transfer coding")),
+        (true, None) if !chunked => {
+            return Err(HeadError::Bad("chunked is not the last transfer coding"));
+        }
         (true, None) if has_other_coding(&req) => return Err(HeadError::NotImplemented),
         (true, None) => BodyFraming::Chunked,
         (false, Some(0)) | (false, None) => BodyFraming::None,
@@ -282,6 +290,10 @@ fn version_error(buf: &[u8]) -> HeadError {
 /// Origin-form, absolute-form (its path is used), `*` for OPTIONS, authority-form for CONNECT
 /// (RFC 9112 §3.2).
 fn check_target<'a>(method: &str, target: &'a str) -> Result<&'a str, HeadError> {
+    // httparse lets bytes above 0x7f through; a URI has none (RFC 3986 §2).
+    if !target.is_ascii() {
+        return Err(HeadError::Bad("non-ASCII request target"));
+    }
     if target.starts_with('/') {
         return Ok(target);
     }
@@ -305,7 +317,7 @@ fn check_target<'a>(method: &str, target: &'a str) -> Result<&'a str, HeadError>
     check_host(authority.as_bytes())?;
     match &rest[path_start..] {
         "" => Ok("/"),
-        p if p.starts_with('?') => Err(HeadError::Bad("malformed request target")),
+        // "http://host?q": an empty path is "/" (RFC 9112 §3.2.2); `path()` reads it so.
         p => Ok(p),
     }
 }
@@ -317,11 +329,31 @@ fn check_host(value: &[u8]) -> Result<(), HeadError> {
         b.is_ascii_alphanumeric()
             || matches!(
                 b,
-                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+'
-                    | b',' | b';' | b'=' | b':' | b'[' | b']' | b'%'
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'%'
             )
     });
-    if ok { Ok(()) } else { Err(HeadError::Bad("malformed Host")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(HeadError::Bad("malformed Host"))
+    }
 }
 
 /// Content-Length = 1*DIGIT. A list ("5, 5") is refused, as is anything that overflows.
@@ -329,17 +361,28 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return Err(HeadError::Bad("malformed Content-Length"));
     }
-    Ok(value.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+    Ok(value
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Elements of a comma-separated list, trimmed of optional whitespace, empty ones skipped.
 fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(trim).filter(|s| !s.is_empty())
+    value
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|s| !s.is_empty())
 }
 
 pub fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -351,8 +394,20 @@ pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
-            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`'
-                | b'|' | b'~'
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
         )
 }
 
@@ -411,25 +466,39 @@ mod tests {
             "GET x HTTP/1.1\r\nHost: x\r\n\r\n",
         ];
         for b in bad {
-            assert!(matches!(p(b), Err(HeadError::Bad(_))), "{b:?} -> {:?}", p(b));
+            assert!(
+                matches!(p(b), Err(HeadError::Bad(_))),
+                "{b:?} -> {:?}",
+                p(b)
+            );
         }
     }
 
     #[test]
     fn status_errors() {
-        assert_eq!(p("BREW / HTTP/1.1\r\nHost: x\r\n\r\n"), Err(HeadError::NotImplemented));
-        assert_eq!(p("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), Err(HeadError::Version));
+        assert_eq!(
+            p("BREW / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Err(HeadError::NotImplemented)
+        );
+        assert_eq!(
+            p("GET / HTTP/2.0\r\nHost: x\r\n\r\n"),
+            Err(HeadError::Version)
+        );
         assert_eq!(
             p("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             Err(HeadError::NotImplemented)
         );
         let many: String = (0..70).map(|i| format!("X{i}: y\r\n")).collect();
-        assert_eq!(p(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")), Err(HeadError::TooLarge));
+        assert_eq!(
+            p(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")),
+            Err(HeadError::TooLarge)
+        );
     }
 
     #[test]
     fn bodies_and_keep_alive() {
-        let r = p("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n").unwrap();
+        let r = p("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
+            .unwrap();
         assert_eq!(r.body, BodyFraming::Length(5));
         assert!(!r.keep_alive);
         let r = p("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
@@ -446,5 +515,8 @@ mod tests {
         let r = p("GET HTTP://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
         assert_eq!(r.target, "/");
         assert!(p("GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n").is_err());
+        let r = p("GET http://example.com?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
+        assert_eq!((r.path(), r.target), ("/", "?q=1"));
+        assert!(p("GET /\u{3b4} HTTP/1.1\r\nHost: x\r\n\r\n").is_err());
     }
 }

@@ -39,7 +39,12 @@ impl Reply<'_> {
     /// A short text answer for errors and redirects.
     pub fn text(status: u16, headers: &'static [u8]) -> Reply<'static> {
         let body = reason(status).as_bytes();
-        Reply { status, headers, len: body.len() as u64, body: Body::Bytes(body) }
+        Reply {
+            status,
+            headers,
+            len: body.len() as u64,
+            body: Body::Bytes(body),
+        }
     }
 }
 
@@ -97,7 +102,12 @@ impl Output {
             Body::Bytes(bytes) => b.extend_from_slice(bytes),
             Body::File { file, offset } if reply.len > 0 => {
                 let at = b.len();
-                self.files.push_back(FileSeg { at, file, offset, len: reply.len });
+                self.files.push_back(FileSeg {
+                    at,
+                    file,
+                    offset,
+                    len: reply.len,
+                });
             }
             Body::File { .. } => {}
         }
@@ -165,7 +175,12 @@ mod tests {
     #[test]
     fn head_and_body_in_one_buffer() {
         let mut out = Output::default();
-        let reply = Reply { status: 200, headers: b"Content-Type: text/plain\r\n", len: 2, body: Body::Bytes(b"hi") };
+        let reply = Reply {
+            status: 200,
+            headers: b"Content-Type: text/plain\r\n",
+            len: 2,
+            body: Body::Bytes(b"hi"),
+        };
         out.push_reply(reply, b"D", false, ConnHeader::None);
         assert_eq!(
             out.buf,

@@ -28,7 +28,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_head: 8192, max_headers: 64, max_body: 1 << 20 }
+        Limits {
+            max_head: 8192,
+            max_headers: 64,
+            max_body: 1 << 20,
+        }
     }
 }
 
@@ -75,7 +79,12 @@ pub struct Session {
 
 impl Session {
     pub fn new(peer: Option<IpAddr>) -> Session {
-        Session { phase: Phase::Head { scanned: 0 }, keep_alive_allowed: true, peer, started: None }
+        Session {
+            phase: Phase::Head { scanned: 0 },
+            keep_alive_allowed: true,
+            peer,
+            started: None,
+        }
     }
 
     /// True when no more requests will be read: the connection closes once output is flushed.
@@ -111,7 +120,13 @@ impl Session {
     /// Consumes what it can of `input` and returns how many bytes that was. Unconsumed bytes are a
     /// partial head (or requests held back while output is over the high-water mark) and must be
     /// offered again, with whatever arrives after them.
-    pub fn feed(&mut self, input: &[u8], out: &mut Output, handler: &mut dyn Handler, ctx: &Ctx<'_>) -> usize {
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        out: &mut Output,
+        handler: &mut dyn Handler,
+        ctx: &Ctx<'_>,
+    ) -> usize {
         let mut used = 0;
         loop {
             let rest = &input[used..];
@@ -136,7 +151,9 @@ impl Session {
                     }
                 }
                 Phase::Head { scanned } => {
-                    if out.buf.len() - out.pos >= OUTPUT_HIGH_WATER || out.files.len() >= MAX_QUEUED_FILES {
+                    if out.buf.len() - out.pos >= OUTPUT_HIGH_WATER
+                        || out.files.len() >= MAX_QUEUED_FILES
+                    {
                         return used;
                     }
                     let skip = request::leading_crlfs(rest);
@@ -167,19 +184,38 @@ impl Session {
         }
     }
 
-    fn head_too_large(&mut self, rest: &[u8], out: &mut Output, ctx: &Ctx<'_>, all: usize) -> usize {
+    fn head_too_large(
+        &mut self,
+        rest: &[u8],
+        out: &mut Output,
+        ctx: &Ctx<'_>,
+        all: usize,
+    ) -> usize {
         let line_done = rest[..ctx.limits.max_head.min(rest.len())].contains(&b'\n');
-        let err = if line_done { HeadError::TooLarge } else { HeadError::UriTooLong };
+        let err = if line_done {
+            HeadError::TooLarge
+        } else {
+            HeadError::UriTooLong
+        };
         self.respond_error(err.status(), out, ctx, "-");
         all
     }
 
-    fn handle_head(&mut self, head: &[u8], out: &mut Output, handler: &mut dyn Handler, ctx: &Ctx<'_>) {
+    fn handle_head(
+        &mut self,
+        head: &[u8],
+        out: &mut Output,
+        handler: &mut dyn Handler,
+        ctx: &Ctx<'_>,
+    ) {
         let req = match request::parse(head, ctx.limits.max_headers) {
             Ok(req) => req,
             Err(e) => {
                 log::debug!("bad request: {e:?}");
-                let line = head.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+                let line = head
+                    .split(|&b| b == b'\r' || b == b'\n')
+                    .next()
+                    .unwrap_or_default();
                 self.respond_error(e.status(), out, ctx, &String::from_utf8_lossy(line));
                 return;
             }
@@ -205,12 +241,20 @@ impl Session {
             (false, _) => Phase::Closed,
             (true, BodyFraming::None) => Phase::Head { scanned: 0 },
             (true, BodyFraming::Length(n)) => Phase::Body(BodyLeft::Length(n)),
-            (true, BodyFraming::Chunked) => Phase::Body(BodyLeft::Chunked { decoder: Decoder::default(), seen: 0 }),
+            (true, BodyFraming::Chunked) => Phase::Body(BodyLeft::Chunked {
+                decoder: Decoder::default(),
+                seen: 0,
+            }),
         };
     }
 
     fn respond_error(&mut self, status: u16, out: &mut Output, ctx: &Ctx<'_>, line: &str) {
-        out.push_reply(Reply::text(status, b"Content-Type: text/plain\r\n"), ctx.date, false, ConnHeader::Close);
+        out.push_reply(
+            Reply::text(status, b"Content-Type: text/plain\r\n"),
+            ctx.date,
+            false,
+            ConnHeader::Close,
+        );
         let peer = Peer(self.peer);
         let dur = self.elapsed(ctx);
         log::info!(target: "access", "{peer} - - [{}] \"{}\" {status} {} {dur:.6}", ctx.log_date, line.escape_debug(), 0);
@@ -247,7 +291,9 @@ fn drain_body(left: &mut BodyLeft, input: &[u8], max: u64) -> Result<(usize, boo
         }
         BodyLeft::Chunked { decoder, seen } => {
             let mut data = 0u64;
-            let used = decoder.feed(input, |d| data += d.len() as u64).map_err(|_| ())?;
+            let used = decoder
+                .feed(input, |d| data += d.len() as u64)
+                .map_err(|_| ())?;
             *seen += data;
             if *seen > max {
                 return Err(());
@@ -280,7 +326,12 @@ mod tests {
             let body: &'static [u8] = if req.path() == "/a" { b"A" } else { b"other" };
             match req.method {
                 Method::Other => Reply::text(405, b"Allow: GET, HEAD\r\n"),
-                _ => Reply { status: 200, headers: b"", len: body.len() as u64, body: Body::Bytes(body) },
+                _ => Reply {
+                    status: 200,
+                    headers: b"",
+                    len: body.len() as u64,
+                    body: Body::Bytes(body),
+                },
             }
         }
     }
@@ -288,7 +339,12 @@ mod tests {
     fn run(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
         let mut s = Session::new(None);
         let mut out = Output::default();
-        let ctx = Ctx { now: Instant::now(), date: b"D", log_date: "-", limits: &Limits::default() };
+        let ctx = Ctx {
+            now: Instant::now(),
+            date: b"D",
+            log_date: "-",
+            limits: &Limits::default(),
+        };
         let mut buf = Vec::new();
         for c in chunks {
             buf.extend_from_slice(c);
@@ -300,7 +356,9 @@ mod tests {
 
     fn statuses(out: &[u8]) -> Vec<String> {
         let s = String::from_utf8_lossy(out);
-        s.match_indices("HTTP/1.1 ").map(|(i, _)| s[i + 9..i + 12].to_string()).collect()
+        s.match_indices("HTTP/1.1 ")
+            .map(|(i, _)| s[i + 9..i + 12].to_string())
+            .collect()
     }
 
     #[test]
@@ -330,7 +388,8 @@ mod tests {
         assert_eq!(statuses(&run(&[long.as_bytes()]).0), ["414"]);
         let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n", "a".repeat(9000));
         assert_eq!(statuses(&run(&[big.as_bytes()]).0), ["431"]);
-        let (out, closed) = run(&[b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n"]);
+        let (out, closed) =
+            run(&[b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n"]);
         assert_eq!(statuses(&out), ["413"]);
         assert!(closed);
     }
@@ -340,7 +399,9 @@ mod tests {
         let (out, closed) = run(&[b"GET /a HTTP/1.0\r\n\r\nGET /a HTTP/1.0\r\n\r\n"]);
         assert_eq!(statuses(&out), ["200"]);
         assert!(closed);
-        let (out, closed) = run(&[b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n"]);
+        let (out, closed) = run(&[
+            b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]);
         assert_eq!(statuses(&out), ["200", "200"]);
         assert!(String::from_utf8_lossy(&out).contains("Connection: keep-alive"));
         assert!(!closed);
