@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use slab::Slab;
+
 use crate::http::request::{Method, Request};
 use crate::http::response::{Body, Reply, push_u64};
 use crate::http::session::Handler;
@@ -76,7 +78,9 @@ pub struct Files {
     cfg: FilesConfig,
     /// The root with symlinks resolved, for the containment check.
     real_root: PathBuf,
-    cache: HashMap<Box<str>, Entry>,
+    /// Request path to its entry in `entries`: one hash per hit.
+    index: HashMap<Box<str>, usize>,
+    entries: Slab<Entry>,
     inline_bytes: u64,
     /// Headers built per request (Content-Range, Location).
     scratch: Vec<u8>,
@@ -97,7 +101,8 @@ impl Files {
         Ok(Files {
             cfg,
             real_root,
-            cache: HashMap::new(),
+            index: HashMap::new(),
+            entries: Slab::new(),
             inline_bytes: 0,
             scratch: Vec::new(),
         })
@@ -108,36 +113,36 @@ impl Files {
         self.cfg.cache_entries
     }
 
-    fn lookup(&mut self, key: &str, now: Instant) -> &Entry {
-        let fresh = self
-            .cache
-            .get(key)
-            .is_some_and(|e| now.duration_since(e.checked) < self.cfg.cache_valid);
-        if !fresh {
-            if let Some(old) = self.cache.remove(key) {
-                self.forget(&old);
+    /// The entry for a request path, loaded or revalidated as needed.
+    fn lookup(&mut self, key: &str, now: Instant) -> usize {
+        if let Some(&i) = self.index.get(key) {
+            if now.duration_since(self.entries[i].checked) < self.cfg.cache_valid {
+                return i;
             }
-            if self.cache.len() >= self.cfg.cache_entries {
-                self.evict(now);
-            }
-            let kind = self.load(key);
-            if let Kind::File(FileInfo {
-                content: Content::Bytes(b),
-                ..
-            }) = &kind
-            {
-                self.inline_bytes += b.len() as u64;
-            }
-            self.cache.insert(key.into(), Entry { checked: now, kind });
+            self.index.remove(key);
+            self.drop_entry(i);
         }
-        &self.cache[key]
-    }
-
-    fn forget(&mut self, e: &Entry) {
+        if self.entries.len() >= self.cfg.cache_entries {
+            self.evict(now);
+        }
+        let kind = self.load(key);
         if let Kind::File(FileInfo {
             content: Content::Bytes(b),
             ..
-        }) = &e.kind
+        }) = &kind
+        {
+            self.inline_bytes += b.len() as u64;
+        }
+        let i = self.entries.insert(Entry { checked: now, kind });
+        self.index.insert(key.into(), i);
+        i
+    }
+
+    fn drop_entry(&mut self, i: usize) {
+        if let Kind::File(FileInfo {
+            content: Content::Bytes(b),
+            ..
+        }) = &self.entries.remove(i).kind
         {
             self.inline_bytes -= b.len() as u64;
         }
@@ -147,15 +152,16 @@ impl Files {
     /// paths should not make the cache a scan of itself on every miss).
     fn evict(&mut self, now: Instant) {
         let valid = self.cfg.cache_valid;
-        self.cache
-            .retain(|_, e| now.duration_since(e.checked) < valid);
-        if self.cache.len() >= self.cfg.cache_entries {
-            self.cache.clear();
+        let Files { index, entries, .. } = self;
+        index.retain(|_, i| now.duration_since(entries[*i].checked) < valid);
+        entries.retain(|_, e| now.duration_since(e.checked) < valid);
+        if entries.len() >= self.cfg.cache_entries {
+            index.clear();
+            entries.clear();
         }
-        self.inline_bytes = self
-            .cache
-            .values()
-            .map(|e| match &e.kind {
+        self.inline_bytes = entries
+            .iter()
+            .map(|(_, e)| match &e.kind {
                 Kind::File(FileInfo {
                     content: Content::Bytes(b),
                     ..
@@ -260,9 +266,11 @@ impl Handler for Files {
             return Reply::text(405, b"Allow: GET, HEAD\r\nContent-Type: text/plain\r\n");
         }
         let key = req.path();
-        self.lookup(key, now);
-        let Files { cache, scratch, .. } = self;
-        let entry = &cache[key];
+        let i = self.lookup(key, now);
+        let Files {
+            entries, scratch, ..
+        } = self;
+        let entry = &entries[i];
         let info = match &entry.kind {
             Kind::File(info) => info,
             Kind::Status(s) => return Reply::text(*s, b"Content-Type: text/plain\r\n"),

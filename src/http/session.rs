@@ -8,9 +8,11 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
+use super::access;
 use super::chunked::Decoder;
 use super::request::{self, BodyFraming, HeadError, Method, Request, Version};
 use super::response::{ConnHeader, Output, Reply};
+use crate::logging::ACCESS;
 
 /// Something that answers requests: the static files, a proxy, a test double.
 pub trait Handler {
@@ -112,8 +114,11 @@ impl Session {
 
     /// Answers a request that timed out while arriving: 408, then close.
     pub fn timed_out(&mut self, out: &mut Output, ctx: &Ctx<'_>) {
-        if !self.is_closed() {
-            self.respond_error(408, out, ctx, "-");
+        match self.phase {
+            Phase::Head { .. } => self.respond_error(408, out, ctx, b"-"),
+            // The request was answered already; only the rest of its body is late.
+            Phase::Body(_) => self.phase = Phase::Closed,
+            Phase::Closed => {}
         }
     }
 
@@ -197,7 +202,7 @@ impl Session {
         } else {
             HeadError::UriTooLong
         };
-        self.respond_error(err.status(), out, ctx, "-");
+        self.respond_error(err.status(), out, ctx, b"-");
         all
     }
 
@@ -216,14 +221,14 @@ impl Session {
                     .split(|&b| b == b'\r' || b == b'\n')
                     .next()
                     .unwrap_or_default();
-                self.respond_error(e.status(), out, ctx, &String::from_utf8_lossy(line));
+                self.respond_error(e.status(), out, ctx, line);
                 return;
             }
         };
         if let BodyFraming::Length(n) = req.body
             && n > ctx.limits.max_body
         {
-            self.respond_error(413, out, ctx, "-");
+            self.respond_error(413, out, ctx, request_line(head));
             return;
         }
         let keep_alive = req.keep_alive && self.keep_alive_allowed;
@@ -234,8 +239,14 @@ impl Session {
         };
         let reply = handler.handle(&req, ctx.now);
         let (status, len) = (reply.status, reply.len);
-        out.push_reply(reply, ctx.date, req.method == Method::Head, conn);
-        self.access_log(ctx, &req, status, len);
+        let head_only = req.method == Method::Head;
+        out.push_reply(reply, ctx.date, head_only, conn);
+        let line = access::Line::Parsed {
+            method: req.method_str,
+            target: req.target,
+            version: req.version.as_str(),
+        };
+        self.access_log(ctx, line, status, if head_only { 0 } else { len });
 
         self.phase = match (keep_alive, req.body) {
             (false, _) => Phase::Closed,
@@ -248,37 +259,44 @@ impl Session {
         };
     }
 
-    fn respond_error(&mut self, status: u16, out: &mut Output, ctx: &Ctx<'_>, line: &str) {
+    fn respond_error(&mut self, status: u16, out: &mut Output, ctx: &Ctx<'_>, line: &[u8]) {
         out.push_reply(
             Reply::text(status, b"Content-Type: text/plain\r\n"),
             ctx.date,
             false,
             ConnHeader::Close,
         );
-        let peer = Peer(self.peer);
-        let dur = self.elapsed(ctx);
-        log::info!(target: "access", "{peer} - - [{}] \"{}\" {status} {} {dur:.6}", ctx.log_date, line.escape_debug(), 0);
+        let len = super::response::reason(status).len() as u64;
+        self.access_log(ctx, access::Line::Raw(line), status, len);
         self.phase = Phase::Closed;
     }
 
-    fn access_log(&mut self, ctx: &Ctx<'_>, req: &Request<'_>, status: u16, len: u64) {
-        let dur = self.elapsed(ctx);
-        let peer = Peer(self.peer);
-        let sent = if req.method == Method::Head { 0 } else { len };
-        log::info!(
-            target: "access",
-            "{peer} - - [{}] \"{} {} {}\" {status} {sent} {dur:.6}",
-            ctx.log_date,
-            req.method_str,
-            req.target.escape_debug(),
-            req.version.as_str()
-        );
-    }
-
-    fn elapsed(&mut self, ctx: &Ctx<'_>) -> f64 {
+    fn access_log(&mut self, ctx: &Ctx<'_>, line: access::Line<'_>, status: u16, bytes: u64) {
         let started = self.started.take().unwrap_or(ctx.now);
-        ctx.now.saturating_duration_since(started).as_secs_f64()
+        if !log::log_enabled!(target: ACCESS, log::Level::Info) {
+            return;
+        }
+        let took = ctx.now.saturating_duration_since(started);
+        LINE.with_borrow_mut(|buf| {
+            buf.clear();
+            access::format(buf, self.peer, ctx.log_date, line, status, bytes, took);
+            // `format` writes ASCII only (everything else is escaped).
+            let text = std::str::from_utf8(buf).unwrap_or("-");
+            log::info!(target: ACCESS, "{text}");
+        });
     }
+}
+
+thread_local! {
+    /// The access line being built, reused so that logging allocates nothing per request.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The first line of a head, for the log.
+fn request_line(head: &[u8]) -> &[u8] {
+    head.split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default()
 }
 
 /// Drains body bytes; `Ok((consumed, done))`, or `Err` when the body is malformed or over the limit.
@@ -299,18 +317,6 @@ fn drain_body(left: &mut BodyLeft, input: &[u8], max: u64) -> Result<(usize, boo
                 return Err(());
             }
             Ok((used, decoder.is_done()))
-        }
-    }
-}
-
-/// A peer address for the log, `-` when unknown.
-struct Peer(Option<IpAddr>);
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(ip) => ip.fmt(f),
-            None => f.write_str("-"),
         }
     }
 }
