@@ -81,6 +81,8 @@ pub struct Request<'a> {
     pub if_modified_since: Option<&'a [u8]>,
     pub range: Option<&'a [u8]>,
     pub if_range: Option<&'a [u8]>,
+    /// `Expect: 100-continue`: the client may hold its body back until told to send it.
+    pub expect_continue: bool,
 }
 
 impl Request<'_> {
@@ -172,6 +174,7 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
         if_modified_since: None,
         range: None,
         if_range: None,
+        expect_continue: false,
     };
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -190,6 +193,9 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
                 out.host = Some(value);
             }
             5 if name.eq_ignore_ascii_case(b"range") => out.range = Some(value),
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                out.expect_continue = value.eq_ignore_ascii_case(b"100-continue")
+            }
             8 if name.eq_ignore_ascii_case(b"if-range") => out.if_range = Some(value),
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 for token in list(value) {

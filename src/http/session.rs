@@ -231,7 +231,10 @@ impl Session {
             self.respond_error(413, out, ctx, request_line(head));
             return;
         }
-        let keep_alive = req.keep_alive && self.keep_alive_allowed;
+        // A client waiting for 100 (Continue) may never send the body we would have to drain:
+        // answer and close rather than guess (RFC 9110 §10.1.1).
+        let held_back_body = req.expect_continue && req.body != BodyFraming::None;
+        let keep_alive = req.keep_alive && self.keep_alive_allowed && !held_back_body;
         let conn = match (keep_alive, req.version) {
             (false, _) => ConnHeader::Close,
             (true, Version::Http10) => ConnHeader::KeepAlive,
@@ -411,6 +414,16 @@ mod tests {
         assert_eq!(statuses(&out), ["200", "200"]);
         assert!(String::from_utf8_lossy(&out).contains("Connection: keep-alive"));
         assert!(!closed);
+    }
+
+    #[test]
+    fn expect_continue_with_a_body_closes_instead_of_draining() {
+        let (out, closed) = run(&[
+            b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        ]);
+        assert_eq!(statuses(&out), ["405"]);
+        assert!(closed);
+        assert!(String::from_utf8_lossy(&out).contains("Connection: close"));
     }
 
     #[test]
