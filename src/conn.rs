@@ -178,6 +178,10 @@ impl Conn {
             if self.session.is_closed() && self.out.is_empty() {
                 return self.linger(env, &mut budget);
             }
+            // Fairness: the turn ends here, after the answers so far have been written.
+            if budget == 0 {
+                return Next::Again;
+            }
             // Requests held back while output was over the high-water mark may go on now.
             if self.rlen > 0 && progress {
                 self.feed(env);
@@ -213,9 +217,6 @@ impl Conn {
             }
             if !progress {
                 return Next::Wait;
-            }
-            if budget == 0 {
-                return Next::Again;
             }
         }
     }

@@ -72,7 +72,7 @@ impl Reactor {
             listener: Some(listener),
             conns: Slab::new(),
             timers: Timers::default(),
-            ready: Vec::new(),
+            ready: Vec::with_capacity(64),
             pools: Pools::default(),
             files,
             dates: DateCache::default(),
@@ -116,7 +116,7 @@ impl Reactor {
 
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::new();
-        let mut batch = Vec::new();
+        let mut batch = Vec::with_capacity(self.ready.capacity());
         loop {
             let timeout = self.wait_timeout(Instant::now());
             events.clear();

@@ -85,12 +85,18 @@ fn steady_state_serving_allocates_nothing() {
     requests(&mut sock, 1000, b"Hello, World!");
     let before = ALLOCS.load(Ordering::Relaxed);
     // The first requests fill the pools and the cache: the counter sees the server thread.
-    assert!(before > 0, "no allocation counted on the server thread at all");
+    assert!(
+        before > 0,
+        "no allocation counted on the server thread at all"
+    );
     requests(&mut sock, 10_000, b"Hello, World!");
     let during = ALLOCS.load(Ordering::Relaxed) - before;
 
     handle.shutdown();
     thread.join().unwrap().unwrap();
     std::fs::remove_dir_all(&root).unwrap();
-    assert_eq!(during, 0, "{during} allocations on the server thread for 10,000 requests");
+    assert_eq!(
+        during, 0,
+        "{during} allocations on the server thread for 10,000 requests"
+    );
 }

@@ -1,6 +1,7 @@
 //! The two clocks a response needs, formatted once per second rather than once per request:
 //! the `Date` header (RFC 9110 §5.6.7) and the access log's Common Log Format time.
 
+use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct DateCache {
@@ -29,8 +30,11 @@ impl DateCache {
             return;
         }
         self.second = secs;
-        self.http = httpdate::fmt_http_date(now);
-        self.clf = clf(secs);
+        // Rewritten in place: the strings keep their capacity, so this allocates nothing.
+        self.http.clear();
+        let _ = write!(self.http, "{}", httpdate::HttpDate::from(now));
+        self.clf.clear();
+        write_clf(&mut self.clf, secs);
     }
 
     pub fn http(&self) -> &[u8] {
@@ -42,20 +46,16 @@ impl DateCache {
     }
 }
 
-/// `26/Nov/2026:23:36:16 +0000` for a Unix time.
-pub fn clf(secs: u64) -> String {
+/// Appends `26/Nov/2026:23:36:16 +0000` for a Unix time.
+pub fn write_clf(out: &mut String, secs: u64) {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let (y, m, d) = civil_from_days((secs / 86400) as i64);
     let t = secs % 86400;
-    format!(
-        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
-        MONTHS[m as usize - 1],
-        t / 3600,
-        t / 60 % 60,
-        t % 60
-    )
+    let month = MONTHS[m as usize - 1];
+    let (h, min, s) = (t / 3600, t / 60 % 60, t % 60);
+    let _ = write!(out, "{d:02}/{month}/{y}:{h:02}:{min:02}:{s:02} +0000");
 }
 
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's `civil_from_days`.
@@ -73,10 +73,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    fn clf(secs: u64) -> String {
+        let mut s = String::new();
+        super::write_clf(&mut s, secs);
+        s
+    }
+
     #[test]
     fn clf_dates() {
-        assert_eq!(super::clf(0), "01/Jan/1970:00:00:00 +0000");
-        assert_eq!(super::clf(1_795_737_376), "26/Nov/2026:23:56:16 +0000");
-        assert_eq!(super::clf(951_782_400), "29/Feb/2000:00:00:00 +0000");
+        assert_eq!(clf(0), "01/Jan/1970:00:00:00 +0000");
+        assert_eq!(clf(1_795_737_376), "26/Nov/2026:23:56:16 +0000");
+        assert_eq!(clf(951_782_400), "29/Feb/2000:00:00:00 +0000");
     }
 }
