@@ -43,6 +43,8 @@ pub struct Config {
     pub cache_entries: usize,
     pub cache_valid: Duration,
     pub inline_max: u64,
+    /// Switch to this user after binding.
+    pub user: Option<String>,
 }
 
 impl Default for Config {
@@ -68,6 +70,7 @@ impl Default for Config {
             cache_entries: 1024,
             cache_valid: Duration::from_secs(1),
             inline_max: 16 * 1024,
+            user: None,
         }
     }
 }
@@ -99,10 +102,12 @@ Usage: edgeserve [OPTIONS] [DIR]
   --cache-entries N       file cache size                   [1024]
   --cache-valid T         file cache revalidation interval  [1s]
   --inline-max BYTES      files held in memory up to        [16384]
+  --user NAME             switch to this user after binding (port 80 as root)
   -h, --help              this text
   -V, --version           the version
 
 Times take a unit: 500ms, 2s, 1m (a bare number is seconds).
+Started by systemd socket activation (LISTEN_FDS), it serves the socket it was given.
 ";
 
 /// What the command line asks for.
@@ -177,6 +182,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--mime-types" => c.mime_types = Some(PathBuf::from(value()?)),
             "--cache-entries" => c.cache_entries = number(&flag, &value()?, 1, 1 << 20)? as usize,
             "--cache-valid" => c.cache_valid = duration(&flag, &value()?)?,
+            "--user" => c.user = Some(value()?),
             "--inline-max" => c.inline_max = number(&flag, &value()?, 0, 1 << 24)?,
             f if f.starts_with('-') => return Err(format!("unknown option {f} (see --help)")),
             dir if !root_given => {

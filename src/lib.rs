@@ -19,6 +19,7 @@ pub mod files;
 pub mod http;
 pub mod logging;
 pub mod reactor;
+pub mod service;
 pub mod signal;
 pub mod timer;
 
@@ -83,7 +84,16 @@ impl ServerHandle {
 }
 
 impl Server {
+    /// Binds `config.listen` and prepares the document root.
     pub fn bind(config: Config) -> Result<Server, Error> {
+        let listener =
+            listen(config.listen, config.backlog).map_err(|e| Error::Bind(config.listen, e))?;
+        Server::with_listener(config, listener)
+    }
+
+    /// Serves on a listener made elsewhere (systemd socket activation); `config.listen` is unused.
+    pub fn with_listener(config: Config, listener: TcpListener) -> Result<Server, Error> {
+        listener.set_nonblocking(true)?;
         let mime = config.mime().map_err(Error::Config)?;
         let files = Files::new(FilesConfig {
             root: config.root.clone(),
@@ -95,8 +105,6 @@ impl Server {
             mime,
         })
         .map_err(|e| Error::Root(config.root.clone(), e))?;
-        let listener =
-            listen(config.listen, config.backlog).map_err(|e| Error::Bind(config.listen, e))?;
         let max_conns = config
             .max_conns
             .unwrap_or_else(|| default_max_conns(config.cache_entries));

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use edgeserve::config::{self, Command};
-use edgeserve::{Server, logging};
+use edgeserve::{Server, logging, service};
 
 fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args().skip(1)) {
@@ -19,10 +19,21 @@ fn main() -> ExitCode {
     if let Err(e) = logging::init(&config.access_log, config.log_level) {
         return fail(&e);
     }
-    let mut server = match Server::bind(*config) {
+    let user = config.user.clone();
+    let bound = match service::inherited_listener() {
+        Some(Ok(listener)) => Server::with_listener(*config, listener),
+        Some(Err(e)) => return fail(&format!("socket activation: {e}")),
+        None => Server::bind(*config),
+    };
+    let mut server = match bound {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),
     };
+    if let Some(user) = user
+        && let Err(e) = service::drop_privileges(&user)
+    {
+        return fail(&e);
+    }
     if let Err(e) = server.handle_signals() {
         return fail(&e.to_string());
     }

@@ -65,12 +65,14 @@ fn steady_state_serving_allocates_nothing() {
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("hello.txt"), b"Hello, World!").unwrap();
 
-    let mut cfg = Config::default();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.root = root.clone();
-    cfg.access_log = AccessLog::Off;
-    // The cache must not expire during the run, or the revalidation would allocate.
-    cfg.cache_valid = Duration::from_secs(3600);
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        root: root.clone(),
+        access_log: AccessLog::Off,
+        // The cache must not expire during the run, or the revalidation would allocate.
+        cache_valid: Duration::from_secs(3600),
+        ..Config::default()
+    };
     let server = Server::bind(cfg).unwrap();
     let addr = server.local_addr();
     let handle = server.handle();
