@@ -99,9 +99,8 @@ impl Request<'_> {
 pub fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
     // A blank line is "\n\n" or "\n\r\n"; back up two bytes so a terminator split across reads
     // is found.
-    let mut i = from.saturating_sub(2);
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
-        let nl = i + off;
+    let start = from.saturating_sub(2);
+    for nl in memchr::memchr_iter(b'\n', &buf[start..]).map(|i| start + i) {
         match buf.get(nl + 1) {
             Some(b'\n') => return Ok(nl + 2),
             Some(b'\r') => match buf.get(nl + 2) {
@@ -112,7 +111,6 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
             Some(_) => {}
             None => return Err(nl),
         }
-        i = nl + 1;
     }
     Err(buf.len())
 }
@@ -130,9 +128,7 @@ pub fn leading_crlfs(buf: &[u8]) -> usize {
 pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
     // RFC 9112 §2.2 lets a recipient accept a bare LF; we do not, since two parsers that disagree
     // on line ends are the start of a desync.
-    if let Some(i) = memchr_lf(buf)
-        && (i == 0 || buf[i - 1] != b'\r')
-    {
+    if memchr::memchr_iter(b'\n', buf).any(|i| i == 0 || buf[i - 1] != b'\r') {
         return Err(HeadError::Bad("bare LF"));
     }
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -181,10 +177,8 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
     let mut saw_te = false;
     let mut hosts = 0;
     for h in req.headers.iter() {
+        // httparse has refused control characters and DEL in names and values already.
         let value = h.value;
-        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(HeadError::Bad("control character in header value"));
-        }
         let name = h.name.as_bytes();
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
@@ -256,18 +250,6 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
         (false, Some(n)) => BodyFraming::Length(n),
     };
     Ok(out)
-}
-
-fn memchr_lf(buf: &[u8]) -> Option<usize> {
-    // Only the first LF needs checking cheaply here; the rest are checked below in one pass.
-    let mut prev = 0u8;
-    for (i, &b) in buf.iter().enumerate() {
-        if b == b'\n' && prev != b'\r' {
-            return Some(i);
-        }
-        prev = b;
-    }
-    None
 }
 
 /// A transfer coding before `chunked` that we would have to undo: not implemented (501).

@@ -153,17 +153,27 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Decimal digits without going through `fmt`.
+/// Decimal digits without going through `fmt`, two at a time.
 pub fn push_u64(b: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut tmp = [0u8; 20];
     let mut i = tmp.len();
-    loop {
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        i -= 2;
+        tmp[i..i + 2].copy_from_slice(&PAIRS[n as usize * 2..n as usize * 2 + 2]);
+    } else {
         i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        tmp[i] = b'0' + n as u8;
     }
     b.extend_from_slice(&tmp[i..]);
 }
@@ -193,7 +203,7 @@ mod tests {
 
     #[test]
     fn numbers() {
-        for n in [0u64, 7, 10, 12345, u64::MAX] {
+        for n in [0u64, 7, 10, 99, 100, 101, 12345, 1_000_000, u64::MAX] {
             let mut b = Vec::new();
             push_u64(&mut b, n);
             assert_eq!(b, n.to_string().as_bytes());

@@ -283,8 +283,9 @@ impl Session {
         LINE.with_borrow_mut(|buf| {
             buf.clear();
             access::format(buf, self.peer, ctx.log_date, line, status, bytes, took);
-            // `format` writes ASCII only (everything else is escaped).
-            let text = std::str::from_utf8(buf).unwrap_or("-");
+            // SAFETY: `access::format` writes ASCII only (other bytes are escaped as \xHH).
+            debug_assert!(buf.is_ascii());
+            let text = unsafe { std::str::from_utf8_unchecked(buf) };
             log::info!(target: ACCESS, "{text}");
         });
     }
