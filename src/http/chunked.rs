@@ -285,6 +285,25 @@ mod tests {
         }
     }
 
+    /// Where httparse reads a size line as complete, so do we: the two never disagree on where
+    /// a chunk ends (the chunked fuzz target checks this on whole bodies).
+    #[test]
+    fn size_lines_agree_with_httparse() {
+        for line in [
+            &b"ffffffffffffffff\r\n"[..],
+            b"0000000000000001\r\n",
+            b"10000000000000000\r\n",
+            b"1;a=\"b\"\r\n",
+        ] {
+            let ours = Decoder::default().feed(line, |_| {}).is_ok();
+            let theirs = matches!(
+                httparse::parse_chunk_size(line),
+                Ok(httparse::Status::Complete(_))
+            );
+            assert_eq!(ours, theirs, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
     #[test]
     fn bounds_extensions() {
         let mut line = b"1;".to_vec();

@@ -503,8 +503,9 @@ mod tests {
         let r = p("GET HTTP://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
         assert_eq!(r.target, "/");
         assert!(p("GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n").is_err());
-        let r = p("GET http://example.com?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n").unwrap();
+        let r = p("GET http://example.com?q=1 HTTP/1.1\r\nHost: example.com\r\nExpect: 100-continue\r\n\r\n").unwrap();
         assert_eq!((r.path(), r.target), ("/", "?q=1"));
+        assert!(r.expect_continue);
         assert!(p("GET /\u{3b4} HTTP/1.1\r\nHost: x\r\n\r\n").is_err());
     }
 }

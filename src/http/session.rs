@@ -427,6 +427,99 @@ mod tests {
         assert!(String::from_utf8_lossy(&out).contains("Connection: close"));
     }
 
+    struct Big(Vec<u8>);
+    impl Handler for Big {
+        fn handle<'s>(&'s mut self, _: &Request<'_>, _: Instant) -> Reply<'s> {
+            Reply {
+                status: 200,
+                headers: b"",
+                len: self.0.len() as u64,
+                body: Body::Bytes(&self.0),
+            }
+        }
+    }
+
+    /// Feeds `pieces`, writing the output out (as a connection would) only where asked, and
+    /// always at the end until nothing more is consumed. Returns what went on the wire.
+    fn run_flushing(pieces: &[(&[u8], bool)]) -> Vec<u8> {
+        let (mut s, mut out, mut wire, mut buf) = (
+            Session::new(None),
+            Output::default(),
+            Vec::new(),
+            Vec::new(),
+        );
+        let mut h = Big(vec![b'x'; 40 * 1024]);
+        let limits = Limits::default();
+        let ctx = Ctx {
+            now: Instant::now(),
+            date: b"D",
+            log_date: "-",
+            limits: &limits,
+        };
+        let mut step = |buf: &mut Vec<u8>, out: &mut Output, wire: &mut Vec<u8>, flush: bool| loop {
+            if flush {
+                wire.extend_from_slice(&out.buf[out.pos..]);
+                out.clear();
+            }
+            let n = s.feed(buf, out, &mut h, &ctx);
+            buf.drain(..n);
+            if !flush {
+                break;
+            }
+            if n == 0 {
+                wire.extend_from_slice(&out.buf[out.pos..]);
+                out.clear();
+                break;
+            }
+        };
+        for &(p, flush) in pieces {
+            buf.extend_from_slice(p);
+            step(&mut buf, &mut out, &mut wire, flush);
+        }
+        step(&mut buf, &mut out, &mut wire, true);
+        wire
+    }
+
+    #[test]
+    fn requests_held_back_by_the_high_water_mark_get_the_same_answers() {
+        let input = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5);
+        let whole = run_flushing(&[(&input, true)]);
+        assert_eq!(statuses(&whole).len(), 5);
+        for cut in 0..input.len() {
+            assert_eq!(
+                run_flushing(&[(&input[..cut], false), (&input[cut..], false)]),
+                whole,
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_timeout_answers_408_only_inside_a_head() {
+        let limits = Limits::default();
+        let ctx = Ctx {
+            now: Instant::now(),
+            date: b"D",
+            log_date: "-",
+            limits: &limits,
+        };
+        for (input, want_408) in [
+            (&b"GET / HTTP/1.1\r\nHo"[..], true),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab",
+                false,
+            ),
+        ] {
+            let (mut s, mut out) = (Session::new(None), Output::default());
+            let n = s.feed(input, &mut out, &mut Echo, &ctx);
+            assert!(s.in_request(input.len() - n));
+            let before = out.buf.len();
+            s.timed_out(&mut out, &ctx);
+            assert!(s.is_closed());
+            assert_eq!(out.buf[before..].starts_with(b"HTTP/1.1 408 "), want_408);
+        }
+    }
+
     #[test]
     fn leading_empty_lines_are_skipped() {
         let (out, _) = run(&[b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n"]);
