@@ -1,6 +1,6 @@
 //! Configuration: defaults, command-line flags and their validation.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -212,20 +212,23 @@ impl Config {
     }
 }
 
+/// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` or `:PORT` (all IPv4 addresses). No name lookup:
+/// resolving names would pull the resolver (and, in a static build, NSS) into the binary.
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse() {
         return Ok(a);
     }
-    // "localhost:8080" or ":8080"; names resolve once here, never on the loop.
-    let s2 = if let Some(port) = s.strip_prefix(':') {
-        format!("0.0.0.0:{port}")
-    } else {
-        s.to_string()
+    let port = |p: &str| p.parse::<u16>().ok();
+    let addr = match s.rsplit_once(':') {
+        Some(("", p)) => port(p).map(|p| SocketAddr::from(([0, 0, 0, 0], p))),
+        Some((host, p)) if host.eq_ignore_ascii_case("localhost") => {
+            port(p).map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        }
+        _ => None,
     };
-    s2.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("--listen: {s:?} is not an address (expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)"))
+    addr.ok_or_else(|| {
+        format!("--listen: {s:?} is not an address (expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)")
+    })
 }
 
 fn number(flag: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -290,6 +293,15 @@ mod tests {
             parse_args(["--help".to_string()]),
             Ok(Command::Help)
         ));
+    }
+
+    #[test]
+    fn listen_forms_without_name_lookup() {
+        let addr = |a: &str| run(&["--listen", a]).unwrap().listen;
+        assert_eq!(addr("localhost:81"), "127.0.0.1:81".parse().unwrap());
+        assert_eq!(addr(":82"), "0.0.0.0:82".parse().unwrap());
+        assert_eq!(addr("[::1]:83"), "[::1]:83".parse().unwrap());
+        assert!(run(&["--listen", "example.com:80"]).is_err());
     }
 
     #[test]
