@@ -18,6 +18,7 @@ pub mod conn;
 pub mod files;
 pub mod http;
 pub mod logging;
+pub mod proxy;
 pub mod reactor;
 pub mod service;
 pub mod signal;

@@ -1,0 +1,315 @@
+//! The two heads a proxy rewrites, without I/O: the request it sends upstream and the response
+//! it passes back. Hop-by-hop fields go (RFC 9110 §7.6.1); response framing is checked with the
+//! same strictness as requests, so a bad upstream never reaches the client as a desync.
+
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+
+use crate::http::request::{self, Method, Request};
+use crate::http::response::push_u64;
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes: the client connection closes after it too.
+    Close,
+}
+
+/// A parsed upstream response head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub framing: Framing,
+    /// The upstream connection may carry another request after this response.
+    pub reusable: bool,
+    /// The head rewritten for the client (without its final CRLF, so `Connection: close` can
+    /// still be added).
+    pub head: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    Malformed(&'static str),
+    TooLarge,
+}
+
+/// True for fields that describe one connection and must not be forwarded.
+fn hop_by_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
+    // Transfer-Encoding stays: bodies are relayed as they came, so it still describes them.
+    const FIXED: [&str; 6] = [
+        "connection",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-connection",
+        "trailer",
+    ];
+    FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
+        || name.len() > 6 && name[..6].eq_ignore_ascii_case("proxy-")
+        || connection_tokens
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(request::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Writes the head to send upstream for `req`, whose raw head is `raw`: the request line in
+/// origin-form and HTTP/1.1, every end-to-end field as received, the client added to
+/// X-Forwarded-For, X-Forwarded-Proto set. The body is relayed with the framing it arrived with.
+pub fn request_head(out: &mut Vec<u8>, raw: &[u8], req: &Request<'_>, client: Option<IpAddr>) {
+    let mut storage =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; request::MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    // The head was parsed once already with these rules; this second pass only lists the fields.
+    let _ = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        raw,
+        &mut storage,
+    );
+    out.extend_from_slice(req.method_str.as_bytes());
+    out.push(b' ');
+    let target = req.target;
+    if target.starts_with('?') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let tokens = connection_tokens(parsed.headers);
+    let mut forwarded_for: Option<&[u8]> = None;
+    for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for = Some(h.value); // the last one wins; they are joined below
+            continue;
+        }
+        if hop_by_hop(h.name, &tokens) || h.name.eq_ignore_ascii_case("x-forwarded-proto") {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(prev) = forwarded_for {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    match client {
+        Some(ip) => out.extend_from_slice(ip.to_string().as_bytes()),
+        None => out.push(b'-'),
+    }
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n\r\n");
+}
+
+/// Parses an upstream response head from the start of `buf`. `Ok(None)`: not complete yet.
+/// `Ok(Some((head, n)))`: the head took `n` bytes.
+pub fn response_head(
+    buf: &[u8],
+    method: Method,
+    max_head: usize,
+) -> Result<Option<(ResponseHead, usize)>, UpstreamError> {
+    let end = match request::find_head_end(buf, 0) {
+        Ok(end) if end <= max_head => end,
+        Ok(_) => return Err(UpstreamError::TooLarge),
+        Err(_) if buf.len() > max_head => return Err(UpstreamError::TooLarge),
+        Err(_) => return Ok(None),
+    };
+    let raw = &buf[..end];
+    if memchr::memchr_iter(b'\n', raw).any(|i| i == 0 || raw[i - 1] != b'\r') {
+        return Err(UpstreamError::Malformed("bare LF"));
+    }
+    let mut storage =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; request::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        raw,
+        &mut storage,
+    ) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(UpstreamError::Malformed("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(UpstreamError::TooLarge),
+        Err(_) => return Err(UpstreamError::Malformed("malformed response head")),
+    }
+    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
+        return Err(UpstreamError::Malformed("malformed status line"));
+    };
+    if !(100..=999).contains(&status) {
+        return Err(UpstreamError::Malformed("malformed status code"));
+    }
+    let tokens = connection_tokens(resp.headers);
+    let mut length: Option<u64> = None;
+    let mut te = false;
+    let mut chunked = false;
+    let mut head = Vec::with_capacity(end + 32);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(&mut head, u64::from(status));
+    head.push(b' ');
+    head.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = h.value;
+            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                return Err(UpstreamError::Malformed("malformed Content-Length"));
+            }
+            let n = v.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            if length.is_some_and(|m| m != n) {
+                return Err(UpstreamError::Malformed("differing Content-Length"));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            for coding in h
+                .value
+                .split(|&b| b == b',')
+                .map(request::trim)
+                .filter(|c| !c.is_empty())
+            {
+                if chunked {
+                    return Err(UpstreamError::Malformed(
+                        "chunked is not the last transfer coding",
+                    ));
+                }
+                chunked = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        }
+        if hop_by_hop(h.name, &tokens) {
+            continue;
+        }
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    if te && length.is_some() {
+        return Err(UpstreamError::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let closes = tokens.iter().any(|t| t.eq_ignore_ascii_case(b"close"));
+    let keep_alive = if minor == 1 {
+        !closes
+    } else {
+        tokens.iter().any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
+    };
+    let bodiless = method == Method::Head || status < 200 || status == 204 || status == 304;
+    let framing = if bodiless {
+        Framing::None
+    } else if te && chunked {
+        Framing::Chunked
+    } else if te {
+        // A coding we cannot find the end of: the body runs to the close.
+        Framing::Close
+    } else {
+        match length {
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    };
+    let reusable = keep_alive && framing != Framing::Close;
+    Ok(Some((
+        ResponseHead {
+            status,
+            framing,
+            reusable,
+            head,
+        },
+        end,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req_head(raw: &str, ip: Option<IpAddr>) -> String {
+        let req = request::parse(raw.as_bytes(), 64).unwrap();
+        let mut out = Vec::new();
+        request_head(&mut out, raw.as_bytes(), &req, ip);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_loses_hop_by_hop_fields_and_gains_forwarded_ones() {
+        let raw = "POST http://h/api?x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: ws\r\nProxy-Authorization: x\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nTransfer-Encoding: chunked\r\nAccept: */*\r\n\r\n";
+        let out = req_head(raw, Some("10.0.0.9".parse().unwrap()));
+        assert_eq!(
+            out,
+            "POST /api?x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nAccept: */*\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    fn resp(raw: &str, method: Method) -> Result<Option<(ResponseHead, usize)>, UpstreamError> {
+        response_head(raw.as_bytes(), method, 8192)
+    }
+
+    #[test]
+    fn response_framing() {
+        let (h, n) = resp(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: x\r\nX: y\r\n\r\nhello",
+            Method::Get,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.reusable, n),
+            (200, Framing::Length(5), true, 59)
+        );
+        assert_eq!(h.head, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n");
+        let (h, _) = resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::Get,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(String::from_utf8_lossy(&h.head).contains("Transfer-Encoding: chunked"));
+        let (h, _) = resp("HTTP/1.0 200 OK\r\n\r\n", Method::Get)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.reusable), (Framing::Close, false));
+        let (h, _) = resp(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            Method::Get,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, Framing::None);
+        let (h, _) = resp("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::Head)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.framing, h.reusable), (Framing::None, true));
+        let (h, _) = resp("HTTP/1.1 100 Continue\r\n\r\n", Method::Get)
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.status, h.framing), (100, Framing::None));
+        assert_eq!(resp("HTTP/1.1 200 OK\r\nContent-Le", Method::Get), Ok(None));
+    }
+
+    #[test]
+    fn bad_upstream_framing_is_refused() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\nContent-Length: 5\n\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX: a\x01b\r\n\r\n",
+        ] {
+            assert!(resp(raw, Method::Get).is_err(), "{raw:?}");
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Forwarding chosen paths to upstream HTTP/1.1 servers.
+
+pub mod message;
