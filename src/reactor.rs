@@ -350,6 +350,10 @@ impl Reactor {
         }
         log::info!("shutting down: finishing {} connections", self.conns.len());
         self.draining_until = Some(now + self.cfg.grace);
+        // Connections already in the backlog were made before the signal: take them (and what
+        // they have sent) rather than reset them when the listener closes.
+        self.accept.ready = true;
+        self.accept(now);
         if let Some(l) = self.listener.take() {
             let _ = self.poller.delete(&l);
         }

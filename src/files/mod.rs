@@ -178,8 +178,10 @@ impl Files {
         };
         let full = self.cfg.root.join(&rel);
         match self.open(&full) {
+            // `/file.txt/` names a directory; the file system says ENOTDIR, so do we.
+            Ok(Opened::File(..)) if path::names_directory(key) => Kind::Status(404),
             Ok(Opened::File(file, meta)) => Kind::File(self.file_info(key, file, &meta)),
-            Ok(Opened::Dir) if !key.ends_with('/') => Kind::Redirect,
+            Ok(Opened::Dir) if !path::names_directory(key) => Kind::Redirect,
             Ok(Opened::Dir) => match self.open(&full.join(&self.cfg.index)) {
                 Ok(Opened::File(file, meta)) => {
                     Kind::File(self.file_info(&self.cfg.index, file, &meta))

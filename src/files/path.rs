@@ -37,6 +37,13 @@ pub fn resolve(path: &str) -> Result<PathBuf, PathError> {
     Ok(segments.iter().map(|s| OsStr::from_bytes(s)).collect())
 }
 
+/// True when a request path names a directory: it ends in `/`, or in a `.` or `..` segment
+/// (encoded or not), so that a file must not answer it (`/hello.txt/` is 404, as on disk).
+pub fn names_directory(path: &str) -> bool {
+    let last = path.rsplit('/').next().unwrap_or("");
+    matches!(decode(last.as_bytes()).as_deref(), Ok(b"" | b"." | b".."))
+}
+
 /// Percent-decoding (RFC 3986 §2.1); a `%` not followed by two hex digits is an error.
 pub fn decode(raw: &[u8]) -> Result<Vec<u8>, PathError> {
     let mut out = Vec::with_capacity(raw.len());
@@ -72,6 +79,16 @@ mod tests {
         assert_eq!(resolve("/a/../b").unwrap(), Path::new("b"));
         assert_eq!(resolve("/a%20b").unwrap(), Path::new("a b"));
         assert_eq!(resolve("/a/%2e/b").unwrap(), Path::new("a/b"));
+    }
+
+    #[test]
+    fn directory_forms() {
+        for p in ["/", "/a/", "/a/.", "/a/%2e", "/a/b/.."] {
+            assert!(names_directory(p), "{p}");
+        }
+        for p in ["/a", "/a/b.txt", "/a/.b", "/a/..b"] {
+            assert!(!names_directory(p), "{p}");
+        }
     }
 
     #[test]

@@ -264,14 +264,19 @@ fn has_other_coding(req: &httparse::Request<'_, '_>) -> bool {
 /// httparse only knows 1.0 and 1.1: a well-formed `HTTP/x.y` with another number gets 505,
 /// anything else is malformed.
 fn version_error(buf: &[u8]) -> HeadError {
+    // Only a request line of exactly three parts (single spaces) names a version at all.
     let line = buf.split(|&b| b == b'\r').next().unwrap_or(buf);
-    match line.rsplit(|&b| b == b' ').next() {
-        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor])
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+    let mut parts = line.split(|&b| b == b' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(t), Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]), None)
+            if !m.is_empty()
+                && !t.is_empty()
+                && major.is_ascii_digit()
+                && minor.is_ascii_digit() =>
         {
             HeadError::Version
         }
-        _ => HeadError::Bad("malformed version"),
+        _ => HeadError::Bad("malformed request line"),
     }
 }
 

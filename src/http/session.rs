@@ -521,6 +521,13 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_chunked_body_after_the_answer_closes() {
+        let (out, closed) = run(&[b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n"]);
+        assert_eq!(statuses(&out), ["405"]);
+        assert!(closed);
+    }
+
+    #[test]
     fn leading_empty_lines_are_skipped() {
         let (out, _) = run(&[b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n"]);
         assert_eq!(statuses(&out), ["200"]);
