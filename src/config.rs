@@ -14,6 +14,13 @@ pub enum AccessLog {
     Off,
 }
 
+/// Requests whose path starts with `prefix` go to one of `upstreams`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: String,
+    pub upstreams: Vec<SocketAddr>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -45,6 +52,15 @@ pub struct Config {
     pub inline_max: u64,
     /// Switch to this user after binding.
     pub user: Option<String>,
+    /// Paths forwarded to upstream servers (longest prefix wins).
+    pub proxies: Vec<Route>,
+    pub proxy_connect_timeout: Duration,
+    /// Longest wait for upstream bytes while a response is due.
+    pub proxy_timeout: Duration,
+    /// Idle connections kept per upstream.
+    pub proxy_idle: usize,
+    /// How long an upstream that refused or timed out is skipped.
+    pub proxy_fail_timeout: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +87,11 @@ impl Default for Config {
             cache_valid: Duration::from_secs(1),
             inline_max: 16 * 1024,
             user: None,
+            proxies: Vec::new(),
+            proxy_connect_timeout: Duration::from_secs(3),
+            proxy_timeout: Duration::from_secs(60),
+            proxy_idle: 32,
+            proxy_fail_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -102,6 +123,11 @@ Usage: edgeserve [OPTIONS] [DIR]
   --cache-entries N       file cache size                   [1024]
   --cache-valid T         file cache revalidation interval  [1s]
   --inline-max BYTES      files held in memory up to        [16384]
+  --proxy PREFIX=ADDR[,ADDR]  forward paths under PREFIX to upstream HOST:PORTs (repeatable)
+  --proxy-connect-timeout T   upstream connect timeout       [3s]
+  --proxy-timeout T       wait for upstream bytes           [60s]
+  --proxy-idle N          idle connections per upstream     [32]
+  --proxy-fail-timeout T  skip a failed upstream for        [10s]
   --user NAME             switch to this user after binding (port 80 as root)
   -h, --help              this text
   -V, --version           the version
@@ -183,6 +209,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--cache-entries" => c.cache_entries = number(&flag, &value()?, 1, 1 << 20)? as usize,
             "--cache-valid" => c.cache_valid = duration(&flag, &value()?)?,
             "--user" => c.user = Some(value()?),
+            "--proxy" => c.proxies.push(parse_route(&value()?)?),
+            "--proxy-connect-timeout" => c.proxy_connect_timeout = duration(&flag, &value()?)?,
+            "--proxy-timeout" => c.proxy_timeout = duration(&flag, &value()?)?,
+            "--proxy-idle" => c.proxy_idle = number(&flag, &value()?, 0, 4096)? as usize,
+            "--proxy-fail-timeout" => c.proxy_fail_timeout = duration(&flag, &value()?)?,
             "--inline-max" => c.inline_max = number(&flag, &value()?, 0, 1 << 24)?,
             f if f.starts_with('-') => return Err(format!("unknown option {f} (see --help)")),
             dir if !root_given => {
@@ -228,6 +259,26 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     };
     addr.ok_or_else(|| {
         format!("--listen: {s:?} is not an address (expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080)")
+    })
+}
+
+/// `PREFIX=HOST:PORT[,HOST:PORT...]`.
+fn parse_route(v: &str) -> Result<Route, String> {
+    let (prefix, addrs) = v
+        .split_once('=')
+        .ok_or_else(|| format!("--proxy: expected PREFIX=HOST:PORT[,HOST:PORT...], got {v:?}"))?;
+    if !prefix.starts_with('/') {
+        return Err(format!(
+            "--proxy: the prefix must start with '/', got {prefix:?}"
+        ));
+    }
+    let upstreams = addrs
+        .split(',')
+        .map(|a| parse_addr(a).map_err(|e| e.replace("--listen", "--proxy")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Route {
+        prefix: prefix.to_string(),
+        upstreams,
     })
 }
 
@@ -302,6 +353,34 @@ mod tests {
         assert_eq!(addr(":82"), "0.0.0.0:82".parse().unwrap());
         assert_eq!(addr("[::1]:83"), "[::1]:83".parse().unwrap());
         assert!(run(&["--listen", "example.com:80"]).is_err());
+    }
+
+    #[test]
+    fn proxy_routes() {
+        let c = run(&[
+            "--proxy",
+            "/api=127.0.0.1:9000,[::1]:9001",
+            "--proxy=/x=localhost:1",
+        ])
+        .unwrap();
+        assert_eq!(c.proxies[0].prefix, "/api");
+        assert_eq!(
+            c.proxies[0].upstreams,
+            [
+                "127.0.0.1:9000".parse().unwrap(),
+                "[::1]:9001".parse().unwrap()
+            ]
+        );
+        assert_eq!(c.proxies[1].upstreams, ["127.0.0.1:1".parse().unwrap()]);
+        for bad in [
+            "api=1.2.3.4:5",
+            "/api",
+            "/api=",
+            "/api=host:80",
+            "/api=1.2.3.4",
+        ] {
+            assert!(run(&["--proxy", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

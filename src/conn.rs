@@ -10,8 +10,13 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use polling::Poller;
+
 use crate::http::response::Output;
 use crate::http::session::{Ctx, Handler, OUTPUT_HIGH_WATER, Session};
+use crate::proxy::upstream::Upstreams;
+
+mod relay;
 
 /// Size of a pooled read buffer. A request head must fit (`--max-head` is capped below it).
 pub const READ_BUF: usize = 16 * 1024;
@@ -61,6 +66,10 @@ pub enum TimerKind {
     Send,
     /// Closing: reading and discarding until the peer closes or the linger time is up.
     Linger,
+    /// Connecting to an upstream.
+    Connect,
+    /// Waiting for upstream bytes while a forwarded request is answered.
+    Upstream,
 }
 
 /// The transport's own phase beside the session's.
@@ -89,6 +98,10 @@ pub struct Env<'a> {
     pub handler: &'a mut dyn Handler,
     pub pools: &'a mut Pools,
     pub budget: usize,
+    pub poller: &'a Poller,
+    pub upstreams: &'a mut Upstreams,
+    /// This connection's slab key (its upstream socket's poller key derives from it).
+    pub key: usize,
 }
 
 pub struct Conn {
@@ -110,6 +123,8 @@ pub struct Conn {
     pub scheduled: Option<Instant>,
     /// Bytes went out since the loop last looked (restarts the send timeout).
     pub wrote: bool,
+    /// The forwarded request in progress, if any.
+    relay: Option<Box<relay::Relay>>,
 }
 
 enum Flush {
@@ -136,12 +151,13 @@ impl Conn {
             deadline: now,
             scheduled: None,
             wrote: false,
+            relay: None,
         }
     }
 
     /// True while nothing of a request is in hand (for graceful shutdown).
     pub fn is_idle(&self) -> bool {
-        self.out.is_empty() && !self.session.in_request(self.rlen)
+        self.out.is_empty() && !self.session.in_request(self.rlen) && self.relay.is_none()
     }
 
     pub fn close_after_current(&mut self) {
@@ -150,16 +166,28 @@ impl Conn {
 
     /// The request-head deadline passed: answer 408 and close.
     pub fn request_timed_out(&mut self, env: &mut Env<'_>) {
+        self.ensure_out(env);
+        self.session.timed_out(&mut self.out, &env.ctx);
+    }
+
+    fn ensure_out(&mut self, env: &mut Env<'_>) {
         if self.out.buf.capacity() == 0 {
             self.out.buf = env.pools.write_buf();
         }
-        self.session.timed_out(&mut self.out, &env.ctx);
     }
 
     pub fn drive(&mut self, env: &mut Env<'_>) -> Next {
         let mut budget = env.budget;
         loop {
             let mut progress = false;
+            if self.relay.is_some() {
+                self.ensure_out(env);
+                match self.drive_relay(env) {
+                    relay::Step::Idle => {}
+                    relay::Step::Progress => progress = true,
+                    relay::Step::CloseClient => progress = true,
+                }
+            }
             if !self.out.is_empty() && self.writable {
                 match self.flush(&mut budget) {
                     Ok(Flush::Done) => progress = true,
@@ -211,7 +239,7 @@ impl Conn {
             if self.rlen == 0 && !self.rbuf.is_empty() {
                 env.pools.put_read(std::mem::take(&mut self.rbuf));
             }
-            if self.eof && self.out.is_empty() {
+            if self.eof && self.out.is_empty() && self.relay.is_none() {
                 // The peer is gone and every complete request it sent has been answered.
                 return Next::Close;
             }
@@ -222,18 +250,17 @@ impl Conn {
     }
 
     fn feed(&mut self, env: &mut Env<'_>) {
-        if self.out.buf.capacity() == 0 {
-            self.out.buf = env.pools.write_buf();
-        }
-        let used = self.session.feed(
-            &self.rbuf[..self.rlen],
-            &mut self.out,
-            env.handler,
-            &env.ctx,
-        );
+        self.ensure_out(env);
+        let input = &self.rbuf[..self.rlen];
+        let used = self
+            .session
+            .feed(input, &mut self.out, env.handler, &env.ctx);
         // Keep the unconsumed tail (a partial head) at the front.
         self.rbuf.copy_within(used..self.rlen, 0);
         self.rlen -= used;
+        if let Some(start) = self.session.take_forward() {
+            self.start_relay(start);
+        }
     }
 
     /// After the last answer: shut our side, then read and drop until the peer closes.
@@ -331,6 +358,14 @@ impl Conn {
 
     /// Which timeout applies now (the loop sets `deadline` from it).
     pub fn timer_kind(&self) -> TimerKind {
+        if let Some(kind) = self.relay_timer() {
+            // A slow client holds the upstream back: its send timeout rules then.
+            return if !self.out.is_empty() && !self.writable {
+                TimerKind::Send
+            } else {
+                kind
+            };
+        }
         if self.closing == Closing::Lingering || (self.session.is_closed() && self.out.is_empty()) {
             TimerKind::Linger
         } else if !self.out.is_empty() {

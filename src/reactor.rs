@@ -12,13 +12,36 @@ use std::time::{Duration, Instant, SystemTime};
 use polling::{Event, Events, PollMode, Poller};
 use slab::Slab;
 
-use crate::config::Config;
+use crate::config::{Config, Route};
 use crate::conn::{Conn, Env, Next, Pools, TimerKind};
 use crate::files::Files;
 use crate::http::date::DateCache;
 use crate::http::session::{Ctx, Session};
+use crate::proxy::upstream::{POOL_KEYS, UPSTREAM_KEYS, Upstreams};
 use crate::signal::SignalPipe;
 use crate::timer::Timers;
+
+/// Everything a connection borrows from the loop, built from disjoint fields so that the
+/// connection itself can stay borrowed from the slab.
+macro_rules! env {
+    ($r:ident, $now:expr, $key:expr) => {
+        Env {
+            ctx: Ctx {
+                now: $now,
+                date: $r.dates.http(),
+                log_date: $r.dates.clf(),
+                limits: &$r.cfg.limits,
+                routes: &$r.routes,
+            },
+            handler: &mut $r.files,
+            pools: &mut $r.pools,
+            budget: $r.cfg.budget,
+            poller: &$r.poller,
+            upstreams: &mut $r.upstreams,
+            key: $key,
+        }
+    };
+}
 
 const LISTENER: usize = usize::MAX - 1;
 const SIGNALS: usize = usize::MAX - 2;
@@ -54,6 +77,8 @@ pub struct Reactor {
     signals: Option<SignalPipe>,
     /// Set once shutdown has begun: the end of the grace period.
     draining_until: Option<Instant>,
+    routes: Vec<Route>,
+    upstreams: Upstreams,
 }
 
 impl Reactor {
@@ -76,7 +101,6 @@ impl Reactor {
             pools: Pools::default(),
             files,
             dates: DateCache::default(),
-            cfg,
             max_conns,
             accept: Accept {
                 ready: true,
@@ -87,6 +111,9 @@ impl Reactor {
             stop: Arc::new(AtomicBool::new(false)),
             signals: None,
             draining_until: None,
+            routes: cfg.proxies.clone(),
+            upstreams: Upstreams::new(cfg.proxies.clone(), cfg.proxy_idle, cfg.proxy_fail_timeout),
+            cfg,
         })
     }
 
@@ -130,6 +157,16 @@ impl Reactor {
                     SIGNALS => {
                         if self.signals.as_ref().is_some_and(|s| s.drain()) {
                             self.begin_shutdown(now);
+                        }
+                    }
+                    key if key >= POOL_KEYS => {
+                        self.upstreams.idle_event(key - POOL_KEYS, &self.poller)
+                    }
+                    key if key >= UPSTREAM_KEYS => {
+                        let key = key - UPSTREAM_KEYS;
+                        if let Some(c) = self.conns.get_mut(key) {
+                            c.upstream_ready(ev.readable, ev.writable);
+                            self.drive(key, now);
                         }
                     }
                     key => {
@@ -197,17 +234,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let mut env = Env {
-            ctx: Ctx {
-                now,
-                date: self.dates.http(),
-                log_date: self.dates.clf(),
-                limits: &self.cfg.limits,
-            },
-            handler: &mut self.files,
-            pools: &mut self.pools,
-            budget: self.cfg.budget,
-        };
+        let mut env = env!(self, now, key);
         match conn.drive(&mut env) {
             Next::Close => self.close(key),
             Next::Again => {
@@ -236,6 +263,8 @@ impl Reactor {
                 TimerKind::Request => self.cfg.header_timeout,
                 TimerKind::Send => self.cfg.send_timeout,
                 TimerKind::Linger => self.cfg.linger_timeout,
+                TimerKind::Connect => self.cfg.proxy_connect_timeout,
+                TimerKind::Upstream => self.cfg.proxy_timeout,
             };
         if c.scheduled.is_none_or(|s| c.deadline < s) {
             c.scheduled = Some(c.deadline);
@@ -260,19 +289,14 @@ impl Reactor {
             match c.timer {
                 TimerKind::Request => {
                     log::debug!("request timeout on connection {key}");
-                    let mut env = Env {
-                        ctx: Ctx {
-                            now,
-                            date: self.dates.http(),
-                            log_date: self.dates.clf(),
-                            limits: &self.cfg.limits,
-                        },
-                        handler: &mut self.files,
-                        pools: &mut self.pools,
-                        budget: self.cfg.budget,
-                    };
+                    let mut env = env!(self, now, key);
                     c.request_timed_out(&mut env);
                     c.writable = true;
+                    self.drive(key, now);
+                }
+                TimerKind::Connect | TimerKind::Upstream => {
+                    let mut env = env!(self, now, key);
+                    c.upstream_timed_out(&mut env);
                     self.drive(key, now);
                 }
                 TimerKind::Idle | TimerKind::Send | TimerKind::Linger => self.close(key),
@@ -336,6 +360,9 @@ impl Reactor {
 
     fn close(&mut self, key: usize) {
         let conn = self.conns.remove(key);
+        if let Some(up) = conn.upstream_socket() {
+            let _ = self.poller.delete(up);
+        }
         if let Err(e) = self.poller.delete(&conn.sock) {
             log::debug!("poller delete: {e}");
         }
@@ -374,7 +401,11 @@ impl Drop for Reactor {
     fn drop(&mut self) {
         for (_, c) in self.conns.iter() {
             let _ = self.poller.delete(&c.sock);
+            if let Some(up) = c.upstream_socket() {
+                let _ = self.poller.delete(up);
+            }
         }
+        self.upstreams.clear(&self.poller);
         if let Some(l) = &self.listener {
             let _ = self.poller.delete(l);
         }

@@ -147,7 +147,9 @@ pub fn reason(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large\n",
         500 => "Internal Server Error\n",
         501 => "Not Implemented\n",
+        502 => "Bad Gateway\n",
         503 => "Service Unavailable\n",
+        504 => "Gateway Timeout\n",
         505 => "HTTP Version Not Supported\n",
         _ => "Unknown\n",
     }

@@ -12,7 +12,9 @@ use super::access;
 use super::chunked::Decoder;
 use super::request::{self, BodyFraming, HeadError, Method, Request, Version};
 use super::response::{ConnHeader, Output, Reply};
+use crate::config::Route;
 use crate::logging::ACCESS;
+use crate::proxy::message;
 
 /// Something that answers requests: the static files, a proxy, a test double.
 pub trait Handler {
@@ -46,6 +48,8 @@ pub struct Ctx<'a> {
     /// The current time in Common Log Format's `[...]` form.
     pub log_date: &'a str,
     pub limits: &'a Limits,
+    /// Paths forwarded upstream.
+    pub routes: &'a [Route],
 }
 
 /// Output queued beyond this many bytes stops the parsing of further pipelined requests until the
@@ -59,8 +63,39 @@ enum Phase {
     Head { scanned: usize },
     /// Reading and discarding a request body, after which the next request may follow.
     Body(BodyLeft),
+    /// A request is being forwarded upstream. Its body, if any, is relayed by the connection
+    /// through [`Session::forward_body`]; no further request is read until the answer is done.
+    Forward(Box<Forwarding>),
     /// The last response says `Connection: close`: input is ignored from here on.
     Closed,
+}
+
+/// A request handed to an upstream.
+#[derive(Debug)]
+pub struct Forwarding {
+    /// Index into the routes.
+    pub route: usize,
+    pub method: Method,
+    /// The head to send upstream, until the connection takes it.
+    head: Option<Vec<u8>>,
+    /// Body bytes still to come from the client, if any.
+    body: Option<BodyLeft>,
+    keep_alive: bool,
+    version: Version,
+    /// The request line, for the access log.
+    line: Vec<u8>,
+}
+
+/// A request body broke its framing (or its size limit): the connection cannot go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyError;
+
+/// What the connection needs to start forwarding.
+pub struct ForwardStart {
+    pub route: usize,
+    pub method: Method,
+    pub head: Vec<u8>,
+    pub has_body: bool,
 }
 
 #[derive(Debug)]
@@ -99,7 +134,7 @@ impl Session {
     pub fn in_request(&self, buffered: usize) -> bool {
         match self.phase {
             Phase::Head { .. } => buffered > 0,
-            Phase::Body(_) => true,
+            Phase::Body(_) | Phase::Forward(_) => true,
             Phase::Closed => false,
         }
     }
@@ -118,7 +153,7 @@ impl Session {
             Phase::Head { .. } => self.respond_error(408, out, ctx, b"-"),
             // The request was answered already; only the rest of its body is late.
             Phase::Body(_) => self.phase = Phase::Closed,
-            Phase::Closed => {}
+            Phase::Forward(_) | Phase::Closed => {}
         }
     }
 
@@ -137,6 +172,7 @@ impl Session {
             let rest = &input[used..];
             match &mut self.phase {
                 Phase::Closed => return input.len(),
+                Phase::Forward(_) => return used,
                 Phase::Body(left) => {
                     if rest.is_empty() {
                         return used;
@@ -149,7 +185,7 @@ impl Session {
                             }
                         }
                         // The answer has gone already; the framing can no longer be trusted.
-                        Err(()) => {
+                        Err(BodyError) => {
                             self.phase = Phase::Closed;
                             return input.len();
                         }
@@ -231,6 +267,10 @@ impl Session {
             self.respond_error(413, out, ctx, request_line(head));
             return;
         }
+        if let Some(route) = route_for(ctx.routes, req.path()) {
+            self.forward(route, head, &req);
+            return;
+        }
         // A client waiting for 100 (Continue) may never send the body we would have to drain:
         // answer and close rather than guess (RFC 9110 §10.1.1).
         let held_back_body = req.expect_continue && req.body != BodyFraming::None;
@@ -262,6 +302,140 @@ impl Session {
         };
     }
 
+    fn forward(&mut self, route: usize, raw: &[u8], req: &Request<'_>) {
+        let mut head = Vec::with_capacity(raw.len() + 64);
+        message::request_head(&mut head, raw, req, self.peer);
+        let body = match req.body {
+            BodyFraming::None => None,
+            BodyFraming::Length(n) => Some(BodyLeft::Length(n)),
+            BodyFraming::Chunked => Some(BodyLeft::Chunked {
+                decoder: Decoder::default(),
+                seen: 0,
+            }),
+        };
+        self.phase = Phase::Forward(Box::new(Forwarding {
+            route,
+            method: req.method,
+            head: Some(head),
+            body,
+            keep_alive: req.keep_alive && self.keep_alive_allowed,
+            version: req.version,
+            line: request_line(raw).to_vec(),
+        }));
+    }
+
+    /// The request to forward, once, after `feed` has stopped at it.
+    pub fn take_forward(&mut self) -> Option<ForwardStart> {
+        let Phase::Forward(f) = &mut self.phase else {
+            return None;
+        };
+        let head = f.head.take()?;
+        Some(ForwardStart {
+            route: f.route,
+            method: f.method,
+            head,
+            has_body: f.body.is_some(),
+        })
+    }
+
+    /// Takes request body bytes from `input` for the upstream: `Ok((n, done))` where the first
+    /// `n` bytes are body (relayed as they came), or `Err` when the body is malformed or over the
+    /// limit (the connection must close).
+    pub fn forward_body(
+        &mut self,
+        input: &[u8],
+        ctx: &Ctx<'_>,
+    ) -> Result<(usize, bool), BodyError> {
+        let Phase::Forward(f) = &mut self.phase else {
+            return Ok((0, true));
+        };
+        let Some(left) = &mut f.body else {
+            return Ok((0, true));
+        };
+        let (n, done) = drain_body(left, input, ctx.limits.max_body)?;
+        if done {
+            f.body = None;
+        }
+        Ok((n, done))
+    }
+
+    /// True while request body bytes are still to be relayed.
+    pub fn forward_body_pending(&self) -> bool {
+        matches!(&self.phase, Phase::Forward(f) if f.body.is_some())
+    }
+
+    /// The `Connection` field for the forwarded answer's head; `must_close` when the answer is
+    /// delimited by the upstream's close. Makes the session close after the answer if needed.
+    pub fn forward_conn_header(&mut self, must_close: bool) -> ConnHeader {
+        let Phase::Forward(f) = &mut self.phase else {
+            return ConnHeader::Close;
+        };
+        if must_close {
+            f.keep_alive = false;
+        }
+        match (f.keep_alive, f.version) {
+            (false, _) => ConnHeader::Close,
+            (true, Version::Http10) => ConnHeader::KeepAlive,
+            (true, Version::Http11) => ConnHeader::None,
+        }
+    }
+
+    /// The forwarded answer is complete: log it and go on with the next request (or close when
+    /// the request body was not all read, or the answer said close).
+    pub fn forward_done(&mut self, ctx: &Ctx<'_>, status: u16, bytes: u64, upstream: &str) {
+        let Phase::Forward(f) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            return;
+        };
+        self.log_forward(ctx, &f, status, bytes, upstream);
+        if f.keep_alive && f.body.is_none() {
+            self.phase = Phase::Head { scanned: 0 };
+        }
+    }
+
+    /// Forwarding failed before any byte of an answer: answer `status` (502, 504) ourselves.
+    pub fn forward_failed(&mut self, out: &mut Output, ctx: &Ctx<'_>, status: u16, upstream: &str) {
+        let Phase::Forward(f) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            return;
+        };
+        let keep_alive = f.keep_alive && f.body.is_none();
+        let conn = match (keep_alive, f.version) {
+            (false, _) => ConnHeader::Close,
+            (true, Version::Http10) => ConnHeader::KeepAlive,
+            (true, Version::Http11) => ConnHeader::None,
+        };
+        let reply = Reply::text(status, b"Content-Type: text/plain\r\n");
+        let len = reply.len;
+        out.push_reply(reply, ctx.date, f.method == Method::Head, conn);
+        self.log_forward(ctx, &f, status, len, upstream);
+        if keep_alive {
+            self.phase = Phase::Head { scanned: 0 };
+        }
+    }
+
+    /// The answer broke off after bytes of it were sent: only closing is left.
+    pub fn forward_aborted(&mut self, ctx: &Ctx<'_>, status: u16, bytes: u64, upstream: &str) {
+        if let Phase::Forward(f) = std::mem::replace(&mut self.phase, Phase::Closed) {
+            self.log_forward(ctx, &f, status, bytes, upstream);
+        }
+    }
+
+    fn log_forward(
+        &mut self,
+        ctx: &Ctx<'_>,
+        f: &Forwarding,
+        status: u16,
+        bytes: u64,
+        upstream: &str,
+    ) {
+        self.access_log_via(
+            ctx,
+            access::Line::Raw(&f.line),
+            status,
+            bytes,
+            Some(upstream),
+        );
+    }
+
     fn respond_error(&mut self, status: u16, out: &mut Output, ctx: &Ctx<'_>, line: &[u8]) {
         out.push_reply(
             Reply::text(status, b"Content-Type: text/plain\r\n"),
@@ -275,6 +449,18 @@ impl Session {
     }
 
     fn access_log(&mut self, ctx: &Ctx<'_>, line: access::Line<'_>, status: u16, bytes: u64) {
+        self.access_log_via(ctx, line, status, bytes, None);
+    }
+
+    /// One access line; `upstream` marks a proxied request with the upstream that answered.
+    fn access_log_via(
+        &mut self,
+        ctx: &Ctx<'_>,
+        line: access::Line<'_>,
+        status: u16,
+        bytes: u64,
+        upstream: Option<&str>,
+    ) {
         let started = self.started.take().unwrap_or(ctx.now);
         if !log::log_enabled!(target: ACCESS, log::Level::Info) {
             return;
@@ -283,6 +469,10 @@ impl Session {
         LINE.with_borrow_mut(|buf| {
             buf.clear();
             access::format(buf, self.peer, ctx.log_date, line, status, bytes, took);
+            if let Some(up) = upstream {
+                buf.extend_from_slice(b" upstream=");
+                buf.extend_from_slice(up.as_bytes());
+            }
             // SAFETY: `access::format` writes ASCII only (other bytes are escaped as \xHH).
             debug_assert!(buf.is_ascii());
             let text = unsafe { std::str::from_utf8_unchecked(buf) };
@@ -296,6 +486,16 @@ thread_local! {
     static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// The route whose prefix is the longest that starts `path`.
+pub fn route_for(routes: &[Route], path: &str) -> Option<usize> {
+    routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| path.starts_with(r.prefix.as_str()))
+        .max_by_key(|(_, r)| r.prefix.len())
+        .map(|(i, _)| i)
+}
+
 /// The first line of a head, for the log.
 fn request_line(head: &[u8]) -> &[u8] {
     head.split(|&b| b == b'\r' || b == b'\n')
@@ -304,7 +504,7 @@ fn request_line(head: &[u8]) -> &[u8] {
 }
 
 /// Drains body bytes; `Ok((consumed, done))`, or `Err` when the body is malformed or over the limit.
-fn drain_body(left: &mut BodyLeft, input: &[u8], max: u64) -> Result<(usize, bool), ()> {
+fn drain_body(left: &mut BodyLeft, input: &[u8], max: u64) -> Result<(usize, bool), BodyError> {
     match left {
         BodyLeft::Length(n) => {
             let take = (*n).min(input.len() as u64);
@@ -315,10 +515,10 @@ fn drain_body(left: &mut BodyLeft, input: &[u8], max: u64) -> Result<(usize, boo
             let mut data = 0u64;
             let used = decoder
                 .feed(input, |d| data += d.len() as u64)
-                .map_err(|_| ())?;
+                .map_err(|_| BodyError)?;
             *seen += data;
             if *seen > max {
-                return Err(());
+                return Err(BodyError);
             }
             Ok((used, decoder.is_done()))
         }
@@ -354,6 +554,7 @@ mod tests {
             date: b"D",
             log_date: "-",
             limits: &Limits::default(),
+            routes: &[],
         };
         let mut buf = Vec::new();
         for c in chunks {
@@ -455,6 +656,7 @@ mod tests {
             date: b"D",
             log_date: "-",
             limits: &limits,
+            routes: &[],
         };
         let mut step = |buf: &mut Vec<u8>, out: &mut Output, wire: &mut Vec<u8>, flush: bool| loop {
             if flush {
@@ -502,6 +704,7 @@ mod tests {
             date: b"D",
             log_date: "-",
             limits: &limits,
+            routes: &[],
         };
         for (input, want_408) in [
             (&b"GET / HTTP/1.1\r\nHo"[..], true),

@@ -1,3 +1,4 @@
 //! Forwarding chosen paths to upstream HTTP/1.1 servers.
 
 pub mod message;
+pub mod upstream;

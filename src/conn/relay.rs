@@ -1,0 +1,519 @@
+//! The proxy side of a client connection: one forwarded request at a time, relayed between the
+//! client and an upstream connection with at most [`WINDOW`] bytes buffered per direction.
+//!
+//! The relay is the transport for a session in its `Forward` phase: it takes the head the session
+//! built, connects (or takes a pooled connection), sends the head and the request body as the
+//! session hands it over, and copies the answer into the client's output as it arrives, checking
+//! its framing. It ends in one of three ways: done (the upstream connection may go back to the
+//! pool), failed before any byte of an answer (we answer 502/504 ourselves), or aborted after
+//! bytes were sent (the client connection closes).
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+
+use super::{Conn, Env, TimerKind};
+use crate::http::chunked::Decoder;
+use crate::http::request::Method;
+use crate::http::response::ConnHeader;
+use crate::http::session::ForwardStart;
+use crate::proxy::message::{self, Framing};
+use crate::proxy::upstream::{self, UPSTREAM_KEYS};
+
+/// Bytes buffered per direction, at most (client to upstream, upstream to client).
+pub const WINDOW: usize = 64 * 1024;
+
+pub struct Relay {
+    route: usize,
+    method: Method,
+    /// The head sent upstream, kept for one retry on a fresh connection.
+    head: Vec<u8>,
+    has_body: bool,
+    tried: Vec<SocketAddr>,
+    up: Option<Up>,
+    /// Bytes for the upstream (head, then body as it comes) and how many have gone.
+    to_up: Vec<u8>,
+    to_up_pos: usize,
+    /// Bytes from the upstream not yet relayed.
+    from_up: Vec<u8>,
+    resp: Resp,
+    /// Some byte of an answer went to the client: failures can no longer be answered.
+    sent: bool,
+    retried: bool,
+    status: u16,
+    bytes: u64,
+    /// What to answer when every upstream failed: 502 (refused, broken) or 504 (timed out).
+    failure: u16,
+    reusable: bool,
+}
+
+struct Up {
+    sock: TcpStream,
+    addr: SocketAddr,
+    readable: bool,
+    writable: bool,
+    connecting: bool,
+    reused: bool,
+}
+
+enum Resp {
+    Head,
+    Length(u64),
+    Chunked(Decoder),
+    Close,
+    Done,
+}
+
+/// How a relay turn ended.
+pub enum Step {
+    /// Waiting for the sockets.
+    Idle,
+    Progress,
+    /// The client connection cannot go on.
+    CloseClient,
+}
+
+impl Relay {
+    pub fn new(start: ForwardStart) -> Relay {
+        Relay {
+            route: start.route,
+            method: start.method,
+            to_up: start.head.clone(),
+            head: start.head,
+            has_body: start.has_body,
+            tried: Vec::new(),
+            up: None,
+            to_up_pos: 0,
+            from_up: Vec::new(),
+            resp: Resp::Head,
+            sent: false,
+            retried: false,
+            status: 0,
+            bytes: 0,
+            failure: 502,
+            reusable: false,
+        }
+    }
+
+    pub fn socket(&self) -> Option<&TcpStream> {
+        self.up.as_ref().map(|u| &u.sock)
+    }
+
+    pub fn connecting(&self) -> bool {
+        self.up.as_ref().is_some_and(|u| u.connecting)
+    }
+
+    pub fn set_ready(&mut self, readable: bool, writable: bool) {
+        if let Some(up) = &mut self.up {
+            up.readable |= readable;
+            up.writable |= writable;
+        }
+    }
+
+    /// The upstream used (or last tried), for the log.
+    fn name(&self) -> String {
+        self.up
+            .as_ref()
+            .map(|u| u.addr)
+            .or(self.tried.last().copied())
+            .map_or("-".into(), |a| a.to_string())
+    }
+}
+
+impl Conn {
+    pub(super) fn start_relay(&mut self, start: ForwardStart) {
+        self.relay = Some(Box::new(Relay::new(start)));
+    }
+
+    /// The upstream socket, for the loop to delete from the poller before the connection goes.
+    pub fn upstream_socket(&self) -> Option<&TcpStream> {
+        self.relay.as_ref().and_then(|r| r.socket())
+    }
+
+    pub fn upstream_ready(&mut self, readable: bool, writable: bool) {
+        if let Some(r) = &mut self.relay {
+            r.set_ready(readable, writable);
+        }
+    }
+
+    /// The connect or response deadline passed.
+    pub fn upstream_timed_out(&mut self, env: &mut Env<'_>) {
+        let Some(r) = &mut self.relay else { return };
+        if r.connecting() {
+            if let Some(up) = r.up.take() {
+                let _ = env.poller.delete(&up.sock);
+                env.upstreams.mark_down(up.addr, env.ctx.now);
+            }
+            r.failure = 504;
+            self.connect_next(env);
+        } else if r.sent {
+            self.abort(env);
+        } else {
+            r.failure = 504;
+            self.fail(env);
+        }
+    }
+
+    /// One turn of the relay. Called from `drive` while a request is forwarded.
+    pub(super) fn drive_relay(&mut self, env: &mut Env<'_>) -> Step {
+        let mut progress = false;
+        if self.relay.as_ref().is_some_and(|r| r.up.is_none()) {
+            self.connect_next(env);
+            progress = true;
+        }
+        let Some(r) = self.relay.as_deref_mut() else {
+            return Step::Progress;
+        };
+        let Some(up) = &mut r.up else {
+            return Step::Progress;
+        };
+        if up.connecting {
+            if !up.writable && !up.readable {
+                return if progress { Step::Progress } else { Step::Idle };
+            }
+            // SO_ERROR tells how the connect ended; it is read (and cleared) once.
+            let sock = socket2::SockRef::from(&up.sock);
+            match sock.take_error() {
+                Ok(None) if up.sock.peer_addr().is_ok() => up.connecting = false,
+                Ok(None) => {
+                    // Woken before the handshake finished.
+                    up.writable = false;
+                    up.readable = false;
+                    return if progress { Step::Progress } else { Step::Idle };
+                }
+                Ok(Some(e)) | Err(e) => {
+                    log::debug!("connect to {}: {e}", up.addr);
+                    let up = r.up.take().expect("checked above");
+                    let _ = env.poller.delete(&up.sock);
+                    env.upstreams.mark_down(up.addr, env.ctx.now);
+                    r.failure = 502;
+                    self.connect_next(env);
+                    return Step::Progress;
+                }
+            }
+        }
+
+        // Client body bytes into the upstream window.
+        if self.session.forward_body_pending() && self.rlen > 0 {
+            let r = self.relay.as_deref_mut().expect("relay");
+            let room = WINDOW.saturating_sub(r.to_up.len() - r.to_up_pos);
+            let take = self.rlen.min(room);
+            if take > 0 {
+                match self.session.forward_body(&self.rbuf[..take], &env.ctx) {
+                    Ok((n, _)) if n > 0 => {
+                        r.to_up.extend_from_slice(&self.rbuf[..n]);
+                        self.rbuf.copy_within(n..self.rlen, 0);
+                        self.rlen -= n;
+                        self.wrote = true;
+                        progress = true;
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        log::debug!("malformed request body while forwarding");
+                        self.abort(env);
+                        return Step::CloseClient;
+                    }
+                }
+            }
+        }
+
+        // Request bytes to the upstream.
+        let r = self.relay.as_deref_mut().expect("relay");
+        let up = r.up.as_mut().expect("connected");
+        while up.writable && r.to_up_pos < r.to_up.len() {
+            let chunk = &r.to_up[r.to_up_pos..];
+            // SAFETY: `chunk` is valid for reads of its length; the socket is open.
+            let n = unsafe {
+                libc::send(
+                    up.sock.as_raw_fd(),
+                    chunk.as_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                r.to_up_pos += n as usize;
+                progress = true;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => up.writable = false,
+                io::ErrorKind::Interrupted => {}
+                _ => {
+                    // The upstream went away; what it said before (if anything) is read below.
+                    log::debug!("send to {}: {e}", up.addr);
+                    up.writable = false;
+                    r.to_up_pos = r.to_up.len();
+                }
+            }
+        }
+        if r.to_up_pos == r.to_up.len() {
+            r.to_up.clear();
+            r.to_up_pos = 0;
+        }
+
+        // The answer, as far as the client's window allows.
+        loop {
+            let r = self.relay.as_deref_mut().expect("relay");
+            if matches!(r.resp, Resp::Done) {
+                break;
+            }
+            if !r.from_up.is_empty() {
+                match self.relay_bytes(env) {
+                    Ok(true) => {
+                        progress = true;
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(step) => return step,
+                }
+            }
+            let r = self.relay.as_deref_mut().expect("relay");
+            let up = r.up.as_mut().expect("connected");
+            let backlog = self.out.buf.len() - self.out.pos;
+            if !up.readable || backlog >= WINDOW || r.from_up.len() >= WINDOW {
+                break;
+            }
+            let mut buf = [0u8; 16 * 1024];
+            match (&up.sock).read(&mut buf) {
+                Ok(0) => return self.upstream_eof(env),
+                Ok(n) => {
+                    r.from_up.extend_from_slice(&buf[..n]);
+                    self.wrote = true;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("read from {}: {e}", up.addr);
+                    return self.upstream_eof(env);
+                }
+            }
+        }
+        if matches!(self.relay.as_ref().map(|r| &r.resp), Some(Resp::Done)) {
+            self.finish(env);
+            return Step::Progress;
+        }
+        if progress { Step::Progress } else { Step::Idle }
+    }
+
+    /// Moves upstream bytes into the client's output: `Ok(true)` when some moved.
+    fn relay_bytes(&mut self, env: &mut Env<'_>) -> Result<bool, Step> {
+        let r = self.relay.as_deref_mut().expect("relay");
+        match &mut r.resp {
+            Resp::Head => {
+                match message::response_head(&r.from_up, r.method, env.ctx.limits.max_head) {
+                    Ok(None) => Ok(false),
+                    Ok(Some((head, n))) => {
+                        r.from_up.drain(..n);
+                        if head.status == 101 {
+                            return Err(self.bad_upstream(env, "101 without an upgrade asked for"));
+                        }
+                        let buf = &mut self.out.buf;
+                        buf.extend_from_slice(&head.head);
+                        if head.status < 200 {
+                            // 100 Continue and friends pass through; the final answer follows.
+                            buf.extend_from_slice(b"\r\n");
+                        } else {
+                            let conn = self
+                                .session
+                                .forward_conn_header(head.framing == Framing::Close);
+                            buf.extend_from_slice(match conn {
+                                ConnHeader::None => b"\r\n".as_slice(),
+                                ConnHeader::Close => b"Connection: close\r\n\r\n",
+                                ConnHeader::KeepAlive => b"Connection: keep-alive\r\n\r\n",
+                            });
+                            r.status = head.status;
+                            r.reusable = head.reusable;
+                            r.resp = match head.framing {
+                                Framing::None => Resp::Done,
+                                Framing::Length(0) => Resp::Done,
+                                Framing::Length(n) => Resp::Length(n),
+                                Framing::Chunked => Resp::Chunked(Decoder::default()),
+                                Framing::Close => Resp::Close,
+                            };
+                        }
+                        r.sent = true;
+                        Ok(true)
+                    }
+                    Err(e) => Err(self.bad_upstream(env, &format!("{e:?}"))),
+                }
+            }
+            Resp::Length(left) => {
+                let n = (*left).min(r.from_up.len() as u64) as usize;
+                self.out.buf.extend_from_slice(&r.from_up[..n]);
+                r.from_up.drain(..n);
+                *left -= n as u64;
+                r.bytes += n as u64;
+                if *left == 0 {
+                    r.resp = Resp::Done;
+                }
+                Ok(n > 0)
+            }
+            Resp::Chunked(decoder) => match decoder.feed(&r.from_up, |_| {}) {
+                Ok(n) => {
+                    self.out.buf.extend_from_slice(&r.from_up[..n]);
+                    r.from_up.drain(..n);
+                    r.bytes += n as u64;
+                    if decoder.is_done() {
+                        r.resp = Resp::Done;
+                    }
+                    Ok(n > 0)
+                }
+                Err(_) => Err(self.bad_upstream(env, "malformed chunked body")),
+            },
+            Resp::Close => {
+                let n = r.from_up.len();
+                self.out.buf.extend_from_slice(&r.from_up);
+                r.from_up.clear();
+                r.bytes += n as u64;
+                Ok(n > 0)
+            }
+            Resp::Done => Ok(false),
+        }
+    }
+
+    /// The upstream closed (or failed) its side.
+    fn upstream_eof(&mut self, env: &mut Env<'_>) -> Step {
+        let r = self.relay.as_deref_mut().expect("relay");
+        match r.resp {
+            Resp::Close => {
+                r.resp = Resp::Done;
+                r.reusable = false;
+                self.finish(env);
+                Step::Progress
+            }
+            Resp::Head if !r.sent && r.from_up.is_empty() => {
+                let up = r.up.take().expect("connected");
+                let _ = env.poller.delete(&up.sock);
+                // A pooled connection the upstream had closed: one retry on a fresh one, when
+                // repeating the request is safe.
+                if up.reused
+                    && !r.retried
+                    && !r.has_body
+                    && matches!(r.method, Method::Get | Method::Head)
+                {
+                    r.retried = true;
+                    r.to_up.clear();
+                    r.to_up.extend_from_slice(&r.head);
+                    r.to_up_pos = 0;
+                    self.connect_to(up.addr, false, env);
+                    return Step::Progress;
+                }
+                r.failure = 502;
+                self.fail(env);
+                Step::Progress
+            }
+            _ if !r.sent => self.bad_upstream(env, "closed inside the response head"),
+            _ => {
+                self.abort(env);
+                Step::CloseClient
+            }
+        }
+    }
+
+    fn bad_upstream(&mut self, env: &mut Env<'_>, why: &str) -> Step {
+        let r = self.relay.as_deref_mut().expect("relay");
+        log::warn!("bad answer from upstream {}: {why}", r.name());
+        if r.sent {
+            self.abort(env);
+            Step::CloseClient
+        } else {
+            r.failure = 502;
+            self.fail(env);
+            Step::Progress
+        }
+    }
+
+    /// Connects to the next upstream of the route, or fails the request when none is left.
+    fn connect_next(&mut self, env: &mut Env<'_>) {
+        let r = self.relay.as_deref_mut().expect("relay");
+        match env.upstreams.pick(r.route, &r.tried, env.ctx.now) {
+            Some(addr) => self.connect_to(addr, true, env),
+            None => self.fail(env),
+        }
+    }
+
+    fn connect_to(&mut self, addr: SocketAddr, pooled_ok: bool, env: &mut Env<'_>) {
+        let r = self.relay.as_deref_mut().expect("relay");
+        r.tried.push(addr);
+        let key = UPSTREAM_KEYS + env.key;
+        if pooled_ok && let Some(sock) = env.upstreams.take_idle(addr, env.poller, key) {
+            r.up = Some(Up {
+                sock,
+                addr,
+                readable: true,
+                writable: true,
+                connecting: false,
+                reused: true,
+            });
+            return;
+        }
+        match upstream::connect(addr, env.poller, key) {
+            Ok((sock, pending)) => {
+                r.up = Some(Up {
+                    sock,
+                    addr,
+                    readable: false,
+                    writable: !pending,
+                    connecting: pending,
+                    reused: false,
+                });
+            }
+            Err(e) => {
+                log::debug!("connect to {addr}: {e}");
+                env.upstreams.mark_down(addr, env.ctx.now);
+                r.failure = 502;
+                self.connect_next(env);
+            }
+        }
+    }
+
+    /// No upstream could answer: answer 502/504 ourselves.
+    fn fail(&mut self, env: &mut Env<'_>) {
+        let r = self.relay.take().expect("relay");
+        if let Some(up) = &r.up {
+            let _ = env.poller.delete(&up.sock);
+        }
+        self.ensure_out(env);
+        self.session
+            .forward_failed(&mut self.out, &env.ctx, r.failure, &r.name());
+    }
+
+    /// The answer broke off after bytes of it went out: the client connection closes.
+    fn abort(&mut self, env: &mut Env<'_>) {
+        let r = self.relay.take().expect("relay");
+        if let Some(up) = &r.up {
+            let _ = env.poller.delete(&up.sock);
+        }
+        self.session
+            .forward_aborted(&env.ctx, r.status, r.bytes, &r.name());
+    }
+
+    /// The answer is complete: the upstream connection goes back to the pool if it can.
+    fn finish(&mut self, env: &mut Env<'_>) {
+        let mut r = self.relay.take().expect("relay");
+        let name = r.name();
+        if let Some(up) = r.up.take() {
+            let clean = r.reusable && r.to_up_pos == r.to_up.len() && r.from_up.is_empty();
+            if clean && !self.session.forward_body_pending() {
+                env.upstreams.put_idle(up.addr, up.sock, env.poller);
+            } else {
+                let _ = env.poller.delete(&up.sock);
+            }
+        }
+        self.session
+            .forward_done(&env.ctx, r.status, r.bytes, &name);
+    }
+
+    /// Which deadline applies while relaying.
+    pub(super) fn relay_timer(&self) -> Option<TimerKind> {
+        let r = self.relay.as_ref()?;
+        Some(if r.connecting() {
+            TimerKind::Connect
+        } else {
+            TimerKind::Upstream
+        })
+    }
+}
