@@ -17,7 +17,7 @@ use crate::conn::{Conn, Env, Next, Pools, TimerKind};
 use crate::files::Files;
 use crate::http::date::DateCache;
 use crate::http::session::{Ctx, Session};
-use crate::proxy::upstream::{POOL_KEYS, UPSTREAM_KEYS, Upstreams};
+use crate::proxy::upstream::{UPSTREAM_KEYS, Upstreams};
 use crate::signal::SignalPipe;
 use crate::timer::Timers;
 
@@ -159,16 +159,15 @@ impl Reactor {
                             self.begin_shutdown(now);
                         }
                     }
-                    key if key >= POOL_KEYS => {
-                        self.upstreams.idle_event(key - POOL_KEYS, &self.poller)
-                    }
-                    key if key >= UPSTREAM_KEYS => {
-                        let key = key - UPSTREAM_KEYS;
-                        if let Some(c) = self.conns.get_mut(key) {
-                            c.upstream_ready(ev.readable, ev.writable);
-                            self.drive(key, now);
+                    key if key >= UPSTREAM_KEYS => match self.upstreams.owner(key) {
+                        Some(client) => {
+                            if let Some(c) = self.conns.get_mut(client) {
+                                c.upstream_ready(ev.readable, ev.writable);
+                                self.drive(client, now);
+                            }
                         }
-                    }
+                        None => self.upstreams.idle_event(key, &self.poller),
+                    },
                     key => {
                         if let Some(c) = self.conns.get_mut(key) {
                             c.readable |= ev.readable;
@@ -359,9 +358,9 @@ impl Reactor {
     }
 
     fn close(&mut self, key: usize) {
-        let conn = self.conns.remove(key);
-        if let Some(up) = conn.upstream_socket() {
-            let _ = self.poller.delete(up);
+        let mut conn = self.conns.remove(key);
+        if let Some(up) = conn.take_upstream() {
+            self.upstreams.close(up, &self.poller);
         }
         if let Err(e) = self.poller.delete(&conn.sock) {
             log::debug!("poller delete: {e}");
@@ -399,10 +398,10 @@ impl Reactor {
 
 impl Drop for Reactor {
     fn drop(&mut self) {
-        for (_, c) in self.conns.iter() {
+        for (_, c) in self.conns.iter_mut() {
             let _ = self.poller.delete(&c.sock);
-            if let Some(up) = c.upstream_socket() {
-                let _ = self.poller.delete(up);
+            if let Some(up) = c.take_upstream() {
+                self.upstreams.close(up, &self.poller);
             }
         }
         self.upstreams.clear(&self.poller);

@@ -192,6 +192,7 @@ fn run(pieces: &[(&[u8], bool)], limits: &Limits) -> Outcome {
             date: DATE,
             log_date: "-",
             limits,
+            routes: &[],
         },
     };
     for &(piece, flush) in pieces {

@@ -9,7 +9,7 @@
 //! bytes were sent (the client connection closes).
 
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 use super::{Conn, Env, TimerKind};
@@ -18,7 +18,7 @@ use crate::http::request::Method;
 use crate::http::response::ConnHeader;
 use crate::http::session::ForwardStart;
 use crate::proxy::message::{self, Framing};
-use crate::proxy::upstream::{self, UPSTREAM_KEYS};
+use crate::proxy::upstream::Lent;
 
 /// Bytes buffered per direction, at most (client to upstream, upstream to client).
 pub const WINDOW: usize = 64 * 1024;
@@ -48,12 +48,9 @@ pub struct Relay {
 }
 
 struct Up {
-    sock: TcpStream,
-    addr: SocketAddr,
+    lent: Lent,
     readable: bool,
     writable: bool,
-    connecting: bool,
-    reused: bool,
 }
 
 enum Resp {
@@ -95,12 +92,8 @@ impl Relay {
         }
     }
 
-    pub fn socket(&self) -> Option<&TcpStream> {
-        self.up.as_ref().map(|u| &u.sock)
-    }
-
     pub fn connecting(&self) -> bool {
-        self.up.as_ref().is_some_and(|u| u.connecting)
+        self.up.as_ref().is_some_and(|u| u.lent.connecting)
     }
 
     pub fn set_ready(&mut self, readable: bool, writable: bool) {
@@ -114,7 +107,7 @@ impl Relay {
     fn name(&self) -> String {
         self.up
             .as_ref()
-            .map(|u| u.addr)
+            .map(|u| u.lent.addr)
             .or(self.tried.last().copied())
             .map_or("-".into(), |a| a.to_string())
     }
@@ -125,9 +118,9 @@ impl Conn {
         self.relay = Some(Box::new(Relay::new(start)));
     }
 
-    /// The upstream socket, for the loop to delete from the poller before the connection goes.
-    pub fn upstream_socket(&self) -> Option<&TcpStream> {
-        self.relay.as_ref().and_then(|r| r.socket())
+    /// The upstream connection, for the loop to close before this connection goes.
+    pub fn take_upstream(&mut self) -> Option<Lent> {
+        self.relay.as_mut().and_then(|r| r.up.take()).map(|u| u.lent)
     }
 
     pub fn upstream_ready(&mut self, readable: bool, writable: bool) {
@@ -141,8 +134,8 @@ impl Conn {
         let Some(r) = &mut self.relay else { return };
         if r.connecting() {
             if let Some(up) = r.up.take() {
-                let _ = env.poller.delete(&up.sock);
-                env.upstreams.mark_down(up.addr, env.ctx.now);
+                env.upstreams.mark_down(up.lent.addr, env.ctx.now);
+                env.upstreams.close(up.lent, env.poller);
             }
             r.failure = 504;
             self.connect_next(env);
@@ -167,14 +160,14 @@ impl Conn {
         let Some(up) = &mut r.up else {
             return Step::Progress;
         };
-        if up.connecting {
+        if up.lent.connecting {
             if !up.writable && !up.readable {
                 return if progress { Step::Progress } else { Step::Idle };
             }
             // SO_ERROR tells how the connect ended; it is read (and cleared) once.
-            let sock = socket2::SockRef::from(&up.sock);
+            let sock = socket2::SockRef::from(&up.lent.sock);
             match sock.take_error() {
-                Ok(None) if up.sock.peer_addr().is_ok() => up.connecting = false,
+                Ok(None) if up.lent.sock.peer_addr().is_ok() => up.lent.connecting = false,
                 Ok(None) => {
                     // Woken before the handshake finished.
                     up.writable = false;
@@ -182,10 +175,10 @@ impl Conn {
                     return if progress { Step::Progress } else { Step::Idle };
                 }
                 Ok(Some(e)) | Err(e) => {
-                    log::debug!("connect to {}: {e}", up.addr);
+                    log::debug!("connect to {}: {e}", up.lent.addr);
                     let up = r.up.take().expect("checked above");
-                    let _ = env.poller.delete(&up.sock);
-                    env.upstreams.mark_down(up.addr, env.ctx.now);
+                    env.upstreams.mark_down(up.lent.addr, env.ctx.now);
+                    env.upstreams.close(up.lent, env.poller);
                     r.failure = 502;
                     self.connect_next(env);
                     return Step::Progress;
@@ -225,7 +218,7 @@ impl Conn {
             // SAFETY: `chunk` is valid for reads of its length; the socket is open.
             let n = unsafe {
                 libc::send(
-                    up.sock.as_raw_fd(),
+                    up.lent.sock.as_raw_fd(),
                     chunk.as_ptr().cast(),
                     chunk.len(),
                     libc::MSG_NOSIGNAL,
@@ -242,7 +235,7 @@ impl Conn {
                 io::ErrorKind::Interrupted => {}
                 _ => {
                     // The upstream went away; what it said before (if anything) is read below.
-                    log::debug!("send to {}: {e}", up.addr);
+                    log::debug!("send to {}: {e}", up.lent.addr);
                     up.writable = false;
                     r.to_up_pos = r.to_up.len();
                 }
@@ -276,7 +269,7 @@ impl Conn {
                 break;
             }
             let mut buf = [0u8; 16 * 1024];
-            match (&up.sock).read(&mut buf) {
+            match (&up.lent.sock).read(&mut buf) {
                 Ok(0) => return self.upstream_eof(env),
                 Ok(n) => {
                     r.from_up.extend_from_slice(&buf[..n]);
@@ -286,7 +279,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::debug!("read from {}: {e}", up.addr);
+                    log::debug!("read from {}: {e}", up.lent.addr);
                     return self.upstream_eof(env);
                 }
             }
@@ -386,10 +379,11 @@ impl Conn {
             }
             Resp::Head if !r.sent && r.from_up.is_empty() => {
                 let up = r.up.take().expect("connected");
-                let _ = env.poller.delete(&up.sock);
+                let (addr, reused) = (up.lent.addr, up.lent.reused);
+                env.upstreams.close(up.lent, env.poller);
                 // A pooled connection the upstream had closed: one retry on a fresh one, when
                 // repeating the request is safe.
-                if up.reused
+                if reused
                     && !r.retried
                     && !r.has_body
                     && matches!(r.method, Method::Get | Method::Head)
@@ -398,7 +392,7 @@ impl Conn {
                     r.to_up.clear();
                     r.to_up.extend_from_slice(&r.head);
                     r.to_up_pos = 0;
-                    self.connect_to(up.addr, false, env);
+                    self.connect_to(addr, false, env);
                     return Step::Progress;
                 }
                 r.failure = 502;
@@ -438,28 +432,12 @@ impl Conn {
     fn connect_to(&mut self, addr: SocketAddr, pooled_ok: bool, env: &mut Env<'_>) {
         let r = self.relay.as_deref_mut().expect("relay");
         r.tried.push(addr);
-        let key = UPSTREAM_KEYS + env.key;
-        if pooled_ok && let Some(sock) = env.upstreams.take_idle(addr, env.poller, key) {
-            r.up = Some(Up {
-                sock,
-                addr,
-                readable: true,
-                writable: true,
-                connecting: false,
-                reused: true,
-            });
-            return;
-        }
-        match upstream::connect(addr, env.poller, key) {
-            Ok((sock, pending)) => {
-                r.up = Some(Up {
-                    sock,
-                    addr,
-                    readable: false,
-                    writable: !pending,
-                    connecting: pending,
-                    reused: false,
-                });
+        match env.upstreams.lend(addr, env.key, env.poller, pooled_ok) {
+            // A pooled connection has nothing to read until it is asked; a new one is writable
+            // once connected.
+            Ok(lent) => {
+                let writable = !lent.connecting;
+                r.up = Some(Up { lent, readable: false, writable });
             }
             Err(e) => {
                 log::debug!("connect to {addr}: {e}");
@@ -472,9 +450,9 @@ impl Conn {
 
     /// No upstream could answer: answer 502/504 ourselves.
     fn fail(&mut self, env: &mut Env<'_>) {
-        let r = self.relay.take().expect("relay");
-        if let Some(up) = &r.up {
-            let _ = env.poller.delete(&up.sock);
+        let mut r = self.relay.take().expect("relay");
+        if let Some(up) = r.up.take() {
+            env.upstreams.close(up.lent, env.poller);
         }
         self.ensure_out(env);
         self.session
@@ -483,9 +461,9 @@ impl Conn {
 
     /// The answer broke off after bytes of it went out: the client connection closes.
     fn abort(&mut self, env: &mut Env<'_>) {
-        let r = self.relay.take().expect("relay");
-        if let Some(up) = &r.up {
-            let _ = env.poller.delete(&up.sock);
+        let mut r = self.relay.take().expect("relay");
+        if let Some(up) = r.up.take() {
+            env.upstreams.close(up.lent, env.poller);
         }
         self.session
             .forward_aborted(&env.ctx, r.status, r.bytes, &r.name());
@@ -498,9 +476,9 @@ impl Conn {
         if let Some(up) = r.up.take() {
             let clean = r.reusable && r.to_up_pos == r.to_up.len() && r.from_up.is_empty();
             if clean && !self.session.forward_body_pending() {
-                env.upstreams.put_idle(up.addr, up.sock, env.poller);
+                env.upstreams.put_idle(up.lent, env.poller);
             } else {
-                let _ = env.poller.delete(&up.sock);
+                env.upstreams.close(up.lent, env.poller);
             }
         }
         self.session

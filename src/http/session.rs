@@ -370,7 +370,7 @@ impl Session {
         let Phase::Forward(f) = &mut self.phase else {
             return ConnHeader::Close;
         };
-        if must_close {
+        if must_close || !self.keep_alive_allowed {
             f.keep_alive = false;
         }
         match (f.keep_alive, f.version) {
@@ -387,7 +387,7 @@ impl Session {
             return;
         };
         self.log_forward(ctx, &f, status, bytes, upstream);
-        if f.keep_alive && f.body.is_none() {
+        if f.keep_alive && f.body.is_none() && self.keep_alive_allowed {
             self.phase = Phase::Head { scanned: 0 };
         }
     }
@@ -397,7 +397,7 @@ impl Session {
         let Phase::Forward(f) = std::mem::replace(&mut self.phase, Phase::Closed) else {
             return;
         };
-        let keep_alive = f.keep_alive && f.body.is_none();
+        let keep_alive = f.keep_alive && f.body.is_none() && self.keep_alive_allowed;
         let conn = match (keep_alive, f.version) {
             (false, _) => ConnHeader::Close,
             (true, Version::Http10) => ConnHeader::KeepAlive,

@@ -1,5 +1,9 @@
 //! Upstream servers: choosing one (round robin, skipping those that failed recently), connecting
 //! without blocking, and a pool of idle keep-alive connections per upstream.
+//!
+//! Every upstream connection has a slot here for its whole life, and its poller key is
+//! `UPSTREAM_KEYS + slot`, registered once: lending a pooled connection to a client connection or
+//! taking it back only changes the slot's owner, so the pool costs no `epoll_ctl` per request.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -12,22 +16,34 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Route;
 
-/// Poller keys: a client connection's upstream socket is `UPSTREAM_KEYS + client key`, an idle
-/// pooled connection `POOL_KEYS + pool key`. Client keys are slab keys, far below both.
+/// Poller keys of upstream connections start here; client keys are slab keys, far below.
 pub const UPSTREAM_KEYS: usize = 1 << 40;
-pub const POOL_KEYS: usize = 1 << 41;
 
-struct Idle {
+struct Slot {
     addr: SocketAddr,
-    sock: TcpStream,
+    /// The client connection using it, or `None` while it waits in the pool...
+    owner: Option<usize>,
+    /// ...holding its socket here.
+    idle: Option<TcpStream>,
+}
+
+/// An upstream connection lent to a client connection.
+pub struct Lent {
+    pub slot: usize,
+    pub sock: TcpStream,
+    pub addr: SocketAddr,
+    /// Came from the pool (the upstream may have closed it meanwhile).
+    pub reused: bool,
+    /// The connect is still in progress.
+    pub connecting: bool,
 }
 
 pub struct Upstreams {
-    pub routes: Vec<Route>,
+    routes: Vec<Route>,
     cursor: Vec<usize>,
     down_until: HashMap<SocketAddr, Instant>,
+    slots: Slab<Slot>,
     idle: HashMap<SocketAddr, Vec<usize>>,
-    pooled: Slab<Idle>,
     max_idle: usize,
     fail_timeout: Duration,
 }
@@ -39,8 +55,8 @@ impl Upstreams {
             routes,
             cursor,
             down_until: HashMap::new(),
+            slots: Slab::new(),
             idle: HashMap::new(),
-            pooled: Slab::new(),
             max_idle,
             fail_timeout,
         }
@@ -50,12 +66,10 @@ impl Upstreams {
     pub fn pick(&mut self, route: usize, tried: &[SocketAddr], now: Instant) -> Option<SocketAddr> {
         let ups = &self.routes[route].upstreams;
         let start = self.cursor[route];
-        let candidates = (0..ups.len())
-            .map(|i| ups[(start + i) % ups.len()])
-            .filter(|a| !tried.contains(a));
-        let healthy = candidates
-            .clone()
-            .find(|a| self.down_until.get(a).is_none_or(|&t| t <= now));
+        let candidates =
+            (0..ups.len()).map(|i| ups[(start + i) % ups.len()]).filter(|a| !tried.contains(a));
+        let healthy =
+            candidates.clone().find(|a| self.down_until.get(a).is_none_or(|&t| t <= now));
         // When every one is down, try them anyway: better a late answer than a certain 502.
         let pick = healthy.or_else(|| candidates.clone().next())?;
         self.cursor[route] = (start + 1) % ups.len();
@@ -63,75 +77,76 @@ impl Upstreams {
     }
 
     pub fn mark_down(&mut self, addr: SocketAddr, now: Instant) {
-        log::warn!(
-            "upstream {addr} failed; skipping it for {:?}",
-            self.fail_timeout
-        );
+        log::warn!("upstream {addr} failed; skipping it for {:?}", self.fail_timeout);
         self.down_until.insert(addr, now + self.fail_timeout);
     }
 
-    /// An idle connection to `addr`, re-registered under `key`.
-    pub fn take_idle(
-        &mut self,
-        addr: SocketAddr,
-        poller: &Poller,
-        key: usize,
-    ) -> Option<TcpStream> {
-        while let Some(k) = self.idle.get_mut(&addr)?.pop() {
-            let Idle { sock, .. } = self.pooled.remove(k);
-            if poller
-                .modify_with_mode(&sock, Event::all(key), PollMode::Edge)
-                .is_ok()
-            {
-                return Some(sock);
-            }
-            let _ = poller.delete(&sock);
-        }
-        None
+    /// The client connection that owns the upstream connection with poller key `key`.
+    pub fn owner(&self, key: usize) -> Option<usize> {
+        self.slots.get(key - UPSTREAM_KEYS)?.owner
     }
 
-    /// Keeps a connection whose last response was complete, or closes it when the pool is full.
-    pub fn put_idle(&mut self, addr: SocketAddr, sock: TcpStream, poller: &Poller) {
-        let list = self.idle.entry(addr).or_default();
+    /// A connection to `addr` for client connection `client`: from the pool, or a new one.
+    pub fn lend(&mut self, addr: SocketAddr, client: usize, poller: &Poller, pooled_ok: bool) -> io::Result<Lent> {
+        if pooled_ok {
+            while let Some(slot) = self.idle.get_mut(&addr).and_then(Vec::pop) {
+                let s = &mut self.slots[slot];
+                let Some(sock) = s.idle.take() else { continue };
+                s.owner = Some(client);
+                return Ok(Lent { slot, sock, addr, reused: true, connecting: false });
+            }
+        }
+        let entry = self.slots.vacant_entry();
+        let slot = entry.key();
+        let (sock, connecting) = connect(addr, poller, UPSTREAM_KEYS + slot)?;
+        entry.insert(Slot { addr, owner: Some(client), idle: None });
+        Ok(Lent { slot, sock, addr, reused: false, connecting })
+    }
+
+    /// Takes back a connection whose last response was complete, or closes it when the pool for
+    /// its upstream is full.
+    pub fn put_idle(&mut self, lent: Lent, poller: &Poller) {
+        let list = self.idle.entry(lent.addr).or_default();
         if list.len() >= self.max_idle {
-            let _ = poller.delete(&sock);
+            self.close(lent, poller);
             return;
         }
-        let entry = self.pooled.vacant_entry();
-        let key = entry.key();
-        if poller
-            .modify_with_mode(&sock, Event::readable(POOL_KEYS + key), PollMode::Edge)
-            .is_err()
-        {
-            let _ = poller.delete(&sock);
-            return;
-        }
-        entry.insert(Idle { addr, sock });
-        list.push(key);
+        list.push(lent.slot);
+        let s = &mut self.slots[lent.slot];
+        s.owner = None;
+        s.idle = Some(lent.sock);
+    }
+
+    /// Closes a lent connection.
+    pub fn close(&mut self, lent: Lent, poller: &Poller) {
+        let _ = poller.delete(&lent.sock);
+        self.slots.try_remove(lent.slot);
     }
 
     /// An idle connection became readable: the upstream closed it (or sent bytes nobody asked
     /// for). Either way it is dropped.
     pub fn idle_event(&mut self, key: usize, poller: &Poller) {
-        let Some(idle) = self.pooled.get(key) else {
-            return;
-        };
+        let slot = key - UPSTREAM_KEYS;
+        let Some(Slot { idle: Some(sock), .. }) = self.slots.get(slot) else { return };
         let mut buf = [0u8; 64];
-        match (&idle.sock).read(&mut buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            _ => {}
+        if matches!((&*sock).read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            return;
         }
-        let Idle { addr, sock } = self.pooled.remove(key);
-        let _ = poller.delete(&sock);
-        if let Some(list) = self.idle.get_mut(&addr) {
-            list.retain(|&k| k != key);
+        let s = self.slots.remove(slot);
+        if let Some(sock) = s.idle {
+            let _ = poller.delete(&sock);
+        }
+        if let Some(list) = self.idle.get_mut(&s.addr) {
+            list.retain(|&k| k != slot);
         }
     }
 
     /// Deletes every pooled connection from the poller (shutdown).
     pub fn clear(&mut self, poller: &Poller) {
-        for idle in self.pooled.drain() {
-            let _ = poller.delete(&idle.sock);
+        for s in self.slots.drain() {
+            if let Some(sock) = s.idle {
+                let _ = poller.delete(&sock);
+            }
         }
         self.idle.clear();
     }
@@ -139,7 +154,7 @@ impl Upstreams {
 
 /// Starts a nonblocking connect to `addr`, registered under `key`. `Ok((sock, true))` when it is
 /// still in progress (the usual case: EINPROGRESS, completion comes as writability).
-pub fn connect(addr: SocketAddr, poller: &Poller, key: usize) -> io::Result<(TcpStream, bool)> {
+fn connect(addr: SocketAddr, poller: &Poller, key: usize) -> io::Result<(TcpStream, bool)> {
     let sock = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
@@ -148,16 +163,13 @@ pub fn connect(addr: SocketAddr, poller: &Poller, key: usize) -> io::Result<(Tcp
     sock.set_tcp_nodelay(true)?;
     let pending = match sock.connect(&addr.into()) {
         Ok(()) => false,
-        Err(e)
-            if e.raw_os_error() == Some(libc::EINPROGRESS)
-                || e.kind() == io::ErrorKind::WouldBlock =>
-        {
-            true
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => true,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
         Err(e) => return Err(e),
     };
     let sock: TcpStream = sock.into();
-    // SAFETY: the socket is deleted from the poller before it is dropped (Conn's relay teardown).
+    // SAFETY: the socket is deleted from the poller before it is dropped (`Upstreams::close`,
+    // `idle_event`, `clear`).
     unsafe { poller.add_with_mode(&sock, Event::all(key), PollMode::Edge)? };
     Ok((sock, pending))
 }
