@@ -100,8 +100,11 @@ pub struct Env<'a> {
     pub budget: usize,
     pub poller: &'a Poller,
     pub upstreams: &'a mut Upstreams,
-    /// This connection's slab key (its upstream socket's poller key derives from it).
+    /// This connection's slab key (the owner recorded for its upstream connection).
     pub key: usize,
+    /// The server is shutting down: a closing connection does not linger once nothing is left
+    /// to read.
+    pub draining: bool,
 }
 
 pub struct Conn {
@@ -289,6 +292,9 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Next::Close,
             }
+        }
+        if env.draining {
+            return Next::Close;
         }
         env.pools.put_read(std::mem::take(&mut self.rbuf));
         Next::Wait

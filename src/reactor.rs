@@ -39,6 +39,7 @@ macro_rules! env {
             poller: &$r.poller,
             upstreams: &mut $r.upstreams,
             key: $key,
+            draining: $r.draining_until.is_some(),
         }
     };
 }

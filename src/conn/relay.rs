@@ -56,7 +56,12 @@ struct Up {
 enum Resp {
     Head,
     Length(u64),
-    Chunked(Decoder),
+    /// Relayed as it comes, or (`dechunk`, for an HTTP/1.0 client) decoded and sent up to the
+    /// close.
+    Chunked {
+        decoder: Decoder,
+        dechunk: bool,
+    },
     Close,
     Done,
 }
@@ -120,7 +125,10 @@ impl Conn {
 
     /// The upstream connection, for the loop to close before this connection goes.
     pub fn take_upstream(&mut self) -> Option<Lent> {
-        self.relay.as_mut().and_then(|r| r.up.take()).map(|u| u.lent)
+        self.relay
+            .as_mut()
+            .and_then(|r| r.up.take())
+            .map(|u| u.lent)
     }
 
     pub fn upstream_ready(&mut self, readable: bool, writable: bool) {
@@ -296,7 +304,9 @@ impl Conn {
         let r = self.relay.as_deref_mut().expect("relay");
         match &mut r.resp {
             Resp::Head => {
-                match message::response_head(&r.from_up, r.method, env.ctx.limits.max_head) {
+                let dechunk = self.session.forward_to_http10();
+                let max = env.ctx.limits.max_head;
+                match message::response_head(&r.from_up, r.method, max, dechunk) {
                     Ok(None) => Ok(false),
                     Ok(Some((head, n))) => {
                         r.from_up.drain(..n);
@@ -309,9 +319,11 @@ impl Conn {
                             // 100 Continue and friends pass through; the final answer follows.
                             buf.extend_from_slice(b"\r\n");
                         } else {
-                            let conn = self
-                                .session
-                                .forward_conn_header(head.framing == Framing::Close);
+                            // A body that runs to the upstream's close, or is decoded for an
+                            // HTTP/1.0 client, ends the client connection too.
+                            let to_close = head.framing == Framing::Close
+                                || dechunk && head.framing == Framing::Chunked;
+                            let conn = self.session.forward_conn_header(to_close);
                             buf.extend_from_slice(match conn {
                                 ConnHeader::None => b"\r\n".as_slice(),
                                 ConnHeader::Close => b"Connection: close\r\n\r\n",
@@ -323,7 +335,10 @@ impl Conn {
                                 Framing::None => Resp::Done,
                                 Framing::Length(0) => Resp::Done,
                                 Framing::Length(n) => Resp::Length(n),
-                                Framing::Chunked => Resp::Chunked(Decoder::default()),
+                                Framing::Chunked => Resp::Chunked {
+                                    decoder: Decoder::default(),
+                                    dechunk,
+                                },
                                 Framing::Close => Resp::Close,
                             };
                         }
@@ -344,18 +359,29 @@ impl Conn {
                 }
                 Ok(n > 0)
             }
-            Resp::Chunked(decoder) => match decoder.feed(&r.from_up, |_| {}) {
-                Ok(n) => {
-                    self.out.buf.extend_from_slice(&r.from_up[..n]);
-                    r.from_up.drain(..n);
-                    r.bytes += n as u64;
-                    if decoder.is_done() {
-                        r.resp = Resp::Done;
+            Resp::Chunked { decoder, dechunk } => {
+                let out = &mut self.out.buf;
+                let before = out.len();
+                let fed = if *dechunk {
+                    decoder.feed(&r.from_up, |d| out.extend_from_slice(d))
+                } else {
+                    decoder.feed(&r.from_up, |_| {})
+                };
+                match fed {
+                    Ok(n) => {
+                        if !*dechunk {
+                            out.extend_from_slice(&r.from_up[..n]);
+                        }
+                        r.from_up.drain(..n);
+                        r.bytes += (out.len() - before) as u64;
+                        if decoder.is_done() {
+                            r.resp = Resp::Done;
+                        }
+                        Ok(n > 0)
                     }
-                    Ok(n > 0)
+                    Err(_) => Err(self.bad_upstream(env, "malformed chunked body")),
                 }
-                Err(_) => Err(self.bad_upstream(env, "malformed chunked body")),
-            },
+            }
             Resp::Close => {
                 let n = r.from_up.len();
                 self.out.buf.extend_from_slice(&r.from_up);
@@ -437,7 +463,11 @@ impl Conn {
             // once connected.
             Ok(lent) => {
                 let writable = !lent.connecting;
-                r.up = Some(Up { lent, readable: false, writable });
+                r.up = Some(Up {
+                    lent,
+                    readable: false,
+                    writable,
+                });
             }
             Err(e) => {
                 log::debug!("connect to {addr}: {e}");
@@ -474,7 +504,10 @@ impl Conn {
         let mut r = self.relay.take().expect("relay");
         let name = r.name();
         if let Some(up) = r.up.take() {
-            let clean = r.reusable && r.to_up_pos == r.to_up.len() && r.from_up.is_empty();
+            let clean = r.reusable
+                && r.to_up_pos == r.to_up.len()
+                && r.from_up.is_empty()
+                && (!up.readable || drained(&up.lent.sock));
             if clean && !self.session.forward_body_pending() {
                 env.upstreams.put_idle(up.lent, env.poller);
             } else {
@@ -494,4 +527,12 @@ impl Conn {
             TimerKind::Upstream
         })
     }
+}
+
+/// True when nothing more is waiting on an upstream connection: a FIN (or stray bytes) that came
+/// right behind a response would otherwise sit unseen in the pool, since its edge was spent on the
+/// read that took the response.
+fn drained(sock: &std::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!((&*sock).read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }

@@ -359,6 +359,11 @@ impl Session {
         Ok((n, done))
     }
 
+    /// True when the forwarded request came from an HTTP/1.0 client (no chunked answers).
+    pub fn forward_to_http10(&self) -> bool {
+        matches!(&self.phase, Phase::Forward(f) if f.version == Version::Http10)
+    }
+
     /// True while request body bytes are still to be relayed.
     pub fn forward_body_pending(&self) -> bool {
         matches!(&self.phase, Phase::Forward(f) if f.body.is_some())

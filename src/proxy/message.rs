@@ -114,10 +114,13 @@ pub fn request_head(out: &mut Vec<u8>, raw: &[u8], req: &Request<'_>, client: Op
 
 /// Parses an upstream response head from the start of `buf`. `Ok(None)`: not complete yet.
 /// `Ok(Some((head, n)))`: the head took `n` bytes.
+/// `dechunk`: the client speaks HTTP/1.0, which has no chunked coding; a chunked body will be
+/// decoded on the way and run to the close, so Transfer-Encoding is left out of the head.
 pub fn response_head(
     buf: &[u8],
     method: Method,
     max_head: usize,
+    dechunk: bool,
 ) -> Result<Option<(ResponseHead, usize)>, UpstreamError> {
     let end = match request::find_head_end(buf, 0) {
         Ok(end) if end <= max_head => end,
@@ -183,6 +186,9 @@ pub fn response_head(
                     ));
                 }
                 chunked = coding.eq_ignore_ascii_case(b"chunked");
+            }
+            if dechunk {
+                continue;
             }
         }
         if hop_by_hop(h.name, &tokens) {
@@ -252,7 +258,7 @@ mod tests {
     }
 
     fn resp(raw: &str, method: Method) -> Result<Option<(ResponseHead, usize)>, UpstreamError> {
-        response_head(raw.as_bytes(), method, 8192)
+        response_head(raw.as_bytes(), method, 8192, false)
     }
 
     #[test]

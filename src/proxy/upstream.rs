@@ -66,10 +66,12 @@ impl Upstreams {
     pub fn pick(&mut self, route: usize, tried: &[SocketAddr], now: Instant) -> Option<SocketAddr> {
         let ups = &self.routes[route].upstreams;
         let start = self.cursor[route];
-        let candidates =
-            (0..ups.len()).map(|i| ups[(start + i) % ups.len()]).filter(|a| !tried.contains(a));
-        let healthy =
-            candidates.clone().find(|a| self.down_until.get(a).is_none_or(|&t| t <= now));
+        let candidates = (0..ups.len())
+            .map(|i| ups[(start + i) % ups.len()])
+            .filter(|a| !tried.contains(a));
+        let healthy = candidates
+            .clone()
+            .find(|a| self.down_until.get(a).is_none_or(|&t| t <= now));
         // When every one is down, try them anyway: better a late answer than a certain 502.
         let pick = healthy.or_else(|| candidates.clone().next())?;
         self.cursor[route] = (start + 1) % ups.len();
@@ -77,7 +79,10 @@ impl Upstreams {
     }
 
     pub fn mark_down(&mut self, addr: SocketAddr, now: Instant) {
-        log::warn!("upstream {addr} failed; skipping it for {:?}", self.fail_timeout);
+        log::warn!(
+            "upstream {addr} failed; skipping it for {:?}",
+            self.fail_timeout
+        );
         self.down_until.insert(addr, now + self.fail_timeout);
     }
 
@@ -87,20 +92,42 @@ impl Upstreams {
     }
 
     /// A connection to `addr` for client connection `client`: from the pool, or a new one.
-    pub fn lend(&mut self, addr: SocketAddr, client: usize, poller: &Poller, pooled_ok: bool) -> io::Result<Lent> {
+    pub fn lend(
+        &mut self,
+        addr: SocketAddr,
+        client: usize,
+        poller: &Poller,
+        pooled_ok: bool,
+    ) -> io::Result<Lent> {
         if pooled_ok {
             while let Some(slot) = self.idle.get_mut(&addr).and_then(Vec::pop) {
                 let s = &mut self.slots[slot];
                 let Some(sock) = s.idle.take() else { continue };
                 s.owner = Some(client);
-                return Ok(Lent { slot, sock, addr, reused: true, connecting: false });
+                return Ok(Lent {
+                    slot,
+                    sock,
+                    addr,
+                    reused: true,
+                    connecting: false,
+                });
             }
         }
         let entry = self.slots.vacant_entry();
         let slot = entry.key();
         let (sock, connecting) = connect(addr, poller, UPSTREAM_KEYS + slot)?;
-        entry.insert(Slot { addr, owner: Some(client), idle: None });
-        Ok(Lent { slot, sock, addr, reused: false, connecting })
+        entry.insert(Slot {
+            addr,
+            owner: Some(client),
+            idle: None,
+        });
+        Ok(Lent {
+            slot,
+            sock,
+            addr,
+            reused: false,
+            connecting,
+        })
     }
 
     /// Takes back a connection whose last response was complete, or closes it when the pool for
@@ -127,7 +154,12 @@ impl Upstreams {
     /// for). Either way it is dropped.
     pub fn idle_event(&mut self, key: usize, poller: &Poller) {
         let slot = key - UPSTREAM_KEYS;
-        let Some(Slot { idle: Some(sock), .. }) = self.slots.get(slot) else { return };
+        let Some(Slot {
+            idle: Some(sock), ..
+        }) = self.slots.get(slot)
+        else {
+            return;
+        };
         let mut buf = [0u8; 64];
         if matches!((&*sock).read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             return;
