@@ -57,10 +57,17 @@ fn serves_the_socket_systemd_hands_over() {
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
-    // SAFETY: dup2(2) is async-signal-safe; the new descriptor 3 has no close-on-exec flag.
+    // SAFETY: dup2(2) and fcntl(2) are async-signal-safe. dup2 gives a descriptor 3 without
+    // close-on-exec; when the listener is descriptor 3 already, dup2 would do nothing, so its flag
+    // is cleared instead.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if ok < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
