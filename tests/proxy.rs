@@ -2087,3 +2087,131 @@ fn stuck_client_is_dropped_after_the_send_timeout_and_its_upstream_connection_re
     let mut c = server.client();
     assert_eq!(c.get("/api/s").text(), "small");
 }
+
+#[test]
+fn upstream_that_timed_out_is_skipped_for_the_fail_timeout() {
+    let site = site();
+    let hole = blackhole();
+    let good = Upstream::start(|_| upstream::ok("good"));
+    let server = proxy_server(&site, vec![route("/api", &[hole.addr, good.addr])], |cfg| {
+        cfg.proxy_connect_timeout = Duration::from_millis(300);
+        cfg.proxy_fail_timeout = Duration::from_secs(10);
+    });
+    let mut c = server.client();
+    // The first request meets the timeout (504 or a late failover, either way).
+    let r = c.get("/api/1");
+    assert!(r.status == 504 || r.body == b"good", "{r:?}");
+    for i in 2..6 {
+        let t = Instant::now();
+        let r = c.get(&format!("/api/{i}"));
+        let took = t.elapsed();
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"good"[..]),
+            "request {i}: {r:?}"
+        );
+        assert!(
+            took < Duration::from_millis(250),
+            "request {i} took {took:?}: the upstream that timed out was tried again"
+        );
+    }
+}
+
+#[test]
+fn error_answers_to_head_have_no_body() {
+    let site = site();
+    let hole = blackhole();
+    let server = proxy_server(
+        &site,
+        vec![
+            route("/dead", &[refused_addr()]),
+            route("/hole", &[hole.addr]),
+        ],
+        |cfg| cfg.proxy_connect_timeout = Duration::from_millis(200),
+    );
+    let mut c = server.client();
+    for (path, status) in [("/dead/x", 502), ("/hole/x", 504)] {
+        c.send(format!("HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c.head();
+        assert_eq!(r.status, status, "{r:?}");
+        let r = c.get("/hello.txt");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, HELLO),
+            "after HEAD {path}: {r:?}"
+        );
+    }
+    c.expect_silence(Duration::from_millis(100), "no stray body bytes");
+}
+
+#[test]
+fn expect_100_continue_to_a_dead_upstream_gets_its_502_without_sending_the_body() {
+    let site = site();
+    let server = proxy_server(&site, vec![route("/dead", &[refused_addr()])], |_| {});
+    let mut c = server.client();
+    let t = Instant::now();
+    c.send(
+        b"POST /dead/x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n",
+    );
+    let r = c.head();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}
+
+#[test]
+fn http10_request_without_host_reaches_the_upstream_with_one_host() {
+    // The upstream request is HTTP/1.1, which requires a Host field (RFC 9112 §3.2).
+    let site = site();
+    let up = Upstream::start(|_| upstream::ok("hostless"));
+    let server = proxy_server(&site, vec![route("/api", &[up.addr])], |_| {});
+    let mut c = server.client();
+    c.send(b"GET /api/x HTTP/1.0\r\n\r\n");
+    let r = c.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "hostless"), "{r:?}");
+    let req = up.only_request();
+    assert_eq!(req.version, "HTTP/1.1");
+    assert_eq!(
+        req.all("host").len(),
+        1,
+        "HTTP/1.1 request upstream without one Host: {req:#?}"
+    );
+}
+
+#[test]
+fn pool_keeps_at_most_proxy_idle_connections_per_upstream() {
+    let site = site();
+    let up = Upstream::start(|req| {
+        upstream::after(
+            Duration::from_millis(150),
+            upstream::ok(format!("to {}", req.target)),
+        )
+    });
+    let server = proxy_server(&site, vec![route("/api", &[up.addr])], |cfg| {
+        cfg.proxy_idle = 2
+    });
+    // Five at once: five upstream connections.
+    let mut clients: Vec<Client> = (0..5).map(|_| server.client()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(&get_req(&format!("/api/{i}")));
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.response().text(), format!("to /api/{i}"));
+    }
+    assert_eq!(up.accepts(), 5);
+    // Only two are kept.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while up.ended() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        up.ended(),
+        3,
+        "with proxy_idle = 2, three of five connections are closed"
+    );
+    // And they are used.
+    for i in 0..4 {
+        assert_eq!(clients[0].get(&format!("/api/again/{i}")).status, 200);
+    }
+    assert_eq!(up.accepts(), 5, "the pooled connections are reused");
+}

@@ -268,7 +268,7 @@ impl Session {
             return;
         }
         if let Some(route) = route_for(ctx.routes, req.path()) {
-            self.forward(route, head, &req);
+            self.forward(ctx.routes, route, head, &req);
             return;
         }
         // A client waiting for 100 (Continue) may never send the body we would have to drain:
@@ -302,9 +302,14 @@ impl Session {
         };
     }
 
-    fn forward(&mut self, route: usize, raw: &[u8], req: &Request<'_>) {
+    fn forward(&mut self, routes: &[Route], route: usize, raw: &[u8], req: &Request<'_>) {
         let mut head = Vec::with_capacity(raw.len() + 64);
-        message::request_head(&mut head, raw, req, self.peer);
+        let fallback = routes[route]
+            .upstreams
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        message::request_head(&mut head, raw, req, self.peer, &fallback);
         let body = match req.body {
             BodyFraming::None => None,
             BodyFraming::Length(n) => Some(BodyLeft::Length(n)),

@@ -38,14 +38,14 @@ pub enum UpstreamError {
 
 /// True for fields that describe one connection and must not be forwarded.
 fn hop_by_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
-    // Transfer-Encoding stays: bodies are relayed as they came, so it still describes them.
-    const FIXED: [&str; 6] = [
+    // RFC 9110 §7.6.1. Transfer-Encoding stays: bodies (and their trailers) are relayed as they
+    // came, so it still describes them.
+    const FIXED: [&str; 5] = [
         "connection",
         "keep-alive",
         "te",
         "upgrade",
         "proxy-connection",
-        "trailer",
     ];
     FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
         || name.len() > 6 && name[..6].eq_ignore_ascii_case("proxy-")
@@ -67,7 +67,14 @@ fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
 /// Writes the head to send upstream for `req`, whose raw head is `raw`: the request line in
 /// origin-form and HTTP/1.1, every end-to-end field as received, the client added to
 /// X-Forwarded-For, X-Forwarded-Proto set. The body is relayed with the framing it arrived with.
-pub fn request_head(out: &mut Vec<u8>, raw: &[u8], req: &Request<'_>, client: Option<IpAddr>) {
+/// An HTTP/1.0 request without Host gets `Host: default_host`, since HTTP/1.1 requires one.
+pub fn request_head(
+    out: &mut Vec<u8>,
+    raw: &[u8],
+    req: &Request<'_>,
+    client: Option<IpAddr>,
+    default_host: &str,
+) {
     let mut storage =
         [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; request::MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -85,6 +92,11 @@ pub fn request_head(out: &mut Vec<u8>, raw: &[u8], req: &Request<'_>, client: Op
     }
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if req.host.is_none() {
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(default_host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     let tokens = connection_tokens(parsed.headers);
     let mut forwarded_for: Option<&[u8]> = None;
     for h in parsed.headers.iter() {
@@ -243,8 +255,17 @@ mod tests {
     fn req_head(raw: &str, ip: Option<IpAddr>) -> String {
         let req = request::parse(raw.as_bytes(), 64).unwrap();
         let mut out = Vec::new();
-        request_head(&mut out, raw.as_bytes(), &req, ip);
+        request_head(&mut out, raw.as_bytes(), &req, ip, "up:1");
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn an_http10_request_without_host_gets_one() {
+        let out = req_head("GET /a HTTP/1.0\r\n\r\n", None);
+        assert!(
+            out.starts_with("GET /a HTTP/1.1\r\nHost: up:1\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
