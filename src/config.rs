@@ -78,7 +78,9 @@ impl Default for Config {
             grace: Duration::from_secs(10),
             limits: Limits::default(),
             budget: 256 * 1024,
-            access_log: AccessLog::Stdout,
+            // Off by default, as lighttpd's: on a small machine a line per request is flash wear
+            // and CPU (a quarter of the loop at full load) that the user should ask for.
+            access_log: AccessLog::Off,
             log_level: log::LevelFilter::Info,
             follow_symlinks_outside: false,
             index: "index.html".into(),
@@ -115,7 +117,7 @@ Usage: edgeserve [OPTIONS] [DIR]
   --max-headers N         most header lines (<= 128)        [64]
   --max-body BYTES        longest request body read         [1048576]
   --budget BYTES          I/O per connection per turn       [262144]
-  --access-log WHERE      '-' (stdout), a file, or 'off'    [-]
+  --access-log WHERE      '-' (stdout), a file, or 'off'    [off]
   --log-level LEVEL       error, warn, info, debug, off     [info]
   --follow-symlinks       serve symlinks that leave the root
   --index NAME            directory index file              [index.html]

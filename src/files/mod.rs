@@ -79,7 +79,7 @@ pub struct Files {
     /// The root with symlinks resolved, for the containment check.
     real_root: PathBuf,
     /// Request path to its entry in `entries`: one hash per hit.
-    index: HashMap<Box<str>, usize>,
+    index: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
     entries: Slab<Entry>,
     inline_bytes: u64,
     /// Headers built per request (Content-Range, Location).
@@ -101,7 +101,7 @@ impl Files {
         Ok(Files {
             cfg,
             real_root,
-            index: HashMap::new(),
+            index: HashMap::default(),
             entries: Slab::new(),
             inline_bytes: 0,
             scratch: Vec::new(),

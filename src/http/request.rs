@@ -88,7 +88,7 @@ pub struct Request<'a> {
 impl Request<'_> {
     /// The target's path without query or fragment.
     pub fn path(&self) -> &str {
-        let end = self.target.find(['?', '#']).unwrap_or(self.target.len());
+        let end = memchr::memchr2(b'?', b'#', self.target.as_bytes()).unwrap_or(self.target.len());
         if end == 0 { "/" } else { &self.target[..end] }
     }
 }
@@ -318,31 +318,39 @@ fn check_target<'a>(method: &str, target: &'a str) -> Result<&'a str, HeadError>
 /// Host = uri-host [ ":" port ]; we check the characters a reg-name, an IP literal and a port
 /// may hold, which keeps whitespace, slashes and userinfo out.
 fn check_host(value: &[u8]) -> Result<(), HeadError> {
-    let ok = value.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-                    | b'%'
-            )
-    });
-    if ok {
+    const fn allowed() -> [bool; 256] {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'['
+                        | b']'
+                        | b'%'
+                );
+            b += 1;
+        }
+        t
+    }
+    static ALLOWED: [bool; 256] = allowed();
+    if value.iter().all(|&b| ALLOWED[usize::from(b)]) {
         Ok(())
     } else {
         Err(HeadError::Bad("malformed Host"))
