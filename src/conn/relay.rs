@@ -15,7 +15,6 @@ use std::os::fd::AsRawFd;
 use super::{Conn, Env, TimerKind};
 use crate::http::chunked::Decoder;
 use crate::http::request::Method;
-use crate::http::response::ConnHeader;
 use crate::http::session::ForwardStart;
 use crate::proxy::message::{self, Framing};
 use crate::proxy::upstream::Lent;
@@ -324,11 +323,7 @@ impl Conn {
                             let to_close = head.framing == Framing::Close
                                 || dechunk && head.framing == Framing::Chunked;
                             let conn = self.session.forward_conn_header(to_close);
-                            buf.extend_from_slice(match conn {
-                                ConnHeader::None => b"\r\n".as_slice(),
-                                ConnHeader::Close => b"Connection: close\r\n\r\n",
-                                ConnHeader::KeepAlive => b"Connection: keep-alive\r\n\r\n",
-                            });
+                            buf.extend_from_slice(conn.end_of_head());
                             r.status = head.status;
                             r.reusable = head.reusable;
                             r.resp = match head.framing {

@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::Arc;
 
+use super::request::Version;
+
 /// A range of an open file to be sent after `at` bytes of the buffer have gone.
 #[derive(Debug)]
 pub struct FileSeg {
@@ -89,11 +91,7 @@ impl Output {
             push_u64(b, reply.len);
             b.extend_from_slice(b"\r\n");
         }
-        b.extend_from_slice(match conn {
-            ConnHeader::None => b"\r\n",
-            ConnHeader::Close => b"Connection: close\r\n\r\n",
-            ConnHeader::KeepAlive => b"Connection: keep-alive\r\n\r\n",
-        });
+        b.extend_from_slice(conn.end_of_head());
         if head_only || bodiless {
             return;
         }
@@ -119,6 +117,27 @@ pub enum ConnHeader {
     None,
     Close,
     KeepAlive,
+}
+
+impl ConnHeader {
+    /// What an answer says about the connection: `close` when it ends, `keep-alive` where
+    /// HTTP/1.0 needs it said, nothing for an HTTP/1.1 connection that goes on.
+    pub fn new(keep_alive: bool, version: Version) -> ConnHeader {
+        match (keep_alive, version) {
+            (false, _) => ConnHeader::Close,
+            (true, Version::Http10) => ConnHeader::KeepAlive,
+            (true, Version::Http11) => ConnHeader::None,
+        }
+    }
+
+    /// The field (if any) and the blank line that end a head.
+    pub fn end_of_head(self) -> &'static [u8] {
+        match self {
+            ConnHeader::None => b"\r\n",
+            ConnHeader::Close => b"Connection: close\r\n\r\n",
+            ConnHeader::KeepAlive => b"Connection: keep-alive\r\n\r\n",
+        }
+    }
 }
 
 fn push_status(b: &mut Vec<u8>, status: u16) {

@@ -275,11 +275,7 @@ impl Session {
         // answer and close rather than guess (RFC 9110 §10.1.1).
         let held_back_body = req.expect_continue && req.body != BodyFraming::None;
         let keep_alive = req.keep_alive && self.keep_alive_allowed && !held_back_body;
-        let conn = match (keep_alive, req.version) {
-            (false, _) => ConnHeader::Close,
-            (true, Version::Http10) => ConnHeader::KeepAlive,
-            (true, Version::Http11) => ConnHeader::None,
-        };
+        let conn = ConnHeader::new(keep_alive, req.version);
         let reply = handler.handle(&req, ctx.now);
         let (status, len) = (reply.status, reply.len);
         let head_only = req.method == Method::Head;
@@ -383,11 +379,7 @@ impl Session {
         if must_close || !self.keep_alive_allowed {
             f.keep_alive = false;
         }
-        match (f.keep_alive, f.version) {
-            (false, _) => ConnHeader::Close,
-            (true, Version::Http10) => ConnHeader::KeepAlive,
-            (true, Version::Http11) => ConnHeader::None,
-        }
+        ConnHeader::new(f.keep_alive, f.version)
     }
 
     /// The forwarded answer is complete: log it and go on with the next request (or close when
@@ -408,11 +400,7 @@ impl Session {
             return;
         };
         let keep_alive = f.keep_alive && f.body.is_none() && self.keep_alive_allowed;
-        let conn = match (keep_alive, f.version) {
-            (false, _) => ConnHeader::Close,
-            (true, Version::Http10) => ConnHeader::KeepAlive,
-            (true, Version::Http11) => ConnHeader::None,
-        };
+        let conn = ConnHeader::new(keep_alive, f.version);
         let reply = Reply::text(status, b"Content-Type: text/plain\r\n");
         let len = reply.len;
         out.push_reply(reply, ctx.date, f.method == Method::Head, conn);
