@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -54,10 +54,6 @@ impl SignalPipe {
             read,
             _write: write,
         })
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.read.as_raw_fd()
     }
 
     pub fn source(&self) -> &File {

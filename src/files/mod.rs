@@ -108,11 +108,6 @@ impl Files {
         })
     }
 
-    /// How many descriptors the cache may hold open (for the connection limit).
-    pub fn max_open_files(&self) -> usize {
-        self.cfg.cache_entries
-    }
-
     /// The entry for a request path, loaded or revalidated as needed.
     fn lookup(&mut self, key: &str, now: Instant) -> usize {
         if let Some(&i) = self.index.get(key) {

@@ -63,11 +63,6 @@ impl Output {
         self.pos == self.buf.len() && self.files.is_empty()
     }
 
-    /// Bytes queued and not yet sent, counting file ranges.
-    pub fn pending(&self) -> u64 {
-        (self.buf.len() - self.pos) as u64 + self.files.iter().map(|f| f.len).sum::<u64>()
-    }
-
     pub fn clear(&mut self) {
         self.buf.clear();
         self.files.clear();
