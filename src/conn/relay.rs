@@ -154,72 +154,105 @@ impl Conn {
         }
     }
 
-    /// One turn of the relay. Called from `drive` while a request is forwarded.
+    /// One turn of the relay, called from `drive` while a request is forwarded: finish the
+    /// connect, move client body bytes into the upstream window, send, then receive and relay as
+    /// far as the client's window allows.
     pub(super) fn drive_relay(&mut self, env: &mut Env<'_>) -> Step {
         let mut progress = false;
         if self.relay.as_ref().is_some_and(|r| r.up.is_none()) {
             self.connect_next(env);
             progress = true;
         }
-        let Some(r) = self.relay.as_deref_mut() else {
+        match self.connected(env) {
+            Some(true) => {}
+            Some(false) => return if progress { Step::Progress } else { Step::Idle },
+            None => return Step::Progress, // failed over, or answered
+        }
+        match self.take_body(env) {
+            Ok(moved) => progress |= moved,
+            Err(step) => return step,
+        }
+        progress |= self.send_up();
+        match self.receive(env) {
+            Ok(moved) => progress |= moved,
+            Err(step) => return step,
+        }
+        if matches!(self.relay.as_ref().map(|r| &r.resp), Some(Resp::Done)) {
+            self.finish(env);
             return Step::Progress;
-        };
-        let Some(up) = &mut r.up else {
-            return Step::Progress;
-        };
-        if up.lent.connecting {
-            if !up.writable && !up.readable {
-                return if progress { Step::Progress } else { Step::Idle };
+        }
+        if progress { Step::Progress } else { Step::Idle }
+    }
+
+    /// Whether the upstream connection is established: `Some(false)` while the connect is in
+    /// progress, `None` when the relay moved on (another upstream, or an answer of its own).
+    fn connected(&mut self, env: &mut Env<'_>) -> Option<bool> {
+        let r = self.relay.as_deref_mut()?;
+        let up = r.up.as_mut()?;
+        if !up.lent.connecting {
+            return Some(true);
+        }
+        if !up.writable && !up.readable {
+            return Some(false);
+        }
+        // SO_ERROR tells how the connect ended; it is read (and cleared) once.
+        match socket2::SockRef::from(&up.lent.sock).take_error() {
+            Ok(None) if up.lent.sock.peer_addr().is_ok() => {
+                up.lent.connecting = false;
+                Some(true)
             }
-            // SO_ERROR tells how the connect ended; it is read (and cleared) once.
-            let sock = socket2::SockRef::from(&up.lent.sock);
-            match sock.take_error() {
-                Ok(None) if up.lent.sock.peer_addr().is_ok() => up.lent.connecting = false,
-                Ok(None) => {
-                    // Woken before the handshake finished.
-                    up.writable = false;
-                    up.readable = false;
-                    return if progress { Step::Progress } else { Step::Idle };
-                }
-                Ok(Some(e)) | Err(e) => {
-                    log::debug!("connect to {}: {e}", up.lent.addr);
-                    let up = r.up.take().expect("checked above");
-                    env.upstreams.mark_down(up.lent.addr, env.ctx.now);
-                    env.upstreams.close(up.lent, env.poller);
-                    r.failure = 502;
-                    self.connect_next(env);
-                    return Step::Progress;
-                }
+            Ok(None) => {
+                // Woken before the handshake finished.
+                up.writable = false;
+                up.readable = false;
+                Some(false)
+            }
+            Ok(Some(e)) | Err(e) => {
+                log::debug!("connect to {}: {e}", up.lent.addr);
+                let up = r.up.take().expect("checked above");
+                env.upstreams.mark_down(up.lent.addr, env.ctx.now);
+                env.upstreams.close(up.lent, env.poller);
+                r.failure = 502;
+                self.connect_next(env);
+                None
             }
         }
+    }
 
-        // Client body bytes into the upstream window.
-        if self.session.forward_body_pending() && self.rlen > 0 {
-            let r = self.relay.as_deref_mut().expect("relay");
-            let room = WINDOW.saturating_sub(r.to_up.len() - r.to_up_pos);
-            let take = self.rlen.min(room);
-            if take > 0 {
-                match self.session.forward_body(&self.rbuf[..take], &env.ctx) {
-                    Ok((n, _)) if n > 0 => {
-                        r.to_up.extend_from_slice(&self.rbuf[..n]);
-                        self.rbuf.copy_within(n..self.rlen, 0);
-                        self.rlen -= n;
-                        self.wrote = true;
-                        progress = true;
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        log::debug!("malformed request body while forwarding");
-                        self.abort(env);
-                        return Step::CloseClient;
-                    }
-                }
+    /// Moves request body bytes from the client's buffer into the upstream window.
+    fn take_body(&mut self, env: &mut Env<'_>) -> Result<bool, Step> {
+        if !self.session.forward_body_pending() || self.rlen == 0 {
+            return Ok(false);
+        }
+        let r = self.relay.as_deref_mut().expect("relay");
+        let take = self
+            .rlen
+            .min(WINDOW.saturating_sub(r.to_up.len() - r.to_up_pos));
+        if take == 0 {
+            return Ok(false);
+        }
+        match self.session.forward_body(&self.rbuf[..take], &env.ctx) {
+            Ok((0, _)) => Ok(false),
+            Ok((n, _)) => {
+                r.to_up.extend_from_slice(&self.rbuf[..n]);
+                self.rbuf.copy_within(n..self.rlen, 0);
+                self.rlen -= n;
+                self.wrote = true;
+                Ok(true)
+            }
+            Err(_) => {
+                log::debug!("malformed request body while forwarding");
+                self.abort(env);
+                Err(Step::CloseClient)
             }
         }
+    }
 
-        // Request bytes to the upstream.
+    /// Sends what the upstream window holds, until it is empty or the socket is full.
+    fn send_up(&mut self) -> bool {
         let r = self.relay.as_deref_mut().expect("relay");
         let up = r.up.as_mut().expect("connected");
+        let mut sent = false;
         while up.writable && r.to_up_pos < r.to_up.len() {
             let chunk = &r.to_up[r.to_up_pos..];
             // SAFETY: `chunk` is valid for reads of its length; the socket is open.
@@ -233,7 +266,7 @@ impl Conn {
             };
             if n >= 0 {
                 r.to_up_pos += n as usize;
-                progress = true;
+                sent = true;
                 continue;
             }
             let e = io::Error::last_os_error();
@@ -241,7 +274,7 @@ impl Conn {
                 io::ErrorKind::WouldBlock => up.writable = false,
                 io::ErrorKind::Interrupted => {}
                 _ => {
-                    // The upstream went away; what it said before (if anything) is read below.
+                    // The upstream went away; what it said before (if anything) is read next.
                     log::debug!("send to {}: {e}", up.lent.addr);
                     up.writable = false;
                     r.to_up_pos = r.to_up.len();
@@ -252,50 +285,43 @@ impl Conn {
             r.to_up.clear();
             r.to_up_pos = 0;
         }
+        sent
+    }
 
-        // The answer, as far as the client's window allows.
+    /// Reads the answer and relays it, as far as the client's window allows.
+    fn receive(&mut self, env: &mut Env<'_>) -> Result<bool, Step> {
+        let mut moved = false;
         loop {
             let r = self.relay.as_deref_mut().expect("relay");
             if matches!(r.resp, Resp::Done) {
-                break;
+                return Ok(moved);
             }
-            if !r.from_up.is_empty() {
-                match self.relay_bytes(env) {
-                    Ok(true) => {
-                        progress = true;
-                        continue;
-                    }
-                    Ok(false) => {}
-                    Err(step) => return step,
-                }
+            if !r.from_up.is_empty() && self.relay_bytes(env)? {
+                moved = true;
+                continue;
             }
             let r = self.relay.as_deref_mut().expect("relay");
             let up = r.up.as_mut().expect("connected");
             let backlog = self.out.buf.len() - self.out.pos;
             if !up.readable || backlog >= WINDOW || r.from_up.len() >= WINDOW {
-                break;
+                return Ok(moved);
             }
             let mut buf = [0u8; 16 * 1024];
             match (&up.lent.sock).read(&mut buf) {
-                Ok(0) => return self.upstream_eof(env),
+                Ok(0) => return Err(self.upstream_eof(env)),
                 Ok(n) => {
                     r.from_up.extend_from_slice(&buf[..n]);
                     self.wrote = true;
-                    progress = true;
+                    moved = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("read from {}: {e}", up.lent.addr);
-                    return self.upstream_eof(env);
+                    return Err(self.upstream_eof(env));
                 }
             }
         }
-        if matches!(self.relay.as_ref().map(|r| &r.resp), Some(Resp::Done)) {
-            self.finish(env);
-            return Step::Progress;
-        }
-        if progress { Step::Progress } else { Step::Idle }
     }
 
     /// Moves upstream bytes into the client's output: `Ok(true)` when some moved.
