@@ -2215,3 +2215,85 @@ fn pool_keeps_at_most_proxy_idle_connections_per_upstream() {
     }
     assert_eq!(up.accepts(), 5, "the pooled connections are reused");
 }
+
+/// Out of descriptors, a proxied request cannot get an upstream socket: it gets a 502 at once,
+/// the upstream is not blamed (not marked down), and proxying works again once descriptors are
+/// free.
+#[test]
+fn running_out_of_descriptors_gives_502_without_blaming_the_upstream() {
+    let site = site();
+    let up = Upstream::start(|req| upstream::ok(format!("up {}", req.target)));
+    let mut server = BinaryServer::start_with_nofile(
+        &site.root(),
+        &[
+            "--max-conns",
+            "1000",
+            "--cache-valid",
+            "1m",
+            "--proxy",
+            &format!("/api={}", up.addr),
+        ],
+        Some(64),
+    );
+    let mut first = server.client();
+    assert_eq!(first.get("/hello.txt").body, HELLO);
+    // Hold connections until the server cannot accept another.
+    let mut held = vec![first];
+    for _ in 0..200 {
+        let mut c = server.client();
+        c.send(b"GET /hello.txt HTTP/1.1\r\nHost: test\r\n\r\n");
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(1000)))
+            .unwrap();
+        match c.try_head() {
+            Ok(r) => {
+                assert_eq!(r.status, 200);
+                assert_eq!(c.take(HELLO.len()), HELLO);
+                c.stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+                held.push(c);
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        held.len() > 30,
+        "only {} connections before the limit",
+        held.len()
+    );
+    let t = Instant::now();
+    let r = held[0].get("/api/x");
+    assert_eq!(r.status, 502, "{}", server.stderr());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "502 took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        held[0].get("/hello.txt").body,
+        HELLO,
+        "the connection stays usable"
+    );
+    let log = server.stderr();
+    assert!(log.contains("cannot connect to"), "{log}");
+    assert!(
+        !log.contains("skipping it"),
+        "the upstream was blamed: {log}"
+    );
+    // Free descriptors: proxying works again on the same connection.
+    held.truncate(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = held[0].get("/api/y");
+        if r.status == 200 {
+            assert_eq!(r.text(), "up /api/y");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after freeing descriptors",
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.is_running());
+}

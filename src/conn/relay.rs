@@ -490,6 +490,18 @@ impl Conn {
                     writable,
                 });
             }
+            // Out of descriptors or buffers here is no fault of the upstream's: answer 502
+            // without marking it down or trying the others.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) =>
+            {
+                log::warn!("cannot connect to {addr}: {e}");
+                r.failure = 502;
+                self.fail(env);
+            }
             Err(e) => {
                 log::debug!("connect to {addr}: {e}");
                 env.upstreams.mark_down(addr, env.ctx.now);
