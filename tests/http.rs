@@ -700,3 +700,17 @@ fn client_reads_answer_then_half_closes() {
     assert_eq!((r.status, r.body.as_slice()), (200, HELLO));
     c.expect_closed("after the client's FIN");
 }
+
+/// The listener takes IPv6 addresses too (skipped where the machine has no IPv6 loopback).
+#[test]
+fn serves_on_an_ipv6_address() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    }
+    let site = site();
+    let server = TestServer::with(&site, |cfg| cfg.listen = "[::1]:0".parse().unwrap());
+    assert!(server.addr.is_ipv6());
+    let r = common::get(server.addr, "/hello.txt");
+    assert_eq!(r.status, 200);
+}
