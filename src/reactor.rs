@@ -369,6 +369,12 @@ impl Reactor {
         drop(conn);
         // A descriptor was freed: accepting may go on at once.
         self.accept.paused_until = None;
+        let conns = &self.conns;
+        self.timers.compact(conns.len(), |at, key, generation| {
+            conns
+                .get(key)
+                .is_some_and(|c| c.generation == generation && c.scheduled == Some(at))
+        });
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
