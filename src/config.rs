@@ -211,6 +211,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--cache-entries" => c.cache_entries = number(&flag, &value()?, 1, 1 << 20)? as usize,
             "--cache-valid" => c.cache_valid = duration(&flag, &value()?)?,
             "--user" => c.user = Some(value()?),
+            "--proxy" if !cfg!(feature = "proxy") => {
+                return Err("--proxy: this build has no proxy (cargo feature \"proxy\")".into());
+            }
             "--proxy" => c.proxies.push(parse_route(&value()?)?),
             "--proxy-connect-timeout" => c.proxy_connect_timeout = duration(&flag, &value()?)?,
             "--proxy-timeout" => c.proxy_timeout = duration(&flag, &value()?)?,
@@ -358,6 +361,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "proxy")]
     fn proxy_routes() {
         let c = run(&[
             "--proxy",

@@ -10,12 +10,15 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+#[cfg(feature = "proxy")]
 use polling::Poller;
 
 use crate::http::response::Output;
 use crate::http::session::{Ctx, Handler, OUTPUT_HIGH_WATER, Session};
+#[cfg(feature = "proxy")]
 use crate::proxy::upstream::Upstreams;
 
+#[cfg(feature = "proxy")]
 mod relay;
 
 /// Size of a pooled read buffer. A request head must fit (`--max-head` is capped below it).
@@ -98,9 +101,12 @@ pub struct Env<'a> {
     pub handler: &'a mut dyn Handler,
     pub pools: &'a mut Pools,
     pub budget: usize,
+    #[cfg(feature = "proxy")]
     pub poller: &'a Poller,
+    #[cfg(feature = "proxy")]
     pub upstreams: &'a mut Upstreams,
     /// This connection's slab key (the owner recorded for its upstream connection).
+    #[cfg(feature = "proxy")]
     pub key: usize,
     /// The server is shutting down: a closing connection does not linger once nothing is left
     /// to read.
@@ -127,6 +133,7 @@ pub struct Conn {
     /// Bytes went out since the loop last looked (restarts the send timeout).
     pub wrote: bool,
     /// The forwarded request in progress, if any.
+    #[cfg(feature = "proxy")]
     relay: Option<Box<relay::Relay>>,
 }
 
@@ -154,13 +161,14 @@ impl Conn {
             deadline: now,
             scheduled: None,
             wrote: false,
+            #[cfg(feature = "proxy")]
             relay: None,
         }
     }
 
     /// True while nothing of a request is in hand (for graceful shutdown).
     pub fn is_idle(&self) -> bool {
-        self.out.is_empty() && !self.session.in_request(self.rlen) && self.relay.is_none()
+        self.out.is_empty() && !self.session.in_request(self.rlen) && !self.relaying()
     }
 
     pub fn close_after_current(&mut self) {
@@ -173,6 +181,14 @@ impl Conn {
         self.session.timed_out(&mut self.out, &env.ctx);
     }
 
+    /// A request is being forwarded upstream.
+    fn relaying(&self) -> bool {
+        #[cfg(feature = "proxy")]
+        return self.relay.is_some();
+        #[cfg(not(feature = "proxy"))]
+        false
+    }
+
     fn ensure_out(&mut self, env: &mut Env<'_>) {
         if self.out.buf.capacity() == 0 {
             self.out.buf = env.pools.write_buf();
@@ -183,12 +199,12 @@ impl Conn {
         let mut budget = env.budget;
         loop {
             let mut progress = false;
+            #[cfg(feature = "proxy")]
             if self.relay.is_some() {
                 self.ensure_out(env);
                 match self.drive_relay(env) {
                     relay::Step::Idle => {}
-                    relay::Step::Progress => progress = true,
-                    relay::Step::CloseClient => progress = true,
+                    relay::Step::Progress | relay::Step::CloseClient => progress = true,
                 }
             }
             if !self.out.is_empty() && self.writable {
@@ -242,7 +258,7 @@ impl Conn {
             if self.rlen == 0 && !self.rbuf.is_empty() {
                 env.pools.put_read(std::mem::take(&mut self.rbuf));
             }
-            if self.eof && self.out.is_empty() && self.relay.is_none() {
+            if self.eof && self.out.is_empty() && !self.relaying() {
                 // The peer is gone and every complete request it sent has been answered.
                 return Next::Close;
             }
@@ -261,6 +277,7 @@ impl Conn {
         // Keep the unconsumed tail (a partial head) at the front.
         self.rbuf.copy_within(used..self.rlen, 0);
         self.rlen -= used;
+        #[cfg(feature = "proxy")]
         if let Some(start) = self.session.take_forward() {
             self.start_relay(start);
         }
@@ -364,6 +381,7 @@ impl Conn {
 
     /// Which timeout applies now (the loop sets `deadline` from it).
     pub fn timer_kind(&self) -> TimerKind {
+        #[cfg(feature = "proxy")]
         if let Some(kind) = self.relay_timer() {
             // A slow client holds the upstream back: its send timeout rules then.
             return if !self.out.is_empty() && !self.writable {

@@ -18,6 +18,7 @@ pub mod conn;
 pub mod files;
 pub mod http;
 pub mod logging;
+#[cfg(feature = "proxy")]
 pub mod proxy;
 pub mod reactor;
 pub mod service;
@@ -95,6 +96,11 @@ impl Server {
     /// Serves on a listener made elsewhere (systemd socket activation); `config.listen` is unused.
     pub fn with_listener(config: Config, listener: TcpListener) -> Result<Server, Error> {
         listener.set_nonblocking(true)?;
+        if cfg!(not(feature = "proxy")) && !config.proxies.is_empty() {
+            return Err(Error::Config(
+                "this build has no proxy (cargo feature \"proxy\")".into(),
+            ));
+        }
         let mime = config.mime().map_err(Error::Config)?;
         let files = Files::new(FilesConfig {
             root: config.root.clone(),

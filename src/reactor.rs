@@ -17,6 +17,7 @@ use crate::conn::{Conn, Env, Next, Pools, TimerKind};
 use crate::files::Files;
 use crate::http::date::DateCache;
 use crate::http::session::{Ctx, Session};
+#[cfg(feature = "proxy")]
 use crate::proxy::upstream::{UPSTREAM_KEYS, Upstreams};
 use crate::signal::SignalPipe;
 use crate::timer::Timers;
@@ -36,8 +37,11 @@ macro_rules! env {
             handler: &mut $r.files,
             pools: &mut $r.pools,
             budget: $r.cfg.budget,
+            #[cfg(feature = "proxy")]
             poller: &$r.poller,
+            #[cfg(feature = "proxy")]
             upstreams: &mut $r.upstreams,
+            #[cfg(feature = "proxy")]
             key: $key,
             draining: $r.draining_until.is_some(),
         }
@@ -79,6 +83,7 @@ pub struct Reactor {
     /// Set once shutdown has begun: the end of the grace period.
     draining_until: Option<Instant>,
     routes: Vec<Route>,
+    #[cfg(feature = "proxy")]
     upstreams: Upstreams,
 }
 
@@ -113,6 +118,7 @@ impl Reactor {
             signals: None,
             draining_until: None,
             routes: cfg.proxies.clone(),
+            #[cfg(feature = "proxy")]
             upstreams: Upstreams::new(cfg.proxies.clone(), cfg.proxy_idle, cfg.proxy_fail_timeout),
             cfg,
         })
@@ -160,6 +166,7 @@ impl Reactor {
                             self.begin_shutdown(now);
                         }
                     }
+                    #[cfg(feature = "proxy")]
                     key if key >= UPSTREAM_KEYS => match self.upstreams.owner(key) {
                         Some(client) => {
                             if let Some(c) = self.conns.get_mut(client) {
@@ -294,11 +301,14 @@ impl Reactor {
                     c.writable = true;
                     self.drive(key, now);
                 }
+                #[cfg(feature = "proxy")]
                 TimerKind::Connect | TimerKind::Upstream => {
                     let mut env = env!(self, now, key);
                     c.upstream_timed_out(&mut env);
                     self.drive(key, now);
                 }
+                #[cfg(not(feature = "proxy"))]
+                TimerKind::Connect | TimerKind::Upstream => self.close(key),
                 TimerKind::Idle | TimerKind::Send | TimerKind::Linger => self.close(key),
             }
         }
@@ -359,7 +369,9 @@ impl Reactor {
     }
 
     fn close(&mut self, key: usize) {
+        #[allow(unused_mut)]
         let mut conn = self.conns.remove(key);
+        #[cfg(feature = "proxy")]
         if let Some(up) = conn.take_upstream() {
             self.upstreams.close(up, &self.poller);
         }
@@ -407,10 +419,12 @@ impl Drop for Reactor {
     fn drop(&mut self) {
         for (_, c) in self.conns.iter_mut() {
             let _ = self.poller.delete(&c.sock);
+            #[cfg(feature = "proxy")]
             if let Some(up) = c.take_upstream() {
                 self.upstreams.close(up, &self.poller);
             }
         }
+        #[cfg(feature = "proxy")]
         self.upstreams.clear(&self.poller);
         if let Some(l) = &self.listener {
             let _ = self.poller.delete(l);

@@ -4,6 +4,7 @@
 //!
 //! The upstream is a small threaded server (`common/upstream.rs`) that records every request it
 //! gets and answers as each test's handler says.
+#![cfg(feature = "proxy")]
 
 mod common;
 #[path = "common/upstream.rs"]

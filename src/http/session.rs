@@ -10,11 +10,15 @@ use std::time::Instant;
 
 use super::access;
 use super::chunked::Decoder;
-use super::request::{self, BodyFraming, HeadError, Method, Request, Version};
+use super::request::{self, BodyFraming, HeadError, Method, Request};
 use super::response::{ConnHeader, Output, Reply};
 use crate::config::Route;
 use crate::logging::ACCESS;
-use crate::proxy::message;
+
+#[cfg(feature = "proxy")]
+mod forward;
+#[cfg(feature = "proxy")]
+pub use forward::ForwardStart;
 
 /// Something that answers requests: the static files, a proxy, a test double.
 pub trait Handler {
@@ -64,39 +68,16 @@ enum Phase {
     /// Reading and discarding a request body, after which the next request may follow.
     Body(BodyLeft),
     /// A request is being forwarded upstream. Its body, if any, is relayed by the connection
-    /// through [`Session::forward_body`]; no further request is read until the answer is done.
-    Forward(Box<Forwarding>),
+    /// through `Session::forward_body`; no further request is read until the answer is done.
+    #[cfg(feature = "proxy")]
+    Forward(Box<forward::Forwarding>),
     /// The last response says `Connection: close`: input is ignored from here on.
     Closed,
-}
-
-/// A request handed to an upstream.
-#[derive(Debug)]
-pub struct Forwarding {
-    /// Index into the routes.
-    pub route: usize,
-    pub method: Method,
-    /// The head to send upstream, until the connection takes it.
-    head: Option<Vec<u8>>,
-    /// Body bytes still to come from the client, if any.
-    body: Option<BodyLeft>,
-    keep_alive: bool,
-    version: Version,
-    /// The request line, for the access log.
-    line: Vec<u8>,
 }
 
 /// A request body broke its framing (or its size limit): the connection cannot go on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyError;
-
-/// What the connection needs to start forwarding.
-pub struct ForwardStart {
-    pub route: usize,
-    pub method: Method,
-    pub head: Vec<u8>,
-    pub has_body: bool,
-}
 
 #[derive(Debug)]
 enum BodyLeft {
@@ -134,7 +115,9 @@ impl Session {
     pub fn in_request(&self, buffered: usize) -> bool {
         match self.phase {
             Phase::Head { .. } => buffered > 0,
-            Phase::Body(_) | Phase::Forward(_) => true,
+            Phase::Body(_) => true,
+            #[cfg(feature = "proxy")]
+            Phase::Forward(_) => true,
             Phase::Closed => false,
         }
     }
@@ -153,7 +136,9 @@ impl Session {
             Phase::Head { .. } => self.respond_error(408, out, ctx, b"-"),
             // The request was answered already; only the rest of its body is late.
             Phase::Body(_) => self.phase = Phase::Closed,
-            Phase::Forward(_) | Phase::Closed => {}
+            Phase::Closed => {}
+            #[cfg(feature = "proxy")]
+            Phase::Forward(_) => {}
         }
     }
 
@@ -172,6 +157,7 @@ impl Session {
             let rest = &input[used..];
             match &mut self.phase {
                 Phase::Closed => return input.len(),
+                #[cfg(feature = "proxy")]
                 Phase::Forward(_) => return used,
                 Phase::Body(left) => {
                     if rest.is_empty() {
@@ -267,7 +253,8 @@ impl Session {
             self.respond_error(413, out, ctx, request_line(head));
             return;
         }
-        if let Some(route) = route_for(ctx.routes, req.path()) {
+        #[cfg(feature = "proxy")]
+        if let Some(route) = forward::route_for(ctx.routes, req.path()) {
             self.forward(ctx.routes, route, head, &req);
             return;
         }
@@ -296,142 +283,6 @@ impl Session {
                 seen: 0,
             }),
         };
-    }
-
-    fn forward(&mut self, routes: &[Route], route: usize, raw: &[u8], req: &Request<'_>) {
-        let mut head = Vec::with_capacity(raw.len() + 64);
-        let fallback = routes[route]
-            .upstreams
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        message::request_head(&mut head, raw, req, self.peer, &fallback);
-        let body = match req.body {
-            BodyFraming::None => None,
-            BodyFraming::Length(n) => Some(BodyLeft::Length(n)),
-            BodyFraming::Chunked => Some(BodyLeft::Chunked {
-                decoder: Decoder::default(),
-                seen: 0,
-            }),
-        };
-        self.phase = Phase::Forward(Box::new(Forwarding {
-            route,
-            method: req.method,
-            head: Some(head),
-            body,
-            keep_alive: req.keep_alive && self.keep_alive_allowed,
-            version: req.version,
-            line: request_line(raw).to_vec(),
-        }));
-    }
-
-    /// The request to forward, once, after `feed` has stopped at it.
-    pub fn take_forward(&mut self) -> Option<ForwardStart> {
-        let Phase::Forward(f) = &mut self.phase else {
-            return None;
-        };
-        let head = f.head.take()?;
-        Some(ForwardStart {
-            route: f.route,
-            method: f.method,
-            head,
-            has_body: f.body.is_some(),
-        })
-    }
-
-    /// Takes request body bytes from `input` for the upstream: `Ok((n, done))` where the first
-    /// `n` bytes are body (relayed as they came), or `Err` when the body is malformed or over the
-    /// limit (the connection must close).
-    pub fn forward_body(
-        &mut self,
-        input: &[u8],
-        ctx: &Ctx<'_>,
-    ) -> Result<(usize, bool), BodyError> {
-        let Phase::Forward(f) = &mut self.phase else {
-            return Ok((0, true));
-        };
-        let Some(left) = &mut f.body else {
-            return Ok((0, true));
-        };
-        let (n, done) = drain_body(left, input, ctx.limits.max_body)?;
-        if done {
-            f.body = None;
-        }
-        Ok((n, done))
-    }
-
-    /// True when the forwarded request came from an HTTP/1.0 client (no chunked answers).
-    pub fn forward_to_http10(&self) -> bool {
-        matches!(&self.phase, Phase::Forward(f) if f.version == Version::Http10)
-    }
-
-    /// True while request body bytes are still to be relayed.
-    pub fn forward_body_pending(&self) -> bool {
-        matches!(&self.phase, Phase::Forward(f) if f.body.is_some())
-    }
-
-    /// The `Connection` field for the forwarded answer's head; `must_close` when the answer is
-    /// delimited by the upstream's close. Makes the session close after the answer if needed.
-    pub fn forward_conn_header(&mut self, must_close: bool) -> ConnHeader {
-        let Phase::Forward(f) = &mut self.phase else {
-            return ConnHeader::Close;
-        };
-        if must_close || !self.keep_alive_allowed {
-            f.keep_alive = false;
-        }
-        ConnHeader::new(f.keep_alive, f.version)
-    }
-
-    /// The forwarded answer is complete: log it and go on with the next request (or close when
-    /// the request body was not all read, or the answer said close).
-    pub fn forward_done(&mut self, ctx: &Ctx<'_>, status: u16, bytes: u64, upstream: &str) {
-        let Phase::Forward(f) = std::mem::replace(&mut self.phase, Phase::Closed) else {
-            return;
-        };
-        self.log_forward(ctx, &f, status, bytes, upstream);
-        if f.keep_alive && f.body.is_none() && self.keep_alive_allowed {
-            self.phase = Phase::Head { scanned: 0 };
-        }
-    }
-
-    /// Forwarding failed before any byte of an answer: answer `status` (502, 504) ourselves.
-    pub fn forward_failed(&mut self, out: &mut Output, ctx: &Ctx<'_>, status: u16, upstream: &str) {
-        let Phase::Forward(f) = std::mem::replace(&mut self.phase, Phase::Closed) else {
-            return;
-        };
-        let keep_alive = f.keep_alive && f.body.is_none() && self.keep_alive_allowed;
-        let conn = ConnHeader::new(keep_alive, f.version);
-        let reply = Reply::text(status, b"Content-Type: text/plain\r\n");
-        let len = reply.len;
-        out.push_reply(reply, ctx.date, f.method == Method::Head, conn);
-        self.log_forward(ctx, &f, status, len, upstream);
-        if keep_alive {
-            self.phase = Phase::Head { scanned: 0 };
-        }
-    }
-
-    /// The answer broke off after bytes of it were sent: only closing is left.
-    pub fn forward_aborted(&mut self, ctx: &Ctx<'_>, status: u16, bytes: u64, upstream: &str) {
-        if let Phase::Forward(f) = std::mem::replace(&mut self.phase, Phase::Closed) {
-            self.log_forward(ctx, &f, status, bytes, upstream);
-        }
-    }
-
-    fn log_forward(
-        &mut self,
-        ctx: &Ctx<'_>,
-        f: &Forwarding,
-        status: u16,
-        bytes: u64,
-        upstream: &str,
-    ) {
-        self.access_log_via(
-            ctx,
-            access::Line::Raw(&f.line),
-            status,
-            bytes,
-            Some(upstream),
-        );
     }
 
     fn respond_error(&mut self, status: u16, out: &mut Output, ctx: &Ctx<'_>, line: &[u8]) {
@@ -482,16 +333,6 @@ impl Session {
 thread_local! {
     /// The access line being built, reused so that logging allocates nothing per request.
     static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The route whose prefix is the longest that starts `path`.
-pub fn route_for(routes: &[Route], path: &str) -> Option<usize> {
-    routes
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| path.starts_with(r.prefix.as_str()))
-        .max_by_key(|(_, r)| r.prefix.len())
-        .map(|(i, _)| i)
 }
 
 /// The first line of a head, for the log.
