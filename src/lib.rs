@@ -159,29 +159,13 @@ fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     Ok(sock.into())
 }
 
-/// Raises the descriptor limit to its hard maximum (as Go's runtime does) and leaves room for the
-/// file cache and the loop's own descriptors.
+/// Raises the descriptor limit to its hard maximum and leaves room for the file cache and the
+/// loop's own descriptors.
 fn default_max_conns(cache_entries: usize) -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(nofile) = service::raise_nofile_limit() else {
+        return 1024;
     };
-    // SAFETY: `lim` is a valid rlimit to fill and then pass back.
-    let nofile = unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-        lim.rlim_cur.min(1 << 24) as usize
-    };
+    let nofile = nofile.min(1 << 24) as usize;
     let reserve = 16 + cache_entries.min(nofile / 2);
     nofile.saturating_sub(reserve).max(1)
 }

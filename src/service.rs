@@ -42,6 +42,31 @@ fn check_listener(l: &TcpListener) -> io::Result<()> {
     Ok(())
 }
 
+/// Raises the soft descriptor limit to the hard one (as Go's runtime does) and returns the soft
+/// limit in force afterwards, or `None` when it cannot be read.
+pub fn raise_nofile_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for getrlimit to fill and setrlimit to read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 /// Switches to `user` (its uid, gid and no supplementary groups) and checks that root cannot be
 /// regained. Reads /etc/passwd directly, so that a static build needs no NSS modules.
 pub fn drop_privileges(user: &str) -> Result<(), String> {

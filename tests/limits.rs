@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io;
 use std::time::{Duration, Instant};
 
 use common::{BinaryServer, Client, Site, TestServer};
@@ -95,34 +94,7 @@ fn accept_survives_running_out_of_descriptors() {
     assert_eq!(first.get("/hello.txt").body, HELLO);
 
     // Open connections until one is not served.
-    let mut held = vec![first];
-    let mut unserved = None;
-    for i in 0..200 {
-        let mut c = server.client();
-        c.send(b"GET /hello.txt HTTP/1.1\r\nHost: test\r\n\r\n");
-        c.stream
-            .set_read_timeout(Some(Duration::from_millis(1000)))
-            .unwrap();
-        match c.try_head() {
-            Ok(r) => {
-                assert_eq!(r.status, 200, "connection {i}");
-                assert_eq!(c.take(HELLO.len()), HELLO);
-                c.stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
-                held.push(c);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                c.stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
-                unserved = Some(c);
-                break;
-            }
-            Err(e) => panic!("connection {i}: {e}"),
-        }
-    }
+    let (mut held, unserved) = common::hold_until_unserved(&server, first, HELLO);
     let mut waiting = unserved.unwrap_or_else(|| {
         panic!(
             "200 connections were all served under RLIMIT_NOFILE=64; stderr: {}",

@@ -2239,23 +2239,7 @@ fn running_out_of_descriptors_gives_502_without_blaming_the_upstream() {
     let mut first = server.client();
     assert_eq!(first.get("/hello.txt").body, HELLO);
     // Hold connections until the server cannot accept another.
-    let mut held = vec![first];
-    for _ in 0..200 {
-        let mut c = server.client();
-        c.send(b"GET /hello.txt HTTP/1.1\r\nHost: test\r\n\r\n");
-        c.stream
-            .set_read_timeout(Some(Duration::from_millis(1000)))
-            .unwrap();
-        match c.try_head() {
-            Ok(r) => {
-                assert_eq!(r.status, 200);
-                assert_eq!(c.take(HELLO.len()), HELLO);
-                c.stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
-                held.push(c);
-            }
-            Err(_) => break,
-        }
-    }
+    let (mut held, _waiting) = common::hold_until_unserved(&server, first, HELLO);
     assert!(
         held.len() > 30,
         "only {} connections before the limit",

@@ -385,16 +385,22 @@ mod tests {
         }
     }
 
-    fn run(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
-        let mut s = Session::new(None);
-        let mut out = Output::default();
-        let ctx = Ctx {
+    /// A fixed moment and date, no routes.
+    fn ctx(limits: &Limits) -> Ctx<'_> {
+        Ctx {
             now: Instant::now(),
             date: b"D",
             log_date: "-",
-            limits: &Limits::default(),
+            limits,
             routes: &[],
-        };
+        }
+    }
+
+    fn run(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut s = Session::new(None);
+        let mut out = Output::default();
+        let limits = Limits::default();
+        let ctx = ctx(&limits);
         let mut buf = Vec::new();
         for c in chunks {
             buf.extend_from_slice(c);
@@ -490,13 +496,7 @@ mod tests {
         );
         let mut h = Big(vec![b'x'; 40 * 1024]);
         let limits = Limits::default();
-        let ctx = Ctx {
-            now: Instant::now(),
-            date: b"D",
-            log_date: "-",
-            limits: &limits,
-            routes: &[],
-        };
+        let ctx = ctx(&limits);
         let mut step = |buf: &mut Vec<u8>, out: &mut Output, wire: &mut Vec<u8>, flush: bool| loop {
             if flush {
                 wire.extend_from_slice(&out.buf[out.pos..]);
@@ -538,13 +538,7 @@ mod tests {
     #[test]
     fn a_timeout_answers_408_only_inside_a_head() {
         let limits = Limits::default();
-        let ctx = Ctx {
-            now: Instant::now(),
-            date: b"D",
-            log_date: "-",
-            limits: &limits,
-            routes: &[],
-        };
+        let ctx = ctx(&limits);
         for (input, want_408) in [
             (&b"GET / HTTP/1.1\r\nHo"[..], true),
             (

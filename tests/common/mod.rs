@@ -775,24 +775,44 @@ pub fn occupied_port() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
 }
 
-/// Raises this process's soft descriptor limit to its hard limit; returns the new soft limit.
-pub fn raise_nofile() -> libc::rlim_t {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit for getrlimit to fill and setrlimit to read.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
+/// Opens connections to `server`, each getting `/hello.txt` (whose body is `hello`), until one is
+/// not answered within a second (the server is out of descriptors). Returns the connections that
+/// were served, `first` among them, and the one left waiting, if any.
+pub fn hold_until_unserved(
+    server: &BinaryServer,
+    first: Client,
+    hello: &[u8],
+) -> (Vec<Client>, Option<Client>) {
+    let mut held = vec![first];
+    for i in 0..200 {
+        let mut c = server.client();
+        c.send(b"GET /hello.txt HTTP/1.1\r\nHost: test\r\n\r\n");
+        c.stream
+            .set_read_timeout(Some(Duration::from_millis(1000)))
+            .unwrap();
+        match c.try_head() {
+            Ok(r) => {
+                assert_eq!(r.status, 200, "connection {i}");
+                assert_eq!(c.take(hello.len()), hello);
+                c.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                held.push(c);
             }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                c.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                return (held, Some(c));
+            }
+            Err(e) => panic!("connection {i}: {e}"),
         }
     }
-    lim.rlim_cur
+    (held, None)
+}
+
+/// Raises this process's soft descriptor limit to its hard limit; returns the new soft limit.
+pub fn raise_nofile() -> libc::rlim_t {
+    edgeserve::service::raise_nofile_limit().expect("getrlimit")
 }
