@@ -61,6 +61,53 @@ pub struct Config {
     pub proxy_idle: usize,
     /// How long an upstream that refused or timed out is skipped.
     pub proxy_fail_timeout: Duration,
+    /// Where handlers run and how many loops there are.
+    pub model: Model,
+    /// Threads for the models that have several; 0 means the available parallelism.
+    pub workers: usize,
+    /// Serve `/_bench/cpu?us=N` and `/_bench/sleep?ms=N` (model comparisons only).
+    pub bench_routes: bool,
+}
+
+/// The server models (`--model`): the same protocol core, run on different thread layouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Model {
+    /// One thread does everything.
+    #[default]
+    Single,
+    /// The loop does all socket I/O; worker threads run the handler (half-sync/half-async).
+    ProactorPool,
+    /// The loop only waits for readiness; worker threads read, parse, handle and write
+    /// (half-sync/half-reactive).
+    ReactorPool,
+    /// One independent loop per thread, each with its own SO_REUSEPORT listener.
+    Sharded,
+    /// Threads take turns waiting on one poller; the leader hands the wait on before it works.
+    LeaderFollowers,
+}
+
+impl Model {
+    pub const ALL: [Model; 5] = [
+        Model::Single,
+        Model::ProactorPool,
+        Model::ReactorPool,
+        Model::Sharded,
+        Model::LeaderFollowers,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Single => "single",
+            Model::ProactorPool => "proactor-pool",
+            Model::ReactorPool => "reactor-pool",
+            Model::Sharded => "sharded",
+            Model::LeaderFollowers => "leader-followers",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Model> {
+        Model::ALL.into_iter().find(|m| m.name() == s)
+    }
 }
 
 impl Default for Config {
@@ -94,6 +141,9 @@ impl Default for Config {
             proxy_timeout: Duration::from_secs(60),
             proxy_idle: 32,
             proxy_fail_timeout: Duration::from_secs(10),
+            model: Model::Single,
+            workers: 0,
+            bench_routes: false,
         }
     }
 }
@@ -130,6 +180,10 @@ Usage: edgeserve [OPTIONS] [DIR]
   --proxy-timeout T       wait for upstream bytes           [60s]
   --proxy-idle N          idle connections per upstream     [32]
   --proxy-fail-timeout T  skip a failed upstream for        [10s]
+  --model NAME            single, proactor-pool, reactor-pool, sharded
+                          or leader-followers               [single]
+  --workers N             threads for the other models      [available cores]
+  --bench-routes          serve /_bench/cpu?us=N and /_bench/sleep?ms=N
   --user NAME             switch to this user after binding (port 80 as root)
   -h, --help              this text
   -V, --version           the version
@@ -219,6 +273,20 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--proxy-timeout" => c.proxy_timeout = duration(&flag, &value()?)?,
             "--proxy-idle" => c.proxy_idle = number(&flag, &value()?, 0, 4096)? as usize,
             "--proxy-fail-timeout" => c.proxy_fail_timeout = duration(&flag, &value()?)?,
+            "--model" => {
+                let v = value()?;
+                c.model = Model::parse(&v).ok_or_else(|| {
+                    format!("--model: expected single, proactor-pool, reactor-pool, sharded or leader-followers, got {v:?}")
+                })?
+            }
+            "--workers" => c.workers = number(&flag, &value()?, 1, 1024)? as usize,
+            "--bench-routes" if !cfg!(feature = "bench-routes") => {
+                return Err(
+                    "--bench-routes: this build has no bench routes (cargo feature \"bench-routes\")"
+                        .into(),
+                );
+            }
+            "--bench-routes" => c.bench_routes = true,
             "--inline-max" => c.inline_max = number(&flag, &value()?, 0, 1 << 24)?,
             f if f.starts_with('-') => return Err(format!("unknown option {f} (see --help)")),
             dir if !root_given => {
@@ -231,10 +299,24 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
     if c.header_timeout.is_zero() || c.idle_timeout.is_zero() || c.send_timeout.is_zero() {
         return Err("timeouts must be greater than zero".into());
     }
+    if !c.proxies.is_empty() && matches!(c.model, Model::ReactorPool | Model::LeaderFollowers) {
+        return Err(format!(
+            "--proxy runs under the single, sharded and proactor-pool models, not {}",
+            c.model.name()
+        ));
+    }
     Ok(Command::Run(Box::new(c)))
 }
 
 impl Config {
+    /// Threads for the multi-threaded models.
+    pub fn threads(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+
     /// The mime table: built in, plus `--mime-types`.
     pub fn mime(&self) -> Result<MimeTypes, String> {
         let mut m = MimeTypes::default();

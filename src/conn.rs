@@ -13,7 +13,7 @@ use std::time::Instant;
 #[cfg(feature = "proxy")]
 use polling::Poller;
 
-use crate::http::response::Output;
+use crate::http::response::{Output, Reply};
 use crate::http::session::{Ctx, Handler, OUTPUT_HIGH_WATER, Session};
 #[cfg(feature = "proxy")]
 use crate::proxy::upstream::Upstreams;
@@ -105,12 +105,14 @@ pub struct Env<'a> {
     pub poller: &'a Poller,
     #[cfg(feature = "proxy")]
     pub upstreams: &'a mut Upstreams,
-    /// This connection's slab key (the owner recorded for its upstream connection).
-    #[cfg(feature = "proxy")]
+    /// This connection's slab key (the owner recorded for its upstream connection, the address
+    /// of a deferred handler's reply).
     pub key: usize,
     /// The server is shutting down: a closing connection does not linger once nothing is left
     /// to read.
     pub draining: bool,
+    /// The queue to the proactor's workers, when handlers run there.
+    pub jobs: Option<&'a crate::models::proactor::Jobs>,
 }
 
 pub struct Conn {
@@ -189,6 +191,27 @@ impl Conn {
         false
     }
 
+    /// An answer is being made elsewhere (upstream, or by a worker thread).
+    fn awaiting_answer(&self) -> bool {
+        self.relaying() || self.session.is_deferred()
+    }
+
+    /// A worker answered the deferred request (`head`).
+    pub fn handler_replied(&mut self, head: &[u8], reply: Reply<'_>, env: &mut Env<'_>) {
+        self.ensure_out(env);
+        self.session
+            .finish_deferred(head, reply, &mut self.out, &env.ctx);
+    }
+
+    /// The events a one-shot registration should wait for: reading once a read met
+    /// `WouldBlock`, writing while output is blocked. (Asking for one the socket has already
+    /// would wake at once, forever: level-triggered one-shot.)
+    pub fn interest(&self) -> (bool, bool) {
+        let read = !self.readable && !self.eof;
+        let write = !self.writable && !self.out.is_empty();
+        (read, write)
+    }
+
     fn ensure_out(&mut self, env: &mut Env<'_>) {
         if self.out.buf.capacity() == 0 {
             self.out.buf = env.pools.write_buf();
@@ -258,7 +281,7 @@ impl Conn {
             if self.rlen == 0 && !self.rbuf.is_empty() {
                 env.pools.put_read(std::mem::take(&mut self.rbuf));
             }
-            if self.eof && self.out.is_empty() && !self.relaying() {
+            if self.eof && self.out.is_empty() && !self.awaiting_answer() {
                 // The peer is gone and every complete request it sent has been answered.
                 return Next::Close;
             }
@@ -280,6 +303,23 @@ impl Conn {
         #[cfg(feature = "proxy")]
         if let Some(start) = self.session.take_forward() {
             self.start_relay(start);
+        }
+        if let Some(head) = self.session.take_deferred() {
+            let job = crate::models::proactor::Job {
+                key: env.key,
+                generation: self.generation,
+                head,
+            };
+            let refused = match env.jobs {
+                Some(jobs) => jobs.try_push(job),
+                None => Err(job),
+            };
+            if let Err(job) = refused {
+                // Every worker is busy and the queue is full: say so rather than queue more.
+                let reply = Reply::text(503, b"Content-Type: text/plain\r\nRetry-After: 1\r\n");
+                self.session
+                    .finish_deferred(&job.head, reply, &mut self.out, &env.ctx);
+            }
         }
     }
 

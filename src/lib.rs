@@ -13,11 +13,13 @@
 //! sockets, files and the poller live in [`reactor`], [`conn`] and [`files`].
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod app;
 pub mod config;
 pub mod conn;
 pub mod files;
 pub mod http;
 pub mod logging;
+pub mod models;
 #[cfg(feature = "proxy")]
 pub mod proxy;
 pub mod reactor;
@@ -34,8 +36,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use polling::Poller;
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use config::Config;
-use files::{Files, FilesConfig};
+use app::App;
+pub use config::{Config, Model};
+use models::pooled::Worker;
 use reactor::Reactor;
 
 /// Errors a user can cause at startup; each prints as one line.
@@ -68,87 +71,179 @@ impl From<io::Error> for Error {
 
 /// A bound server, ready to run.
 pub struct Server {
-    reactor: Reactor,
+    plan: Plan,
+}
+
+/// The loops and threads of a model, built (and their errors reported) before it runs.
+enum Plan {
+    Single(Reactor),
+    Sharded(Vec<Reactor>),
+    Proactor(Reactor, models::proactor::Workers),
+    ReactorPool(Reactor, Vec<Worker>),
+    LeaderFollowers(Reactor, Vec<Worker>),
 }
 
 /// Stops a running server from another thread: a graceful shutdown, as on SIGTERM.
 #[derive(Clone)]
 pub struct ServerHandle {
-    poller: Arc<Poller>,
-    stop: Arc<AtomicBool>,
+    loops: Vec<(Arc<Poller>, Arc<AtomicBool>)>,
 }
 
 impl ServerHandle {
+    fn of(r: &Reactor) -> ServerHandle {
+        ServerHandle {
+            loops: vec![(r.poller(), r.stop_flag())],
+        }
+    }
+
     pub fn shutdown(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.poller.notify();
+        for (poller, stop) in &self.loops {
+            stop.store(true, Ordering::Relaxed);
+            let _ = poller.notify();
+        }
     }
 }
 
 impl Server {
     /// Binds `config.listen` and prepares the document root.
     pub fn bind(config: Config) -> Result<Server, Error> {
-        let listener =
-            listen(config.listen, config.backlog).map_err(|e| Error::Bind(config.listen, e))?;
-        Server::with_listener(config, listener)
+        let sharded = config.model == Model::Sharded;
+        let listener = listen(config.listen, config.backlog, sharded)
+            .map_err(|e| Error::Bind(config.listen, e))?;
+        Server::build(config, listener, sharded)
     }
 
     /// Serves on a listener made elsewhere (systemd socket activation); `config.listen` is unused.
+    /// Shards then share that one listener (they cannot bind more with SO_REUSEPORT).
     pub fn with_listener(config: Config, listener: TcpListener) -> Result<Server, Error> {
+        Server::build(config, listener, false)
+    }
+
+    fn build(config: Config, listener: TcpListener, reuse_port: bool) -> Result<Server, Error> {
         listener.set_nonblocking(true)?;
         if cfg!(not(feature = "proxy")) && !config.proxies.is_empty() {
             return Err(Error::Config(
                 "this build has no proxy (cargo feature \"proxy\")".into(),
             ));
         }
-        let mime = config.mime().map_err(Error::Config)?;
-        let files = Files::new(FilesConfig {
-            root: config.root.clone(),
-            follow_symlinks_outside: config.follow_symlinks_outside,
-            index: config.index.clone(),
-            cache_entries: config.cache_entries,
-            cache_valid: config.cache_valid,
-            inline_max: config.inline_max,
-            mime,
-        })
-        .map_err(|e| Error::Root(config.root.clone(), e))?;
         let max_conns = config
             .max_conns
             .unwrap_or_else(|| default_max_conns(config.cache_entries));
-        let reactor = Reactor::new(config, listener, files, max_conns)?;
-        Ok(Server { reactor })
+        let threads = config.threads();
+        let cfg = Arc::new(config);
+        let reactor = |listener, max_conns| -> Result<Reactor, Error> {
+            Ok(Reactor::new(Arc::clone(&cfg), listener, App::new(&cfg)?, max_conns)?)
+        };
+        let plan = match cfg.model {
+            Model::Single => Plan::Single(reactor(listener, max_conns)?),
+            Model::Sharded => {
+                let addr = listener.local_addr()?;
+                let mut listeners = vec![listener];
+                for _ in 1..threads {
+                    let l = if reuse_port {
+                        listen(addr, cfg.backlog, true).map_err(|e| Error::Bind(addr, e))?
+                    } else {
+                        listeners[0].try_clone()?
+                    };
+                    listeners.push(l);
+                }
+                let per_shard = (max_conns / threads).max(1);
+                let mut shards = listeners
+                    .into_iter()
+                    .map(|l| reactor(l, per_shard))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let peers = shards[1..].iter().map(ServerHandle::of).collect();
+                shards[0].set_peers(peers);
+                Plan::Sharded(shards)
+            }
+            Model::ProactorPool => {
+                let (workers, link) = models::proactor::Workers::new(&cfg, threads)?;
+                let mut r = reactor(listener, max_conns)?;
+                r.set_proactor(link);
+                Plan::Proactor(r, workers)
+            }
+            Model::ReactorPool | Model::LeaderFollowers => {
+                let r = reactor(listener, max_conns)?;
+                let workers = (0..threads)
+                    .map(|_| Worker::new(&cfg, &r.poller()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if cfg.model == Model::ReactorPool {
+                    Plan::ReactorPool(r, workers)
+                } else {
+                    Plan::LeaderFollowers(r, workers)
+                }
+            }
+        };
+        Ok(Server { plan })
+    }
+
+    /// The loop that owns the signals (and whose address is the server's).
+    fn first(&self) -> &Reactor {
+        match &self.plan {
+            Plan::Single(r)
+            | Plan::Proactor(r, _)
+            | Plan::ReactorPool(r, _)
+            | Plan::LeaderFollowers(r, _) => r,
+            Plan::Sharded(shards) => &shards[0],
+        }
+    }
+
+    fn first_mut(&mut self) -> &mut Reactor {
+        match &mut self.plan {
+            Plan::Single(r)
+            | Plan::Proactor(r, _)
+            | Plan::ReactorPool(r, _)
+            | Plan::LeaderFollowers(r, _) => r,
+            Plan::Sharded(shards) => &mut shards[0],
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.reactor.local_addr()
+        self.first().local_addr()
     }
 
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            poller: self.reactor.poller(),
-            stop: self.reactor.stop_flag(),
+        match &self.plan {
+            Plan::Sharded(shards) => ServerHandle {
+                loops: shards.iter().flat_map(|r| ServerHandle::of(r).loops).collect(),
+            },
+            _ => ServerHandle::of(self.first()),
         }
     }
 
     /// SIGINT and SIGTERM begin a graceful shutdown (for the binary; tests use [`ServerHandle`]).
     pub fn handle_signals(&mut self) -> Result<(), Error> {
-        Ok(self.reactor.handle_signals()?)
+        Ok(self.first_mut().handle_signals()?)
     }
 
     /// Runs until shut down; returns once the connections in flight are done or the grace period
     /// is over.
-    pub fn run(mut self) -> io::Result<()> {
-        self.reactor.run()
+    pub fn run(self) -> io::Result<()> {
+        match self.plan {
+            Plan::Single(mut r) => r.run(),
+            Plan::Sharded(shards) => models::sharded(shards),
+            Plan::Proactor(mut r, workers) => {
+                let running = workers.spawn(r.config(), &r.poller())?;
+                let result = r.run();
+                running.stop();
+                result
+            }
+            Plan::ReactorPool(r, workers) => models::pooled::reactor_pool(r, workers),
+            Plan::LeaderFollowers(r, workers) => models::pooled::leader_followers(r, workers),
+        }
     }
 }
 
-fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
     let sock = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.cloexec(),
         Some(Protocol::TCP),
     )?;
     sock.set_reuse_address(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }

@@ -1,7 +1,14 @@
 //! The event loop: one poller in edge-triggered mode, a slab of connections whose keys are the
 //! poller keys, a ready list for connections that stopped before `WouldBlock`, timers, accept with
 //! back-off, and graceful shutdown.
+//!
+//! The single-threaded models call [`Reactor::run`]. The pooled ones (`reactor-pool`,
+//! `leader-followers`) keep the same reactor behind a lock and use its parts: [`Reactor::wait_timeout`]
+//! and [`Reactor::after_wait`] around a `wait` made without the lock, [`Reactor::take_ready`] to
+//! lend a ready connection to another thread, and [`Reactor::put_back`] when it is done with it.
+//! Lent connections are registered one-shot, so no second thread is woken for them meanwhile.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -12,9 +19,9 @@ use std::time::{Duration, Instant, SystemTime};
 use polling::{Event, Events, PollMode, Poller};
 use slab::Slab;
 
+use crate::app::App;
 use crate::config::{Config, Route};
 use crate::conn::{Conn, Env, Next, Pools, TimerKind};
-use crate::files::Files;
 use crate::http::date::DateCache;
 use crate::http::session::{Ctx, Session};
 #[cfg(feature = "proxy")]
@@ -33,17 +40,18 @@ macro_rules! env {
                 log_date: $r.dates.clf(),
                 limits: &$r.cfg.limits,
                 routes: &$r.routes,
+                defer: $r.proactor.is_some(),
             },
-            handler: &mut $r.files,
+            handler: &mut $r.app,
             pools: &mut $r.pools,
             budget: $r.cfg.budget,
             #[cfg(feature = "proxy")]
             poller: &$r.poller,
             #[cfg(feature = "proxy")]
             upstreams: &mut $r.upstreams,
-            #[cfg(feature = "proxy")]
             key: $key,
             draining: $r.draining_until.is_some(),
+            jobs: $r.proactor.as_ref().map(|p| &*p.jobs),
         }
     };
 }
@@ -64,17 +72,42 @@ struct Accept {
     warned: bool,
 }
 
+/// A slab slot: the connection, or the note that another thread has it for now.
+pub enum Held {
+    Here(Conn),
+    Away {
+        generation: u32,
+        /// Its timer entry fired while it was away (the entry is gone; one must be pushed again).
+        timer_fired: bool,
+    },
+}
+
+/// A connection lent to another thread by [`Reactor::take_ready`].
+pub struct Taken {
+    pub key: usize,
+    pub conn: Conn,
+    pub draining: bool,
+}
+
+/// The connection in slot `key` when it is here.
+fn here(conns: &mut Slab<Held>, key: usize) -> Option<&mut Conn> {
+    match conns.get_mut(key) {
+        Some(Held::Here(c)) => Some(c),
+        _ => None,
+    }
+}
+
 pub struct Reactor {
     poller: Arc<Poller>,
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
-    conns: Slab<Conn>,
+    conns: Slab<Held>,
     timers: Timers,
-    ready: Vec<(usize, u32)>,
+    ready: VecDeque<(usize, u32)>,
     pools: Pools,
-    files: Files,
+    app: App,
     dates: DateCache,
-    cfg: Config,
+    cfg: Arc<Config>,
     max_conns: usize,
     accept: Accept,
     next_generation: u32,
@@ -85,13 +118,25 @@ pub struct Reactor {
     routes: Vec<Route>,
     #[cfg(feature = "proxy")]
     upstreams: Upstreams,
+    /// Connections are driven by other threads (`reactor-pool`, `leader-followers`): an event
+    /// queues the connection instead of driving it, and sockets are registered one-shot.
+    lent: bool,
+    /// The latest moment the thread in `wait` will look at the timers again (`None`: never);
+    /// an earlier deadline set by another thread must wake it.
+    wake_at: Option<Instant>,
+    /// Handlers run on worker threads (`proactor-pool`).
+    proactor: Option<crate::models::proactor::Link>,
+    /// Loops to stop with this one (the shards of a sharded server).
+    peers: Vec<crate::ServerHandle>,
+    /// Shutdown is complete: connections handed back now are closed.
+    finished: bool,
 }
 
 impl Reactor {
     pub fn new(
-        cfg: Config,
+        cfg: Arc<Config>,
         listener: TcpListener,
-        files: Files,
+        app: App,
         max_conns: usize,
     ) -> io::Result<Reactor> {
         let poller = Arc::new(Poller::new()?);
@@ -103,9 +148,9 @@ impl Reactor {
             listener: Some(listener),
             conns: Slab::new(),
             timers: Timers::default(),
-            ready: Vec::with_capacity(64),
+            ready: VecDeque::with_capacity(64),
             pools: Pools::default(),
-            files,
+            app,
             dates: DateCache::default(),
             max_conns,
             accept: Accept {
@@ -121,7 +166,31 @@ impl Reactor {
             #[cfg(feature = "proxy")]
             upstreams: Upstreams::new(cfg.proxies.clone(), cfg.proxy_idle, cfg.proxy_fail_timeout),
             cfg,
+            lent: false,
+            wake_at: None,
+            proactor: None,
+            peers: Vec::new(),
+            finished: false,
         })
+    }
+
+    /// Connections will be driven by other threads ([`Reactor::take_ready`]).
+    pub fn lend_connections(&mut self) {
+        self.lent = true;
+    }
+
+    /// Handlers run on the proactor's workers.
+    pub fn set_proactor(&mut self, link: crate::models::proactor::Link) {
+        self.proactor = Some(link);
+    }
+
+    /// These loops shut down when this one does.
+    pub fn set_peers(&mut self, peers: Vec<crate::ServerHandle>) {
+        self.peers = peers;
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -148,107 +217,243 @@ impl Reactor {
         Ok(())
     }
 
+    /// Runs the loop on this thread until shutdown is complete.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::new();
-        let mut batch = Vec::with_capacity(self.ready.capacity());
         loop {
             let timeout = self.wait_timeout(Instant::now());
             events.clear();
             self.poller.wait(&mut events, timeout)?;
-            let now = Instant::now();
-            self.dates.update(SystemTime::now());
-
-            for ev in events.iter() {
-                match ev.key {
-                    LISTENER => self.accept.ready = true,
-                    SIGNALS => {
-                        if self.signals.as_ref().is_some_and(|s| s.drain()) {
-                            self.begin_shutdown(now);
-                        }
-                    }
-                    #[cfg(feature = "proxy")]
-                    key if key >= UPSTREAM_KEYS => match self.upstreams.owner(key) {
-                        Some(client) => {
-                            if let Some(c) = self.conns.get_mut(client) {
-                                c.upstream_ready(ev.readable, ev.writable);
-                                self.drive(client, now);
-                            }
-                        }
-                        None => self.upstreams.idle_event(key, &self.poller),
-                    },
-                    key => {
-                        if let Some(c) = self.conns.get_mut(key) {
-                            c.readable |= ev.readable;
-                            c.writable |= ev.writable;
-                            self.drive(key, now);
-                        }
-                    }
-                }
-            }
-            if self.stop.load(Ordering::Relaxed) {
-                self.begin_shutdown(now);
-            }
-            // Connections that stopped early; ones queued again during this pass wait a turn.
-            std::mem::swap(&mut batch, &mut self.ready);
-            for (key, generation) in batch.drain(..) {
-                if let Some(c) = self
-                    .conns
-                    .get_mut(key)
-                    .filter(|c| c.generation == generation)
-                {
-                    c.queued = false;
-                    self.drive(key, now);
-                }
-            }
-            // Accept after the batch, so that no event of this batch meets a reused slab key.
-            self.accept(now);
-            self.expire(now);
-            log::logger().flush();
-            if let Some(until) = self.draining_until
-                && (self.conns.is_empty() || now >= until)
-            {
-                if !self.conns.is_empty() {
-                    log::warn!(
-                        "grace period over: closing {} connections",
-                        self.conns.len()
-                    );
-                }
+            if self.after_wait(&events) {
                 return Ok(());
             }
         }
     }
 
-    fn wait_timeout(&self, now: Instant) -> Option<Duration> {
+    /// Handles what one `wait` returned, then the ready list, accepts, finished handler work and
+    /// timers. Returns true once shutdown is complete.
+    pub fn after_wait(&mut self, events: &Events) -> bool {
+        let now = Instant::now();
+        self.dates.update(SystemTime::now());
+        for ev in events.iter() {
+            match ev.key {
+                LISTENER => self.accept.ready = true,
+                SIGNALS => {
+                    if self.signals.as_ref().is_some_and(|s| s.drain()) {
+                        self.begin_shutdown(now);
+                    }
+                }
+                #[cfg(feature = "proxy")]
+                key if key >= UPSTREAM_KEYS => match self.upstreams.owner(key) {
+                    Some(client) => {
+                        if let Some(c) = here(&mut self.conns, client) {
+                            c.upstream_ready(ev.readable, ev.writable);
+                            self.drive(client, now);
+                        }
+                    }
+                    None => self.upstreams.idle_event(key, &self.poller),
+                },
+                key => {
+                    if let Some(c) = here(&mut self.conns, key) {
+                        c.readable |= ev.readable;
+                        c.writable |= ev.writable;
+                        self.drive(key, now);
+                    }
+                }
+            }
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            self.begin_shutdown(now);
+        }
+        if !self.lent {
+            // Connections that stopped early; ones queued again during this pass wait a turn.
+            for _ in 0..self.ready.len() {
+                let Some((key, generation)) = self.ready.pop_front() else {
+                    break;
+                };
+                if let Some(c) = here(&mut self.conns, key).filter(|c| c.generation == generation)
+                {
+                    c.queued = false;
+                    self.drive(key, now);
+                }
+            }
+        }
+        self.handler_replies(now);
+        // Accept after the batch, so that no event of this batch meets a reused slab key.
+        self.accept(now);
+        self.expire(now);
+        log::logger().flush();
+        if let Some(until) = self.draining_until
+            && (self.conns.is_empty() || now >= until)
+        {
+            if !self.conns.is_empty() {
+                log::warn!(
+                    "grace period over: closing {} connections",
+                    self.conns.len()
+                );
+            }
+            self.finished = true;
+        }
+        self.finished
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Replies the proactor's workers finished: each goes to its connection, if still open.
+    fn handler_replies(&mut self, now: Instant) {
+        let Some(link) = &self.proactor else {
+            return;
+        };
+        let done = link.take_done();
+        for d in done {
+            if let Some(c) = here(&mut self.conns, d.key).filter(|c| c.generation == d.generation)
+            {
+                let mut env = env!(self, now, d.key);
+                c.handler_replied(&d.head, d.reply.as_reply(), &mut env);
+                self.drive(d.key, now);
+            }
+        }
+    }
+
+    /// Lends the next ready connection to the calling thread.
+    pub fn take_ready(&mut self) -> Option<Taken> {
+        while let Some((key, generation)) = self.ready.pop_front() {
+            let Some(Held::Here(c)) = self.conns.get(key) else {
+                continue;
+            };
+            if c.generation != generation {
+                continue;
+            }
+            let away = Held::Away {
+                generation,
+                timer_fired: false,
+            };
+            let Held::Here(mut conn) = std::mem::replace(&mut self.conns[key], away) else {
+                unreachable!("checked above");
+            };
+            conn.queued = false;
+            return Some(Taken {
+                key,
+                conn,
+                draining: self.draining_until.is_some(),
+            });
+        }
+        None
+    }
+
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Takes back a lent connection, with what driving it said, and arms it for its next event.
+    pub fn put_back(&mut self, taken: Taken, mut next: Next) {
+        let Taken { key, mut conn, .. } = taken;
+        let now = Instant::now();
+        let timer_fired = match self.conns.get(key) {
+            Some(Held::Away {
+                generation,
+                timer_fired,
+            }) if *generation == conn.generation && !self.finished => *timer_fired,
+            _ => {
+                // Shutdown finished while it was away.
+                let _ = self.poller.delete(&conn.sock);
+                return;
+            }
+        };
+        if timer_fired {
+            conn.scheduled = None;
+        }
+        if self.draining_until.is_some() && next != Next::Close {
+            if conn.is_idle() {
+                next = Next::Close;
+            } else {
+                conn.close_after_current();
+            }
+        }
+        self.conns[key] = Held::Here(conn);
+        match next {
+            Next::Close => return self.close(key),
+            Next::Again => self.queue(key),
+            Next::Wait => self.arm(key),
+        }
+        self.set_timer(key, now);
+        if timer_fired && let Some(c) = here(&mut self.conns, key) && c.scheduled.is_none() {
+            let deadline = c.deadline;
+            c.scheduled = Some(deadline);
+            self.timers.push(deadline, key, c.generation);
+            self.wake_for(deadline);
+        }
+        if !self.ready.is_empty() {
+            // The waiting thread must come and hand it out.
+            let _ = self.poller.notify();
+        }
+    }
+
+    /// Re-arms a one-shot registration with the interest the connection has now.
+    fn arm(&mut self, key: usize) {
+        let Some(c) = here(&mut self.conns, key) else {
+            return;
+        };
+        let (read, write) = c.interest();
+        let ev = Event::new(key, read, write);
+        if let Err(e) = self.poller.modify_with_mode(&c.sock, ev, PollMode::Oneshot) {
+            log::debug!("poller modify: {e}");
+        }
+    }
+
+    /// Another thread set a deadline: wake the waiting thread if it would sleep past it.
+    fn wake_for(&self, deadline: Instant) {
+        if self.lent && self.wake_at.is_none_or(|w| deadline < w) {
+            let _ = self.poller.notify();
+        }
+    }
+
+    fn queue(&mut self, key: usize) {
+        if let Some(c) = here(&mut self.conns, key)
+            && !c.queued
+        {
+            c.queued = true;
+            self.ready.push_back((key, c.generation));
+        }
+    }
+
+    /// How long the next `wait` may sleep. With lent connections the ready list is handed out
+    /// by the caller, so it does not shorten the wait here.
+    pub fn wait_timeout(&mut self, now: Instant) -> Option<Duration> {
         let can_accept = self.accept.ready
             && self.listener.is_some()
             && self.conns.len() < self.max_conns
             && self.accept.paused_until.is_none_or(|t| t <= now);
-        if !self.ready.is_empty() || can_accept {
+        if (!self.lent && !self.ready.is_empty()) || can_accept {
+            self.wake_at = Some(now);
             return Some(Duration::ZERO);
         }
-        [
+        self.wake_at = [
             self.timers.next(),
             self.accept.paused_until,
             self.draining_until,
         ]
         .into_iter()
         .flatten()
-        .min()
-        .map(|t| t.saturating_duration_since(now))
+        .min();
+        self.wake_at.map(|t| t.saturating_duration_since(now))
     }
 
+    /// Drives a connection here, or queues it for another thread when connections are lent.
     fn drive(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        if self.lent {
+            return self.queue(key);
+        }
+        let Some(conn) = here(&mut self.conns, key) else {
             return;
         };
         let mut env = env!(self, now, key);
         match conn.drive(&mut env) {
             Next::Close => self.close(key),
             Next::Again => {
-                if !conn.queued {
-                    conn.queued = true;
-                    self.ready.push((key, conn.generation));
-                }
+                self.queue(key);
                 self.set_timer(key, now);
             }
             Next::Wait => self.set_timer(key, now),
@@ -257,7 +462,9 @@ impl Reactor {
 
     /// Moves a connection's deadline when its timer kind changes or it made progress.
     fn set_timer(&mut self, key: usize, now: Instant) {
-        let c = &mut self.conns[key];
+        let Some(c) = here(&mut self.conns, key) else {
+            return;
+        };
         let kind = c.timer_kind();
         if kind == c.timer && !c.wrote {
             return;
@@ -276,13 +483,24 @@ impl Reactor {
         if c.scheduled.is_none_or(|s| c.deadline < s) {
             c.scheduled = Some(c.deadline);
             self.timers.push(c.deadline, key, c.generation);
+            let deadline = c.deadline;
+            self.wake_for(deadline);
         }
     }
 
     fn expire(&mut self, now: Instant) {
         while let Some((at, key, generation)) = self.timers.pop_due(now) {
-            let Some(c) = self.conns.get_mut(key) else {
-                continue;
+            let c = match self.conns.get_mut(key) {
+                Some(Held::Here(c)) => c,
+                Some(Held::Away {
+                    generation: g,
+                    timer_fired,
+                }) if *g == generation => {
+                    // Another thread has it; it gets a fresh entry when it comes back.
+                    *timer_fired = true;
+                    continue;
+                }
+                _ => continue,
             };
             if c.generation != generation || c.scheduled != Some(at) {
                 continue; // superseded by an earlier entry, or a closed connection's
@@ -332,11 +550,14 @@ impl Reactor {
                     let _ = sock.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
+                    // Lent connections are armed one-shot when they are first put back.
+                    let (ev, mode) = if self.lent {
+                        (Event::none(key), PollMode::Oneshot)
+                    } else {
+                        (Event::all(key), PollMode::Edge)
+                    };
                     // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
-                    if let Err(e) = unsafe {
-                        self.poller
-                            .add_with_mode(&sock, Event::all(key), PollMode::Edge)
-                    } {
+                    if let Err(e) = unsafe { self.poller.add_with_mode(&sock, ev, mode) } {
                         log::error!("cannot watch a new connection: {e}");
                         continue;
                     }
@@ -346,7 +567,7 @@ impl Reactor {
                     conn.deadline = now + self.cfg.idle_timeout;
                     conn.scheduled = Some(conn.deadline);
                     self.timers.push(conn.deadline, key, conn.generation);
-                    entry.insert(conn);
+                    entry.insert(Held::Here(conn));
                     // Data often arrives with the handshake: try it now rather than after a wait.
                     self.drive(key, now);
                 }
@@ -369,8 +590,9 @@ impl Reactor {
     }
 
     fn close(&mut self, key: usize) {
-        #[allow(unused_mut)]
-        let mut conn = self.conns.remove(key);
+        let Held::Here(mut conn) = self.conns.remove(key) else {
+            unreachable!("only a connection that is here is closed");
+        };
         #[cfg(feature = "proxy")]
         if let Some(up) = conn.take_upstream() {
             self.upstreams.close(up, &self.poller);
@@ -382,11 +604,12 @@ impl Reactor {
         // A descriptor was freed: accepting may go on at once.
         self.accept.paused_until = None;
         let conns = &self.conns;
-        self.timers.compact(conns.len(), |at, key, generation| {
-            conns
-                .get(key)
-                .is_some_and(|c| c.generation == generation && c.scheduled == Some(at))
-        });
+        self.timers
+            .compact(conns.len(), |at, key, generation| match conns.get(key) {
+                Some(Held::Here(c)) => c.generation == generation && c.scheduled == Some(at),
+                Some(Held::Away { generation: g, .. }) => *g == generation,
+                None => false,
+            });
     }
 
     fn begin_shutdown(&mut self, now: Instant) {
@@ -394,6 +617,9 @@ impl Reactor {
             return;
         }
         log::info!("shutting down: finishing {} connections", self.conns.len());
+        for peer in &self.peers {
+            peer.shutdown();
+        }
         self.draining_until = Some(now + self.cfg.grace);
         // Connections already in the backlog were made before the signal: take them (and what
         // they have sent) rather than reset them when the listener closes.
@@ -402,9 +628,12 @@ impl Reactor {
         if let Some(l) = self.listener.take() {
             let _ = self.poller.delete(&l);
         }
+        // Connections lent out are told when they come back (`put_back`).
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let c = &mut self.conns[key];
+            let Some(c) = here(&mut self.conns, key) else {
+                continue;
+            };
             if c.is_idle() {
                 self.close(key);
             } else {
@@ -417,7 +646,8 @@ impl Reactor {
 
 impl Drop for Reactor {
     fn drop(&mut self) {
-        for (_, c) in self.conns.iter_mut() {
+        for (_, held) in self.conns.iter_mut() {
+            let Held::Here(c) = held else { continue };
             let _ = self.poller.delete(&c.sock);
             #[cfg(feature = "proxy")]
             if let Some(up) = c.take_upstream() {

@@ -54,6 +54,8 @@ pub struct Ctx<'a> {
     pub limits: &'a Limits,
     /// Paths forwarded upstream.
     pub routes: &'a [Route],
+    /// Hand requests to another thread instead of calling the handler (`proactor-pool`).
+    pub defer: bool,
 }
 
 /// Output queued beyond this many bytes stops the parsing of further pipelined requests until the
@@ -71,8 +73,28 @@ enum Phase {
     /// through `Session::forward_body`; no further request is read until the answer is done.
     #[cfg(feature = "proxy")]
     Forward(Box<forward::Forwarding>),
+    /// The handler runs elsewhere (a worker thread); no further request is read until its
+    /// reply comes back through [`Session::finish_deferred`].
+    Deferred(Deferred),
     /// The last response says `Connection: close`: input is ignored from here on.
     Closed,
+}
+
+#[derive(Debug)]
+struct Deferred {
+    /// The head, until the connection takes it to send to a worker.
+    head: Option<Box<[u8]>>,
+    plan: Plan,
+}
+
+/// What answering a request needs to know about it besides the reply.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// The client allows it (the server may still close).
+    keep_alive: bool,
+    version: super::request::Version,
+    head_only: bool,
+    body: BodyFraming,
 }
 
 /// A request body broke its framing (or its size limit): the connection cannot go on.
@@ -115,7 +137,7 @@ impl Session {
     pub fn in_request(&self, buffered: usize) -> bool {
         match self.phase {
             Phase::Head { .. } => buffered > 0,
-            Phase::Body(_) => true,
+            Phase::Body(_) | Phase::Deferred(_) => true,
             #[cfg(feature = "proxy")]
             Phase::Forward(_) => true,
             Phase::Closed => false,
@@ -136,10 +158,33 @@ impl Session {
             Phase::Head { .. } => self.respond_error(408, out, ctx, b"-"),
             // The request was answered already; only the rest of its body is late.
             Phase::Body(_) => self.phase = Phase::Closed,
-            Phase::Closed => {}
+            // The answer is on its way from elsewhere, and bounded there.
+            Phase::Closed | Phase::Deferred(_) => {}
             #[cfg(feature = "proxy")]
             Phase::Forward(_) => {}
         }
+    }
+
+    /// True while a worker thread is answering the current request.
+    pub fn is_deferred(&self) -> bool {
+        matches!(self.phase, Phase::Deferred(_))
+    }
+
+    /// The head of a request just deferred, to send to a worker (once).
+    pub fn take_deferred(&mut self) -> Option<Box<[u8]>> {
+        match &mut self.phase {
+            Phase::Deferred(d) => d.head.take(),
+            _ => None,
+        }
+    }
+
+    /// Answers the deferred request (`head`, for the access log) with the worker's reply.
+    pub fn finish_deferred(&mut self, head: &[u8], reply: Reply<'_>, out: &mut Output, ctx: &Ctx<'_>) {
+        let Phase::Deferred(d) = &self.phase else {
+            return;
+        };
+        let plan = d.plan;
+        self.answer(reply, out, ctx, access::Line::Raw(request_line(head)), plan);
     }
 
     /// Consumes what it can of `input` and returns how many bytes that was. Unconsumed bytes are a
@@ -159,6 +204,7 @@ impl Session {
                 Phase::Closed => return input.len(),
                 #[cfg(feature = "proxy")]
                 Phase::Forward(_) => return used,
+                Phase::Deferred(_) => return used,
                 Phase::Body(left) => {
                     if rest.is_empty() {
                         return used;
@@ -261,20 +307,50 @@ impl Session {
         // A client waiting for 100 (Continue) may never send the body we would have to drain:
         // answer and close rather than guess (RFC 9110 §10.1.1).
         let held_back_body = req.expect_continue && req.body != BodyFraming::None;
-        let keep_alive = req.keep_alive && self.keep_alive_allowed && !held_back_body;
-        let conn = ConnHeader::new(keep_alive, req.version);
+        let plan = Plan {
+            keep_alive: req.keep_alive && !held_back_body,
+            version: req.version,
+            head_only: req.method == Method::Head,
+            body: req.body,
+        };
+        if ctx.defer {
+            self.phase = Phase::Deferred(Deferred {
+                head: Some(head.into()),
+                plan,
+            });
+            return;
+        }
         let reply = handler.handle(&req, ctx.now);
-        let (status, len) = (reply.status, reply.len);
-        let head_only = req.method == Method::Head;
-        out.push_reply(reply, ctx.date, head_only, conn);
         let line = access::Line::Parsed {
             method: req.method_str,
             target: req.target,
             version: req.version.as_str(),
         };
+        self.answer(reply, out, ctx, line, plan);
+    }
+
+    /// Queues a handler's reply, logs it, and moves on to the request's body or the next request.
+    fn answer(
+        &mut self,
+        reply: Reply<'_>,
+        out: &mut Output,
+        ctx: &Ctx<'_>,
+        line: access::Line<'_>,
+        plan: Plan,
+    ) {
+        let Plan {
+            version,
+            head_only,
+            body,
+            ..
+        } = plan;
+        let keep_alive = plan.keep_alive && self.keep_alive_allowed;
+        let conn = ConnHeader::new(keep_alive, version);
+        let (status, len) = (reply.status, reply.len);
+        out.push_reply(reply, ctx.date, head_only, conn);
         self.access_log(ctx, line, status, if head_only { 0 } else { len });
 
-        self.phase = match (keep_alive, req.body) {
+        self.phase = match (keep_alive, body) {
             (false, _) => Phase::Closed,
             (true, BodyFraming::None) => Phase::Head { scanned: 0 },
             (true, BodyFraming::Length(n)) => Phase::Body(BodyLeft::Length(n)),
@@ -393,6 +469,7 @@ mod tests {
             log_date: "-",
             limits,
             routes: &[],
+            defer: false,
         }
     }
 

@@ -1,0 +1,36 @@
+//! The server models (`--model`): the same reactor, connections and protocol core, on different
+//! thread layouts. `single` is [`Reactor::run`] on the calling thread; the others are here.
+
+pub mod pooled;
+pub mod proactor;
+pub mod queue;
+
+use std::io;
+
+use crate::reactor::Reactor;
+
+/// `sharded`: one independent loop per thread, each with its own poller, slab and listener.
+/// The kernel spreads connections over the listeners (SO_REUSEPORT); the first loop owns the
+/// signals and stops the others with it.
+pub fn sharded(mut reactors: Vec<Reactor>) -> io::Result<()> {
+    let first = reactors.remove(0);
+    std::thread::scope(|s| {
+        let threads = reactors
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                std::thread::Builder::new()
+                    .name(format!("shard-{}", i + 1))
+                    .spawn_scoped(s, move || r.run())
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut first = first;
+        let mut result = first.run();
+        for t in threads {
+            if let Ok(Err(e)) = t.join() {
+                result = result.and(Err(e));
+            }
+        }
+        result
+    })
+}
