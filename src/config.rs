@@ -299,12 +299,6 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
     if c.header_timeout.is_zero() || c.idle_timeout.is_zero() || c.send_timeout.is_zero() {
         return Err("timeouts must be greater than zero".into());
     }
-    if !c.proxies.is_empty() && matches!(c.model, Model::ReactorPool | Model::LeaderFollowers) {
-        return Err(format!(
-            "--proxy runs under the single, sharded and proactor-pool models, not {}",
-            c.model.name()
-        ));
-    }
     Ok(Command::Run(Box::new(c)))
 }
 

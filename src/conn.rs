@@ -122,6 +122,8 @@ pub struct Conn {
     pub writable: bool,
     /// On the loop's ready list already.
     pub queued: bool,
+    /// On the loop's list of requests waiting for room in the workers' queue.
+    pub stalled: bool,
     session: Session,
     rbuf: Vec<u8>,
     rlen: usize,
@@ -153,6 +155,7 @@ impl Conn {
             readable: true,
             writable: true,
             queued: false,
+            stalled: false,
             session,
             rbuf: Vec::new(),
             rlen: 0,
@@ -304,23 +307,33 @@ impl Conn {
         if let Some(start) = self.session.take_forward() {
             self.start_relay(start);
         }
-        if let Some(head) = self.session.take_deferred() {
-            let job = crate::models::proactor::Job {
-                key: env.key,
-                generation: self.generation,
-                head,
-            };
-            let refused = match env.jobs {
-                Some(jobs) => jobs.try_push(job),
-                None => Err(job),
-            };
-            if let Err(job) = refused {
-                // Every worker is busy and the queue is full: say so rather than queue more.
-                let reply = Reply::text(503, b"Content-Type: text/plain\r\nRetry-After: 1\r\n");
-                self.session
-                    .finish_deferred(&job.head, reply, &mut self.out, &env.ctx);
+        self.submit_deferred(env);
+    }
+
+    /// Hands a deferred request to the proactor's workers. When their queue is full the request
+    /// waits here, unread input behind it (backpressure); the loop retries once workers reply.
+    /// Returns false while it still waits.
+    pub fn submit_deferred(&mut self, env: &mut Env<'_>) -> bool {
+        let (Some(jobs), Some(head)) = (env.jobs, self.session.take_deferred()) else {
+            return true;
+        };
+        let job = crate::models::proactor::Job {
+            key: env.key,
+            generation: self.generation,
+            head,
+        };
+        match jobs.try_push(job) {
+            Ok(()) => true,
+            Err(job) => {
+                self.session.return_deferred(job.head);
+                false
             }
         }
+    }
+
+    /// A deferred request waits for room in the workers' queue.
+    pub fn waits_for_worker(&self) -> bool {
+        self.session.has_unsent_deferred()
     }
 
     /// After the last answer: shut our side, then read and drop until the peer closes.

@@ -126,13 +126,27 @@ impl Server {
                 "this build has no proxy (cargo feature \"proxy\")".into(),
             ));
         }
+        if !config.proxies.is_empty()
+            && matches!(config.model, Model::ReactorPool | Model::LeaderFollowers)
+        {
+            // Their worker threads have no share in the upstream connections (see models::pooled).
+            return Err(Error::Config(format!(
+                "--proxy runs under the single, sharded and proactor-pool models, not {}",
+                config.model.name()
+            )));
+        }
         let max_conns = config
             .max_conns
             .unwrap_or_else(|| default_max_conns(config.cache_entries));
         let threads = config.threads();
         let cfg = Arc::new(config);
         let reactor = |listener, max_conns| -> Result<Reactor, Error> {
-            Ok(Reactor::new(Arc::clone(&cfg), listener, App::new(&cfg)?, max_conns)?)
+            Ok(Reactor::new(
+                Arc::clone(&cfg),
+                listener,
+                App::new(&cfg)?,
+                max_conns,
+            )?)
         };
         let plan = match cfg.model {
             Model::Single => Plan::Single(reactor(listener, max_conns)?),
@@ -147,11 +161,15 @@ impl Server {
                     };
                     listeners.push(l);
                 }
-                let per_shard = (max_conns / threads).max(1);
                 let mut shards = listeners
                     .into_iter()
-                    .map(|l| reactor(l, per_shard))
+                    .map(|l| reactor(l, max_conns))
                     .collect::<Result<Vec<_>, _>>()?;
+                let pollers = shards.iter().map(|r| r.poller()).collect();
+                let limit = Arc::new(reactor::SharedLimit::new(max_conns, pollers));
+                for r in &mut shards {
+                    r.share_limit(Arc::clone(&limit));
+                }
                 let peers = shards[1..].iter().map(ServerHandle::of).collect();
                 shards[0].set_peers(peers);
                 Plan::Sharded(shards)
@@ -205,7 +223,10 @@ impl Server {
     pub fn handle(&self) -> ServerHandle {
         match &self.plan {
             Plan::Sharded(shards) => ServerHandle {
-                loops: shards.iter().flat_map(|r| ServerHandle::of(r).loops).collect(),
+                loops: shards
+                    .iter()
+                    .flat_map(|r| ServerHandle::of(r).loops)
+                    .collect(),
             },
             _ => ServerHandle::of(self.first()),
         }

@@ -73,6 +73,9 @@ struct Accept {
 }
 
 /// A slab slot: the connection, or the note that another thread has it for now.
+// Nearly every slot holds its connection: boxing it would cost an allocation and an indirection
+// per connection for the few that are away.
+#[allow(clippy::large_enum_variant)]
 pub enum Held {
     Here(Conn),
     Away {
@@ -80,6 +83,45 @@ pub enum Held {
         /// Its timer entry fired while it was away (the entry is gone; one must be pushed again).
         timer_fired: bool,
     },
+}
+
+/// One `--max-conns` for several loops (the shards): a count they reserve from before accepting,
+/// and the pollers to wake when a connection closes at the limit (another shard may have one
+/// waiting in its backlog).
+pub struct SharedLimit {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+    pollers: Vec<Arc<Poller>>,
+}
+
+impl SharedLimit {
+    pub fn new(max: usize, pollers: Vec<Arc<Poller>>) -> SharedLimit {
+        SharedLimit {
+            open: 0.into(),
+            max,
+            pollers,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.open.load(Ordering::Relaxed) < self.max
+    }
+
+    fn reserve(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, me: &Arc<Poller>) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == self.max {
+            for p in self.pollers.iter().filter(|p| !Arc::ptr_eq(p, me)) {
+                let _ = p.notify();
+            }
+        }
+    }
 }
 
 /// A connection lent to another thread by [`Reactor::take_ready`].
@@ -130,6 +172,10 @@ pub struct Reactor {
     peers: Vec<crate::ServerHandle>,
     /// Shutdown is complete: connections handed back now are closed.
     finished: bool,
+    /// The connection limit shared with other shards, if any (else `max_conns` of this loop).
+    limit: Option<Arc<SharedLimit>>,
+    /// Connections whose deferred request found the workers' queue full (`proactor-pool`).
+    stalled: VecDeque<(usize, u32)>,
 }
 
 impl Reactor {
@@ -171,6 +217,8 @@ impl Reactor {
             proactor: None,
             peers: Vec::new(),
             finished: false,
+            stalled: VecDeque::new(),
+            limit: None,
         })
     }
 
@@ -182,6 +230,18 @@ impl Reactor {
     /// Handlers run on the proactor's workers.
     pub fn set_proactor(&mut self, link: crate::models::proactor::Link) {
         self.proactor = Some(link);
+    }
+
+    /// Counts connections against a limit shared with other loops.
+    pub fn share_limit(&mut self, limit: Arc<SharedLimit>) {
+        self.limit = Some(limit);
+    }
+
+    fn has_room(&self) -> bool {
+        match &self.limit {
+            Some(l) => l.has_room(),
+            None => self.conns.len() < self.max_conns,
+        }
     }
 
     /// These loops shut down when this one does.
@@ -271,8 +331,7 @@ impl Reactor {
                 let Some((key, generation)) = self.ready.pop_front() else {
                     break;
                 };
-                if let Some(c) = here(&mut self.conns, key).filter(|c| c.generation == generation)
-                {
+                if let Some(c) = here(&mut self.conns, key).filter(|c| c.generation == generation) {
                     c.queued = false;
                     self.drive(key, now);
                 }
@@ -308,12 +367,22 @@ impl Reactor {
         };
         let done = link.take_done();
         for d in done {
-            if let Some(c) = here(&mut self.conns, d.key).filter(|c| c.generation == d.generation)
-            {
+            if let Some(c) = here(&mut self.conns, d.key).filter(|c| c.generation == d.generation) {
                 let mut env = env!(self, now, d.key);
                 c.handler_replied(&d.head, d.reply.as_reply(), &mut env);
                 self.drive(d.key, now);
             }
+        }
+        // Workers made room: requests that found their queue full go now, oldest first.
+        while let Some(&(key, generation)) = self.stalled.front() {
+            if let Some(c) = here(&mut self.conns, key).filter(|c| c.generation == generation) {
+                let mut env = env!(self, now, key);
+                if !c.submit_deferred(&mut env) {
+                    break;
+                }
+                c.stalled = false;
+            }
+            self.stalled.pop_front();
         }
     }
 
@@ -374,19 +443,26 @@ impl Reactor {
         }
         self.conns[key] = Held::Here(conn);
         match next {
-            Next::Close => return self.close(key),
+            Next::Close => self.close(key),
             Next::Again => self.queue(key),
             Next::Wait => self.arm(key),
         }
-        self.set_timer(key, now);
-        if timer_fired && let Some(c) = here(&mut self.conns, key) && c.scheduled.is_none() {
+        if next != Next::Close {
+            self.set_timer(key, now);
+        }
+        if timer_fired
+            && let Some(c) = here(&mut self.conns, key)
+            && c.scheduled.is_none()
+        {
             let deadline = c.deadline;
             c.scheduled = Some(deadline);
             self.timers.push(deadline, key, c.generation);
             self.wake_for(deadline);
         }
-        if !self.ready.is_empty() {
-            // The waiting thread must come and hand it out.
+        let accept_waits = next == Next::Close && self.accept.ready;
+        if !self.ready.is_empty() || self.draining_until.is_some() || accept_waits {
+            // The waiting thread must come and hand it out (or accept the connection waiting for
+            // this one's place, or see that shutdown is done).
             let _ = self.poller.notify();
         }
     }
@@ -424,7 +500,7 @@ impl Reactor {
     pub fn wait_timeout(&mut self, now: Instant) -> Option<Duration> {
         let can_accept = self.accept.ready
             && self.listener.is_some()
-            && self.conns.len() < self.max_conns
+            && self.has_room()
             && self.accept.paused_until.is_none_or(|t| t <= now);
         if (!self.lent && !self.ready.is_empty()) || can_accept {
             self.wake_at = Some(now);
@@ -450,7 +526,12 @@ impl Reactor {
             return;
         };
         let mut env = env!(self, now, key);
-        match conn.drive(&mut env) {
+        let next = conn.drive(&mut env);
+        if !conn.stalled && conn.waits_for_worker() {
+            conn.stalled = true;
+            self.stalled.push_back((key, conn.generation));
+        }
+        match next {
             Next::Close => self.close(key),
             Next::Again => {
                 self.queue(key);
@@ -542,9 +623,18 @@ impl Reactor {
         };
         let fd = listener.as_raw_fd();
         let mut n = 0;
-        while self.accept.ready && self.conns.len() < self.max_conns && n < ACCEPT_BATCH {
+        while self.accept.ready && self.has_room() && n < ACCEPT_BATCH {
             n += 1;
-            match accept4(fd) {
+            if let Some(l) = &self.limit
+                && !l.reserve()
+            {
+                break; // another shard took the last place
+            }
+            let accepted = accept4(fd);
+            if let (Some(l), Err(_)) = (&self.limit, &accepted) {
+                l.release(&self.poller);
+            }
+            match accepted {
                 Ok((sock, peer)) => {
                     self.accept.warned = false;
                     let _ = sock.set_nodelay(true);
@@ -590,6 +680,7 @@ impl Reactor {
     }
 
     fn close(&mut self, key: usize) {
+        #[allow(unused_mut)] // the upstream is taken out of it with the proxy only
         let Held::Here(mut conn) = self.conns.remove(key) else {
             unreachable!("only a connection that is here is closed");
         };
@@ -601,6 +692,9 @@ impl Reactor {
             log::debug!("poller delete: {e}");
         }
         drop(conn);
+        if let Some(l) = &self.limit {
+            l.release(&self.poller);
+        }
         // A descriptor was freed: accepting may go on at once.
         self.accept.paused_until = None;
         let conns = &self.conns;
@@ -628,12 +722,16 @@ impl Reactor {
         if let Some(l) = self.listener.take() {
             let _ = self.poller.delete(&l);
         }
-        // Connections lent out are told when they come back (`put_back`).
+        // Connections lent out are told when they come back (`put_back`), and so are those queued
+        // to be lent: they may have a request not read yet.
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let Some(c) = here(&mut self.conns, key) else {
                 continue;
             };
+            if self.lent && c.queued {
+                continue;
+            }
             if c.is_idle() {
                 self.close(key);
             } else {

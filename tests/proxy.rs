@@ -47,6 +47,15 @@ fn proxy_server(
     })
 }
 
+/// For tests of what one loop shares between its clients (the upstream pool, failure marks):
+/// each shard of the sharded model has its own, as each nginx worker has, and the kernel picks
+/// the shard of each client connection. So the sharded model runs these with one shard.
+fn one_loop(cfg: &mut edgeserve::Config) {
+    if common::test_model() == edgeserve::Model::Sharded {
+        cfg.workers = 1;
+    }
+}
+
 /// A port on 127.0.0.1 where nothing listens (connections are refused).
 fn refused_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -631,7 +640,7 @@ fn unsolicited_100_continue_is_passed_before_the_final_answer() {
 fn upstream_connection_is_pooled_and_reused() {
     let site = site();
     let up = Upstream::start(|req| upstream::ok(format!("answer to {}", req.target)));
-    let server = proxy_server(&site, vec![route("/api", &[up.addr])], |_| {});
+    let server = proxy_server(&site, vec![route("/api", &[up.addr])], one_loop);
     let mut c = server.client();
     for i in 0..10 {
         let r = c.get(&format!("/api/one/{i}"));
@@ -969,6 +978,7 @@ fn failed_upstream_is_skipped_for_the_fail_timeout() {
     let a = refused_addr();
     let b = Upstream::start(|_| upstream::ok("b"));
     let server = proxy_server(&site, vec![route("/api", &[a, b.addr])], |cfg| {
+        one_loop(cfg);
         cfg.proxy_fail_timeout = Duration::from_millis(1000)
     });
     let t0 = Instant::now();
@@ -1652,7 +1662,7 @@ fn upstream_connection_close_or_http10_answer_is_not_pooled_and_the_client_stays
 fn client_connection_close_is_honoured_and_the_upstream_connection_kept() {
     let site = site();
     let up = Upstream::start(|_| upstream::ok("bye"));
-    let server = proxy_server(&site, vec![route("/api", &[up.addr])], |_| {});
+    let server = proxy_server(&site, vec![route("/api", &[up.addr])], one_loop);
     for i in 0..3 {
         let mut c = server.client();
         c.send(b"GET /api/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
@@ -2188,6 +2198,7 @@ fn pool_keeps_at_most_proxy_idle_connections_per_upstream() {
         )
     });
     let server = proxy_server(&site, vec![route("/api", &[up.addr])], |cfg| {
+        one_loop(cfg);
         cfg.proxy_idle = 2
     });
     // Five at once: five upstream connections.

@@ -178,8 +178,26 @@ impl Session {
         }
     }
 
+    /// Gives back a head [`Session::take_deferred`] took, when no worker could take it yet.
+    pub fn return_deferred(&mut self, head: Box<[u8]>) {
+        if let Phase::Deferred(d) = &mut self.phase {
+            d.head = Some(head);
+        }
+    }
+
+    /// A deferred request is still waiting to be handed to a worker.
+    pub fn has_unsent_deferred(&self) -> bool {
+        matches!(&self.phase, Phase::Deferred(d) if d.head.is_some())
+    }
+
     /// Answers the deferred request (`head`, for the access log) with the worker's reply.
-    pub fn finish_deferred(&mut self, head: &[u8], reply: Reply<'_>, out: &mut Output, ctx: &Ctx<'_>) {
+    pub fn finish_deferred(
+        &mut self,
+        head: &[u8],
+        reply: Reply<'_>,
+        out: &mut Output,
+        ctx: &Ctx<'_>,
+    ) {
         let Phase::Deferred(d) = &self.phase else {
             return;
         };

@@ -37,18 +37,23 @@ pub struct Worker {
     pools: Pools,
     dates: DateCache,
     cfg: Arc<Config>,
+    #[cfg(feature = "proxy")]
     poller: Arc<Poller>,
     #[cfg(feature = "proxy")]
     upstreams: Upstreams,
 }
 
 impl Worker {
-    pub fn new(cfg: &Arc<Config>, poller: &Arc<Poller>) -> Result<Worker, crate::Error> {
+    pub fn new(
+        cfg: &Arc<Config>,
+        #[allow(unused_variables)] poller: &Arc<Poller>,
+    ) -> Result<Worker, crate::Error> {
         Ok(Worker {
             app: App::new(cfg)?,
             pools: Pools::default(),
             dates: DateCache::default(),
             cfg: Arc::clone(cfg),
+            #[cfg(feature = "proxy")]
             poller: Arc::clone(poller),
             // The proxy is refused with these models (config): no routes, no upstreams.
             #[cfg(feature = "proxy")]
@@ -172,7 +177,9 @@ pub fn leader_followers(mut reactor: Reactor, workers: Vec<Worker>) -> io::Resul
         for t in threads {
             if let Ok(Err(e)) = t.join() {
                 // One leader failed in `wait`: stop the others too.
-                lock(&reactor).stop_flag().store(true, std::sync::atomic::Ordering::Relaxed);
+                lock(&reactor)
+                    .stop_flag()
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 let _ = poller.notify();
                 result = Err(e);
             }
@@ -182,7 +189,11 @@ pub fn leader_followers(mut reactor: Reactor, workers: Vec<Worker>) -> io::Resul
 }
 
 /// The leader's turn: wait until a connection is ready, and take it (`None`: shutdown is done).
-fn lead(reactor: &Mutex<Reactor>, poller: &Poller, events: &mut Events) -> io::Result<Option<Taken>> {
+fn lead(
+    reactor: &Mutex<Reactor>,
+    poller: &Poller,
+    events: &mut Events,
+) -> io::Result<Option<Taken>> {
     loop {
         let timeout = {
             let mut r = lock(reactor);

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgeserve::{Config, Server, ServerHandle};
+use edgeserve::{Config, Model, Server, ServerHandle};
 
 /// Socket timeout for reads and writes: long enough for a loaded 2-core machine, short enough
 /// that a hang fails the test quickly.
@@ -137,13 +137,26 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
 // The in-process server
 // ---------------------------------------------------------------------------------------------
 
-/// A config for tests: port 0, no access log, a short grace period.
+/// The server model the suites run under: `EDGESERVE_TEST_MODEL` (default `single`), so that
+/// `.ci/run` can run the same integration tests against every model.
+pub fn test_model() -> Model {
+    match std::env::var("EDGESERVE_TEST_MODEL") {
+        Ok(name) => Model::parse(&name)
+            .unwrap_or_else(|| panic!("EDGESERVE_TEST_MODEL: no model named {name:?}")),
+        Err(_) => Model::Single,
+    }
+}
+
+/// A config for tests: port 0, no access log, a short grace period, the model under test with
+/// two threads (more threads than this machine's cores would only hide ordering bugs less).
 pub fn test_config(root: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         root: root.to_path_buf(),
         access_log: edgeserve::config::AccessLog::Off,
         grace: Duration::from_secs(2),
+        model: test_model(),
+        workers: 2,
         ..Config::default()
     }
 }
@@ -288,6 +301,7 @@ impl BinaryServer {
             .arg("--root")
             .arg(root)
             .args(["--access-log", "off"])
+            .args(["--model", test_model().name(), "--workers", "2"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
