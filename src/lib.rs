@@ -38,6 +38,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use app::App;
 pub use config::{Config, Model};
+#[cfg(feature = "models")]
 use models::pooled::Worker;
 use reactor::Reactor;
 
@@ -77,9 +78,13 @@ pub struct Server {
 /// The loops and threads of a model, built (and their errors reported) before it runs.
 enum Plan {
     Single(Reactor),
+    #[cfg(feature = "models")]
     Sharded(Vec<Reactor>),
+    #[cfg(feature = "models")]
     Proactor(Reactor, models::proactor::Workers),
+    #[cfg(feature = "models")]
     ReactorPool(Reactor, Vec<Worker>),
+    #[cfg(feature = "models")]
     LeaderFollowers(Reactor, Vec<Worker>),
 }
 
@@ -126,6 +131,12 @@ impl Server {
                 "this build has no proxy (cargo feature \"proxy\")".into(),
             ));
         }
+        if cfg!(not(feature = "models")) && config.model != Model::Single {
+            return Err(Error::Config(format!(
+                "--model {}: this build has the single model only (cargo feature \"models\")",
+                config.model.name()
+            )));
+        }
         if !config.proxies.is_empty()
             && matches!(config.model, Model::ReactorPool | Model::LeaderFollowers)
         {
@@ -138,8 +149,8 @@ impl Server {
         let max_conns = config
             .max_conns
             .unwrap_or_else(|| default_max_conns(config.cache_entries));
-        let threads = config.threads();
         let cfg = Arc::new(config);
+        let _ = reuse_port; // only shards bind more listeners
         let reactor = |listener, max_conns| -> Result<Reactor, Error> {
             Ok(Reactor::new(
                 Arc::clone(&cfg),
@@ -150,10 +161,13 @@ impl Server {
         };
         let plan = match cfg.model {
             Model::Single => Plan::Single(reactor(listener, max_conns)?),
+            #[cfg(not(feature = "models"))]
+            _ => unreachable!("refused above"),
+            #[cfg(feature = "models")]
             Model::Sharded => {
                 let addr = listener.local_addr()?;
                 let mut listeners = vec![listener];
-                for _ in 1..threads {
+                for _ in 1..cfg.threads() {
                     let l = if reuse_port {
                         listen(addr, cfg.backlog, true).map_err(|e| Error::Bind(addr, e))?
                     } else {
@@ -174,15 +188,17 @@ impl Server {
                 shards[0].set_peers(peers);
                 Plan::Sharded(shards)
             }
+            #[cfg(feature = "models")]
             Model::ProactorPool => {
-                let (workers, link) = models::proactor::Workers::new(&cfg, threads)?;
+                let (workers, link) = models::proactor::Workers::new(&cfg, cfg.threads())?;
                 let mut r = reactor(listener, max_conns)?;
                 r.set_proactor(link);
                 Plan::Proactor(r, workers)
             }
+            #[cfg(feature = "models")]
             Model::ReactorPool | Model::LeaderFollowers => {
                 let r = reactor(listener, max_conns)?;
-                let workers = (0..threads)
+                let workers = (0..cfg.threads())
                     .map(|_| Worker::new(&cfg, &r.poller()))
                     .collect::<Result<Vec<_>, _>>()?;
                 if cfg.model == Model::ReactorPool {
@@ -198,20 +214,20 @@ impl Server {
     /// The loop that owns the signals (and whose address is the server's).
     fn first(&self) -> &Reactor {
         match &self.plan {
-            Plan::Single(r)
-            | Plan::Proactor(r, _)
-            | Plan::ReactorPool(r, _)
-            | Plan::LeaderFollowers(r, _) => r,
+            Plan::Single(r) => r,
+            #[cfg(feature = "models")]
+            Plan::Proactor(r, _) | Plan::ReactorPool(r, _) | Plan::LeaderFollowers(r, _) => r,
+            #[cfg(feature = "models")]
             Plan::Sharded(shards) => &shards[0],
         }
     }
 
     fn first_mut(&mut self) -> &mut Reactor {
         match &mut self.plan {
-            Plan::Single(r)
-            | Plan::Proactor(r, _)
-            | Plan::ReactorPool(r, _)
-            | Plan::LeaderFollowers(r, _) => r,
+            Plan::Single(r) => r,
+            #[cfg(feature = "models")]
+            Plan::Proactor(r, _) | Plan::ReactorPool(r, _) | Plan::LeaderFollowers(r, _) => r,
+            #[cfg(feature = "models")]
             Plan::Sharded(shards) => &mut shards[0],
         }
     }
@@ -222,6 +238,7 @@ impl Server {
 
     pub fn handle(&self) -> ServerHandle {
         match &self.plan {
+            #[cfg(feature = "models")]
             Plan::Sharded(shards) => ServerHandle {
                 loops: shards
                     .iter()
@@ -242,14 +259,18 @@ impl Server {
     pub fn run(self) -> io::Result<()> {
         match self.plan {
             Plan::Single(mut r) => r.run(),
+            #[cfg(feature = "models")]
             Plan::Sharded(shards) => models::sharded(shards),
+            #[cfg(feature = "models")]
             Plan::Proactor(mut r, workers) => {
                 let running = workers.spawn(r.config(), &r.poller())?;
                 let result = r.run();
                 running.stop();
                 result
             }
+            #[cfg(feature = "models")]
             Plan::ReactorPool(r, workers) => models::pooled::reactor_pool(r, workers),
+            #[cfg(feature = "models")]
             Plan::LeaderFollowers(r, workers) => models::pooled::leader_followers(r, workers),
         }
     }

@@ -1,5 +1,5 @@
 //! What differs between the server models, over real sockets: every model serves the same
-#![cfg(feature = "bench-routes")]
+#![cfg(all(feature = "models", feature = "bench-routes"))]
 //! answers; a blocking handler stalls a single loop but not a pool; full queues wait rather than
 //! fail; the bench routes. (The whole integration suite runs per model in `.ci/run` through
 //! `EDGESERVE_TEST_MODEL`.)
