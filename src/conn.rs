@@ -12,6 +12,8 @@ use std::time::Instant;
 
 #[cfg(feature = "proxy")]
 use polling::Poller;
+#[cfg(feature = "proxy")]
+use std::sync::{Mutex, MutexGuard};
 
 use crate::http::response::{Output, Reply};
 use crate::http::session::{Ctx, Handler, OUTPUT_HIGH_WATER, Session};
@@ -104,7 +106,9 @@ pub struct Env<'a> {
     #[cfg(feature = "proxy")]
     pub poller: &'a Poller,
     #[cfg(feature = "proxy")]
-    pub upstreams: &'a mut Upstreams,
+    /// Shared with the worker threads of the pooled models, hence the lock (uncontended in
+    /// the single-threaded ones). Taken per call, never across a call that takes it again.
+    pub upstreams: &'a Mutex<Upstreams>,
     /// This connection's slab key (the owner recorded for its upstream connection, the address
     /// of a deferred handler's reply).
     pub key: usize,
@@ -113,6 +117,13 @@ pub struct Env<'a> {
     pub draining: bool,
     /// The queue to the proactor's workers, when handlers run there.
     pub jobs: Option<&'a crate::models::proactor::Jobs>,
+}
+
+#[cfg(feature = "proxy")]
+impl Env<'_> {
+    pub fn upstreams(&self) -> MutexGuard<'_, Upstreams> {
+        self.upstreams.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub struct Conn {

@@ -137,15 +137,6 @@ impl Server {
                 config.model.name()
             )));
         }
-        if !config.proxies.is_empty()
-            && matches!(config.model, Model::ReactorPool | Model::LeaderFollowers)
-        {
-            // Their worker threads have no share in the upstream connections (see models::pooled).
-            return Err(Error::Config(format!(
-                "--proxy runs under the single, sharded and proactor-pool models, not {}",
-                config.model.name()
-            )));
-        }
         let max_conns = config
             .max_conns
             .unwrap_or_else(|| default_max_conns(config.cache_entries));
@@ -199,7 +190,7 @@ impl Server {
             Model::ReactorPool | Model::LeaderFollowers => {
                 let r = reactor(listener, max_conns)?;
                 let workers = (0..cfg.threads())
-                    .map(|_| Worker::new(&cfg, &r.poller()))
+                    .map(|_| Worker::new(&r))
                     .collect::<Result<Vec<_>, _>>()?;
                 if cfg.model == Model::ReactorPool {
                     Plan::ReactorPool(r, workers)

@@ -48,7 +48,7 @@ macro_rules! env {
             #[cfg(feature = "proxy")]
             poller: &$r.poller,
             #[cfg(feature = "proxy")]
-            upstreams: &mut $r.upstreams,
+            upstreams: &$r.upstreams,
             key: $key,
             draining: $r.draining_until.is_some(),
             jobs: $r.proactor.as_ref().map(|p| &*p.jobs),
@@ -82,6 +82,10 @@ pub enum Held {
         generation: u32,
         /// Its timer entry fired while it was away (the entry is gone; one must be pushed again).
         timer_fired: bool,
+        /// Readiness of its upstream connection that came while it was away (edge-triggered:
+        /// it would not come again).
+        #[cfg(feature = "proxy")]
+        upstream: (bool, bool),
     },
 }
 
@@ -159,7 +163,7 @@ pub struct Reactor {
     draining_until: Option<Instant>,
     routes: Vec<Route>,
     #[cfg(feature = "proxy")]
-    upstreams: Upstreams,
+    upstreams: Arc<std::sync::Mutex<Upstreams>>,
     /// Connections are driven by other threads (`reactor-pool`, `leader-followers`): an event
     /// queues the connection instead of driving it, and sockets are registered one-shot.
     lent: bool,
@@ -210,7 +214,11 @@ impl Reactor {
             draining_until: None,
             routes: cfg.proxies.clone(),
             #[cfg(feature = "proxy")]
-            upstreams: Upstreams::new(cfg.proxies.clone(), cfg.proxy_idle, cfg.proxy_fail_timeout),
+            upstreams: Arc::new(std::sync::Mutex::new(Upstreams::new(
+                cfg.proxies.clone(),
+                cfg.proxy_idle,
+                cfg.proxy_fail_timeout,
+            ))),
             cfg,
             lent: false,
             wake_at: None,
@@ -220,6 +228,17 @@ impl Reactor {
             stalled: VecDeque::new(),
             limit: None,
         })
+    }
+
+    #[cfg(feature = "proxy")]
+    fn upstreams(&self) -> std::sync::MutexGuard<'_, Upstreams> {
+        self.upstreams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The upstream pool, for the threads that drive lent connections.
+    #[cfg(feature = "proxy")]
+    pub fn shared_upstreams(&self) -> Arc<std::sync::Mutex<Upstreams>> {
+        Arc::clone(&self.upstreams)
     }
 
     /// Connections will be driven by other threads ([`Reactor::take_ready`]).
@@ -304,15 +323,22 @@ impl Reactor {
                     }
                 }
                 #[cfg(feature = "proxy")]
-                key if key >= UPSTREAM_KEYS => match self.upstreams.owner(key) {
-                    Some(client) => {
-                        if let Some(c) = here(&mut self.conns, client) {
+                key if key >= UPSTREAM_KEYS => {
+                    let owner = self.upstreams().owner(key);
+                    match owner.map(|client| (client, self.conns.get_mut(client))) {
+                        Some((client, Some(Held::Here(c)))) => {
                             c.upstream_ready(ev.readable, ev.writable);
                             self.drive(client, now);
                         }
+                        // Another thread drives the client now: it gets the news when back.
+                        Some((_, Some(Held::Away { upstream, .. }))) => {
+                            upstream.0 |= ev.readable;
+                            upstream.1 |= ev.writable;
+                        }
+                        Some((_, None)) => {}
+                        None => self.upstreams().idle_event(key, &self.poller),
                     }
-                    None => self.upstreams.idle_event(key, &self.poller),
-                },
+                }
                 key => {
                     if let Some(c) = here(&mut self.conns, key) {
                         c.readable |= ev.readable;
@@ -398,6 +424,8 @@ impl Reactor {
             let away = Held::Away {
                 generation,
                 timer_fired: false,
+                #[cfg(feature = "proxy")]
+                upstream: (false, false),
             };
             let Held::Here(mut conn) = std::mem::replace(&mut self.conns[key], away) else {
                 unreachable!("checked above");
@@ -424,9 +452,24 @@ impl Reactor {
             Some(Held::Away {
                 generation,
                 timer_fired,
-            }) if *generation == conn.generation && !self.finished => *timer_fired,
+                #[cfg(feature = "proxy")]
+                upstream,
+            }) if *generation == conn.generation && !self.finished => {
+                #[cfg(feature = "proxy")]
+                if *upstream != (false, false) {
+                    conn.upstream_ready(upstream.0, upstream.1);
+                    if next == Next::Wait {
+                        next = Next::Again;
+                    }
+                }
+                *timer_fired
+            }
             _ => {
                 // Shutdown finished while it was away.
+                #[cfg(feature = "proxy")]
+                if let Some(up) = conn.take_upstream() {
+                    self.upstreams().close(up, &self.poller);
+                }
                 let _ = self.poller.delete(&conn.sock);
                 return;
             }
@@ -576,6 +619,7 @@ impl Reactor {
                 Some(Held::Away {
                     generation: g,
                     timer_fired,
+                    ..
                 }) if *g == generation => {
                     // Another thread has it; it gets a fresh entry when it comes back.
                     *timer_fired = true;
@@ -686,7 +730,7 @@ impl Reactor {
         };
         #[cfg(feature = "proxy")]
         if let Some(up) = conn.take_upstream() {
-            self.upstreams.close(up, &self.poller);
+            self.upstreams().close(up, &self.poller);
         }
         if let Err(e) = self.poller.delete(&conn.sock) {
             log::debug!("poller delete: {e}");
@@ -744,16 +788,20 @@ impl Reactor {
 
 impl Drop for Reactor {
     fn drop(&mut self) {
+        #[cfg(feature = "proxy")]
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         for (_, held) in self.conns.iter_mut() {
             let Held::Here(c) = held else { continue };
             let _ = self.poller.delete(&c.sock);
             #[cfg(feature = "proxy")]
             if let Some(up) = c.take_upstream() {
-                self.upstreams.close(up, &self.poller);
+                upstreams.close(up, &self.poller);
             }
         }
         #[cfg(feature = "proxy")]
-        self.upstreams.clear(&self.poller);
+        upstreams.clear(&self.poller);
+        #[cfg(feature = "proxy")]
+        drop(upstreams);
         if let Some(l) = &self.listener {
             let _ = self.poller.delete(l);
         }

@@ -146,19 +146,4 @@ fn model_flags_are_checked() {
     assert!(err.contains("--model") && err.lines().count() == 1, "{err}");
     let (status, _, err) = run_binary(&["--workers", "0"]);
     assert_eq!(status.code(), Some(2), "{err}");
-    if cfg!(feature = "proxy") {
-        let (status, _, err) = run_binary(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--model",
-            "reactor-pool",
-            "--proxy",
-            "/api=127.0.0.1:9",
-        ]);
-        assert_eq!(status.code(), Some(2));
-        assert!(
-            err.contains("reactor-pool") && err.lines().count() == 1,
-            "{err}"
-        );
-    }
 }

@@ -141,8 +141,8 @@ impl Conn {
         let Some(r) = &mut self.relay else { return };
         if r.connecting() {
             if let Some(up) = r.up.take() {
-                env.upstreams.mark_down(up.lent.addr, env.ctx.now);
-                env.upstreams.close(up.lent, env.poller);
+                env.upstreams().mark_down(up.lent.addr, env.ctx.now);
+                env.upstreams().close(up.lent, env.poller);
             }
             r.failure = 504;
             self.connect_next(env);
@@ -210,8 +210,8 @@ impl Conn {
             Ok(Some(e)) | Err(e) => {
                 log::debug!("connect to {}: {e}", up.lent.addr);
                 let up = r.up.take().expect("checked above");
-                env.upstreams.mark_down(up.lent.addr, env.ctx.now);
-                env.upstreams.close(up.lent, env.poller);
+                env.upstreams().mark_down(up.lent.addr, env.ctx.now);
+                env.upstreams().close(up.lent, env.poller);
                 r.failure = 502;
                 self.connect_next(env);
                 None
@@ -427,7 +427,7 @@ impl Conn {
             Resp::Head if !r.sent && r.from_up.is_empty() => {
                 let up = r.up.take().expect("connected");
                 let (addr, reused) = (up.lent.addr, up.lent.reused);
-                env.upstreams.close(up.lent, env.poller);
+                env.upstreams().close(up.lent, env.poller);
                 // A pooled connection the upstream had closed: one retry on a fresh one, when
                 // repeating the request is safe.
                 if reused
@@ -470,7 +470,8 @@ impl Conn {
     /// Connects to the next upstream of the route, or fails the request when none is left.
     fn connect_next(&mut self, env: &mut Env<'_>) {
         let r = self.relay.as_deref_mut().expect("relay");
-        match env.upstreams.pick(r.route, &r.tried, env.ctx.now) {
+        let picked = env.upstreams().pick(r.route, &r.tried, env.ctx.now);
+        match picked {
             Some(addr) => self.connect_to(addr, true, env),
             None => self.fail(env),
         }
@@ -479,7 +480,8 @@ impl Conn {
     fn connect_to(&mut self, addr: SocketAddr, pooled_ok: bool, env: &mut Env<'_>) {
         let r = self.relay.as_deref_mut().expect("relay");
         r.tried.push(addr);
-        match env.upstreams.lend(addr, env.key, env.poller, pooled_ok) {
+        let lent = env.upstreams().lend(addr, env.key, env.poller, pooled_ok);
+        match lent {
             // A pooled connection has nothing to read until it is asked; a new one is writable
             // once connected.
             Ok(lent) => {
@@ -504,7 +506,7 @@ impl Conn {
             }
             Err(e) => {
                 log::debug!("connect to {addr}: {e}");
-                env.upstreams.mark_down(addr, env.ctx.now);
+                env.upstreams().mark_down(addr, env.ctx.now);
                 r.failure = 502;
                 self.connect_next(env);
             }
@@ -515,7 +517,7 @@ impl Conn {
     fn fail(&mut self, env: &mut Env<'_>) {
         let mut r = self.relay.take().expect("relay");
         if let Some(up) = r.up.take() {
-            env.upstreams.close(up.lent, env.poller);
+            env.upstreams().close(up.lent, env.poller);
         }
         self.ensure_out(env);
         self.session
@@ -526,7 +528,7 @@ impl Conn {
     fn abort(&mut self, env: &mut Env<'_>) {
         let mut r = self.relay.take().expect("relay");
         if let Some(up) = r.up.take() {
-            env.upstreams.close(up.lent, env.poller);
+            env.upstreams().close(up.lent, env.poller);
         }
         self.session
             .forward_aborted(&env.ctx, r.status, r.bytes, &r.name());
@@ -542,9 +544,9 @@ impl Conn {
                 && r.from_up.is_empty()
                 && (!up.readable || drained(&up.lent.sock));
             if clean && !self.session.forward_body_pending() {
-                env.upstreams.put_idle(up.lent, env.poller);
+                env.upstreams().put_idle(up.lent, env.poller);
             } else {
-                env.upstreams.close(up.lent, env.poller);
+                env.upstreams().close(up.lent, env.poller);
             }
         }
         self.session

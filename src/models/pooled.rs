@@ -40,24 +40,21 @@ pub struct Worker {
     #[cfg(feature = "proxy")]
     poller: Arc<Poller>,
     #[cfg(feature = "proxy")]
-    upstreams: Upstreams,
+    upstreams: Arc<Mutex<Upstreams>>,
 }
 
 impl Worker {
-    pub fn new(
-        cfg: &Arc<Config>,
-        #[allow(unused_variables)] poller: &Arc<Poller>,
-    ) -> Result<Worker, crate::Error> {
+    pub fn new(reactor: &Reactor) -> Result<Worker, crate::Error> {
+        let cfg = reactor.config();
         Ok(Worker {
             app: App::new(cfg)?,
             pools: Pools::default(),
             dates: DateCache::default(),
             cfg: Arc::clone(cfg),
             #[cfg(feature = "proxy")]
-            poller: Arc::clone(poller),
-            // The proxy is refused with these models (config): no routes, no upstreams.
+            poller: reactor.poller(),
             #[cfg(feature = "proxy")]
-            upstreams: Upstreams::new(Vec::new(), 0, cfg.proxy_fail_timeout),
+            upstreams: reactor.shared_upstreams(),
         })
     }
 
@@ -69,7 +66,7 @@ impl Worker {
                 date: self.dates.http(),
                 log_date: self.dates.clf(),
                 limits: &self.cfg.limits,
-                routes: &[],
+                routes: &self.cfg.proxies,
                 defer: false,
             },
             handler: &mut self.app,
@@ -78,7 +75,7 @@ impl Worker {
             #[cfg(feature = "proxy")]
             poller: &self.poller,
             #[cfg(feature = "proxy")]
-            upstreams: &mut self.upstreams,
+            upstreams: &self.upstreams,
             key: t.key,
             draining: t.draining,
             jobs: None,

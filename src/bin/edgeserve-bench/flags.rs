@@ -59,7 +59,9 @@ impl Flags {
 /// `500ms`, `5s`, `1m`, `2h`, or a bare number of seconds (as the server's flags).
 pub fn duration(flag: &str, s: &str) -> Result<Duration, String> {
     let bad = || format!("{flag}: expected a time such as 500ms, 5s or 1m, got {s:?}");
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
@@ -80,7 +82,9 @@ pub fn duration(flag: &str, s: &str) -> Result<Duration, String> {
 pub fn number(flag: &str, s: &str, min: u64, max: u64) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!("{flag}: expected a number from {min} to {max}, got {s:?}")),
+        _ => Err(format!(
+            "{flag}: expected a number from {min} to {max}, got {s:?}"
+        )),
     }
 }
 

@@ -123,7 +123,8 @@ pub struct Report {
 }
 
 /// The percentiles every report shows, with their JSON keys.
-const PERCENTILES: [(f64, &str); 4] = [(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99_9")];
+const PERCENTILES: [(f64, &str); 4] =
+    [(50.0, "p50"), (90.0, "p90"), (99.0, "p99"), (99.9, "p99_9")];
 
 impl Report {
     /// Correct answers per second: errors do not count as throughput.
@@ -153,10 +154,14 @@ impl Report {
             None => "closed loop".to_string(),
         };
         let mut out = String::new();
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         let _ = writeln!(
             out,
-            "{}: {} connections, {} threads, pipeline {}, {mode}",
-            self.url, self.connections, self.threads, self.pipeline
+            "{}: {}, {}, pipeline {}, {mode}",
+            self.url,
+            plural(self.connections, "connection"),
+            plural(self.threads, "thread"),
+            self.pipeline
         );
         let _ = writeln!(
             out,
@@ -187,12 +192,20 @@ impl Report {
         );
         let mut lat = String::new();
         for (p, key) in PERCENTILES {
-            let _ = write!(lat, "{} {}  ", key.replace('_', "."), human_us(self.percentile_us(p)));
+            let _ = write!(
+                lat,
+                "{} {}  ",
+                key.replace('_', "."),
+                human_us(self.percentile_us(p))
+            );
         }
         let _ = writeln!(lat, "max {}", human_us(s.hist.max()));
         let _ = write!(out, "  latency     {lat}");
         if s.stalled {
-            let _ = writeln!(out, "  stopped early: no response for longer than the timeout");
+            let _ = writeln!(
+                out,
+                "  stopped early: no response for longer than the timeout"
+            );
         }
         out
     }
@@ -206,7 +219,12 @@ impl Report {
         for (p, key) in PERCENTILES {
             let _ = write!(lat, "\"{key}\":{},", self.percentile_us(p));
         }
-        let _ = write!(lat, "\"max\":{},\"mean\":{:.1}", s.hist.max(), s.hist.mean());
+        let _ = write!(
+            lat,
+            "\"max\":{},\"mean\":{:.1}",
+            s.hist.max(),
+            s.hist.mean()
+        );
         format!(
             concat!(
                 "{{\"url\":\"{}\",\"connections\":{},\"threads\":{},\"pipeline\":{},\"rate\":{},",
@@ -284,13 +302,17 @@ mod tests {
 
     #[test]
     fn merge_adds_everything() {
-        let mut a = Stats::default();
-        a.correct = 2;
+        let mut a = Stats {
+            correct: 2,
+            ..Stats::default()
+        };
         a.record(Duration::from_micros(100));
         a.record(Duration::from_micros(300));
         a.errors.count(ErrorKind::Status);
-        let mut b = Stats::default();
-        b.correct = 1;
+        let mut b = Stats {
+            correct: 1,
+            ..Stats::default()
+        };
         b.record(Duration::from_millis(2));
         b.errors.count(ErrorKind::Connect);
         a.merge(&b);

@@ -25,7 +25,9 @@ impl Target {
             None => (rest, "/".to_string()),
         };
         if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(format!("--url {url:?}: the path has spaces or control characters"));
+            return Err(format!(
+                "--url {url:?}: the path has spaces or control characters"
+            ));
         }
         let (ip, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (ip, after) = v6
