@@ -2,18 +2,22 @@
 # Validates edgeserve-bench against wrk: the same server, URL, connections and duration, run
 # alternately (wrk, edgeserve-bench, wrk, edgeserve-bench) so that drift on a noisy machine hits
 # both, and prints each run's requests/s and the ratio of the means. Target: within 10% of wrk.
+# The URL (4th argument) defaults to /_bench/cpu?us=20, where the server's CPU is the limit, so
+# both tools measure the server; on /hello.txt a single wrk thread runs out of CPU before the
+# server does, and the ratio then compares the clients instead.
 # The server is pinned to CPU 0 and the client (either one, one thread) to CPU 1 when taskset
 # exists; each run also shows how busy both CPUs were, which tells whose CPU was the limit.
 # A ratio above 1.10 with the client CPU saturated under wrk means edgeserve-bench is the cheaper
 # client, not that it over-counts (its count matches the server's access log to within the
 # requests in flight at the deadline). Exits 1 when wrk is missing, when edgeserve-bench reports
 # errors, or when it is more than 10% below wrk.
-# Usage: examples/bench/validate-wrk.sh [SECONDS=5] [CONNECTIONS=50] [ROUNDS=2]
+# Usage: examples/bench/validate-wrk.sh [SECONDS=5] [CONNECTIONS=50] [ROUNDS=2] [PATH]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-5}
 conns=${2:-50}
 rounds=${3:-2}
+path=${4:-/_bench/cpu?us=20}
 
 if ! command -v wrk >/dev/null; then
   echo "wrk is not installed; install it with: sudo apt-get install -y wrk" >&2
@@ -37,7 +41,7 @@ for cpu in 0 1; do
 done
 
 log=$(mktemp)
-${on[0]} "$server" --listen 127.0.0.1:0 --access-log off examples/www >/dev/null 2>"$log" &
+${on[0]} "$server" --listen 127.0.0.1:0 --access-log off --bench-routes examples/www >/dev/null 2>"$log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$log" "$log.out"' EXIT
 
@@ -51,7 +55,7 @@ if [ -z "$port" ]; then
   echo "the server did not start: $(tail -n 1 "$log")" >&2
   exit 1
 fi
-url=http://127.0.0.1:$port/hello.txt
+url=http://127.0.0.1:$port$path
 echo "server pid $pid on CPU 0, $url; client on CPU 1, $conns connections, ${secs}s, $rounds rounds"
 
 # `busy CMD...`: runs CMD, then sets $cpu_busy to "cpu0 N% cpu1 N%" over its run (/proc/stat).
