@@ -26,14 +26,18 @@ enum Workload {
     Cpu,
     /// A 5 ms blocking call per request: what a single loop cannot hide.
     Sleep,
+    /// The small file through the reverse proxy, from an upstream edgeserve (single model, on
+    /// the client's CPUs): two hops of socket work per request.
+    Proxy,
 }
 
 impl Workload {
-    const ALL: [Workload; 4] = [
+    const ALL: [Workload; 5] = [
         Workload::Small,
         Workload::Large,
         Workload::Cpu,
         Workload::Sleep,
+        Workload::Proxy,
     ];
 
     fn name(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Workload {
             Workload::Large => "large",
             Workload::Cpu => "cpu",
             Workload::Sleep => "sleep",
+            Workload::Proxy => "proxy",
         }
     }
 
@@ -51,6 +56,7 @@ impl Workload {
             Workload::Large => "/large.bin",
             Workload::Cpu => "/_bench/cpu?us=100",
             Workload::Sleep => "/_bench/sleep?ms=5",
+            Workload::Proxy => "/up/small.txt",
         }
     }
 }
@@ -60,6 +66,10 @@ impl Workload {
 /// 5 ms request it had read (about 5 s per model), and each cell starts and stops a server.
 const DEFAULT_DURATION: Duration = Duration::from_millis(250);
 const DEFAULT_CONNECTIONS: [usize; 4] = [1, 16, 128, 1024];
+/// Threads per multi-threaded model unless `--workers` says otherwise. Not the server's own
+/// default (the CPUs it may run on, which here is the server's half of the machine): a pool
+/// sized to the cores cannot hide a blocking handler, and that is what pools are for.
+const DEFAULT_WORKERS: usize = 8;
 const SMALL_SIZE: usize = 100;
 const LARGE_SIZE: usize = 1024 * 1024;
 
@@ -69,7 +79,7 @@ struct Plan {
     workloads: Vec<Workload>,
     connections: Vec<usize>,
     duration: Duration,
-    workers: Option<usize>,
+    workers: usize,
     server_cpus: Vec<usize>,
     client_cpus: Vec<usize>,
     out: PathBuf,
@@ -111,16 +121,38 @@ pub fn main(args: Vec<String>) -> Result<(), Failure> {
 
     let total = plan.models.len() * plan.workloads.len() * plan.connections.len();
     eprintln!(
-        "edgeserve-bench compare: {total} cells of {:.1} s, server on CPUs {}, client on CPUs {}",
-        plan.duration.as_secs_f64(),
+        "edgeserve-bench compare: {total} cells of {} ms, {} threads per multi-threaded model, server on CPUs {}, client on CPUs {}",
+        plan.duration.as_millis(),
+        plan.workers,
         cpus::format(&plan.server_cpus),
         cpus::format(&plan.client_cpus)
     );
+    // The proxy workload's upstream: one for the whole run, on the client's CPUs.
+    let mut upstream = None;
+    if plan.workloads.contains(&Workload::Proxy) {
+        let spec = server::Spec {
+            binary: &plan.server,
+            model: "single",
+            workers: None,
+            root: root.path(),
+            cpus: &plan.client_cpus,
+            extra: &[],
+        };
+        upstream = Some(server::start(&spec).map_err(|e| Failure::Run(format!("upstream: {e}")))?);
+    }
+    let upstream_port = upstream.as_ref().map(|u| u.port);
     let mut rows = Vec::with_capacity(total);
     for &model in &plan.models {
         for &workload in &plan.workloads {
             for &connections in &plan.connections {
-                let row = cell(&plan, root.path(), model, workload, connections);
+                let row = cell(
+                    &plan,
+                    root.path(),
+                    model,
+                    workload,
+                    connections,
+                    upstream_port,
+                );
                 let result = match &row.measured {
                     Some(m) if m.errors > 0 => {
                         format!("{:.0} req/s, {} errors", m.requests_per_s, m.errors)
@@ -139,6 +171,9 @@ pub fn main(args: Vec<String>) -> Result<(), Failure> {
         }
     }
 
+    if let Some(mut up) = upstream {
+        up.stop();
+    }
     let csv_path = plan.out.join("results.csv");
     let svg_path = plan.out.join("chart.svg");
     std::fs::write(&csv_path, csv(&rows))
@@ -158,7 +193,7 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
     let mut connections = DEFAULT_CONNECTIONS.to_vec();
     let mut duration = DEFAULT_DURATION;
     let mut long = false;
-    let mut workers = None;
+    let mut workers = DEFAULT_WORKERS;
     let mut server_cpus = None;
     let mut client_cpus = None;
     let mut out = PathBuf::from("bench-out");
@@ -183,7 +218,7 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
                         .find(|w| w.name() == s)
                         .ok_or_else(|| {
                             format!(
-                                "{flag}: unknown workload {s:?} (expected small, large, cpu, sleep)"
+                                "{flag}: unknown workload {s:?} (expected small, large, cpu, sleep, proxy)"
                             )
                         })
                 })?;
@@ -198,9 +233,7 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
                 f.no_value(&flag)?;
                 long = true;
             }
-            "--workers" => {
-                workers = Some(flags::number(&flag, &f.value(&flag)?, 1, 1024)? as usize)
-            }
+            "--workers" => workers = flags::number(&flag, &f.value(&flag)?, 1, 1024)? as usize,
             "--server-cpus" => server_cpus = Some(cpus::parse(&flag, &f.value(&flag)?)?),
             "--client-cpus" => client_cpus = Some(cpus::parse(&flag, &f.value(&flag)?)?),
             "--out" => out = PathBuf::from(f.value(&flag)?),
@@ -232,7 +265,14 @@ fn parse(args: Vec<String>) -> Result<Plan, String> {
 }
 
 /// One measurement on a fresh server.
-fn cell(plan: &Plan, root: &Path, model: Model, workload: Workload, connections: usize) -> Row {
+fn cell(
+    plan: &Plan,
+    root: &Path,
+    model: Model,
+    workload: Workload,
+    connections: usize,
+    upstream_port: Option<u16>,
+) -> Row {
     let mut row = Row {
         model: model.name(),
         workload,
@@ -240,12 +280,19 @@ fn cell(plan: &Plan, root: &Path, model: Model, workload: Workload, connections:
         measured: None,
         notes: Vec::new(),
     };
+    let extra = match (workload, upstream_port) {
+        (Workload::Proxy, Some(port)) => {
+            vec!["--proxy".to_string(), format!("/up=127.0.0.1:{port}")]
+        }
+        _ => Vec::new(),
+    };
     let spec = server::Spec {
         binary: &plan.server,
         model: model.name(),
-        workers: plan.workers,
+        workers: Some(plan.workers),
         root,
         cpus: &plan.server_cpus,
+        extra: &extra,
     };
     let mut running = match server::start(&spec) {
         Ok(r) => r,
@@ -453,6 +500,8 @@ impl DocRoot {
         let mut small = b"edgeserve-bench small file: ".repeat(4);
         small.resize(SMALL_SIZE - 1, b'.');
         small.push(b'\n');
+        std::fs::create_dir_all(root.path.join("up"))?;
+        std::fs::write(root.path.join("up/small.txt"), &small)?;
         std::fs::write(root.path.join("small.txt"), small)?;
         // Not all zeros, so nothing along the way can get away with compressing it.
         let large: Vec<u8> = (0..LARGE_SIZE).map(|i| (i * 7 % 251) as u8).collect();

@@ -41,11 +41,11 @@ run: drive one URL and report requests/s, errors by kind and latency percentiles
 compare: start the server in each model and measure it under each workload
   --server PATH          the edgeserve binary                      [next to this one]
   --models LIST          single,proactor-pool,reactor-pool,sharded,leader-followers [all]
-  --workloads LIST       small,large,cpu,sleep                     [all]
+  --workloads LIST       small,large,cpu,sleep,proxy               [all]
   --connections LIST     connection counts                         [1,16,128,1024]
   --duration T           per cell                                  [250ms]
   --long                 ten times the duration
-  --workers N            passed to the server as --workers
+  --workers N            threads of the multi-threaded models        [8]
   --server-cpus LIST     CPUs for the server (0,2-3)               [first half]
   --client-cpus LIST     CPUs for the load generator               [second half]
   --out DIR              where results.csv and chart.svg go        [bench-out]

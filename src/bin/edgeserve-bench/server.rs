@@ -27,6 +27,8 @@ pub struct Spec<'a> {
     pub workers: Option<usize>,
     pub root: &'a Path,
     pub cpus: &'a [usize],
+    /// More server flags (the proxy route).
+    pub extra: &'a [String],
 }
 
 pub struct Running {
@@ -63,6 +65,7 @@ pub fn start(spec: &Spec<'_>) -> Result<Running, String> {
         cmd.arg("--workers").arg(w.to_string());
     }
     cmd.arg("--bench-routes")
+        .args(spec.extra)
         .arg(spec.root)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
