@@ -658,6 +658,40 @@ mod tests {
         assert!(closed);
     }
 
+    /// The proactor's path: a head is handed out, later requests wait behind it unread, and the
+    /// reply, when it comes, is framed and followed by the next request exactly as inline.
+    #[test]
+    fn deferred_requests_are_answered_in_order_with_the_same_bytes() {
+        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (inline, _) = run(&[input]);
+        let limits = Limits::default();
+        let mut ctx = ctx(&limits);
+        ctx.defer = true;
+        let (mut s, mut out, mut buf) = (Session::new(None), Output::default(), input.to_vec());
+        let mut answered = 0;
+        for _ in 0..10 {
+            let n = s.feed(&buf, &mut out, &mut Echo, &ctx);
+            buf.drain(..n);
+            let Some(head) = s.take_deferred() else { break };
+            assert!(s.is_deferred() && s.in_request(buf.len()));
+            assert!(s.take_deferred().is_none(), "a head is handed out once");
+            // Nothing more is consumed while the answer is out.
+            assert_eq!(s.feed(&buf, &mut out, &mut Echo, &ctx), 0);
+            let req = request::parse(&head, 64).unwrap();
+            s.finish_deferred(&head, Echo.handle(&req, ctx.now), &mut out, &ctx);
+            answered += 1;
+        }
+        assert_eq!(
+            answered, 3,
+            "the HTTP/1.0 request closes: the fourth is never read"
+        );
+        assert!(s.is_closed());
+        assert_eq!(
+            String::from_utf8_lossy(&out.buf),
+            String::from_utf8_lossy(&inline)
+        );
+    }
+
     #[test]
     fn leading_empty_lines_are_skipped() {
         let (out, _) = run(&[b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n"]);
