@@ -493,15 +493,6 @@ impl Reactor {
         if next != Next::Close {
             self.set_timer(key, now);
         }
-        if timer_fired
-            && let Some(c) = here(&mut self.conns, key)
-            && c.scheduled.is_none()
-        {
-            let deadline = c.deadline;
-            c.scheduled = Some(deadline);
-            self.timers.push(deadline, key, c.generation);
-            self.wake_for(deadline);
-        }
         let accept_waits = next == Next::Close && self.accept.ready;
         if !self.ready.is_empty() || self.draining_until.is_some() || accept_waits {
             // The waiting thread must come and hand it out (or accept the connection waiting for
@@ -591,6 +582,14 @@ impl Reactor {
         };
         let kind = c.timer_kind();
         if kind == c.timer && !c.wrote {
+            // The deadline stands. If its entry is gone (it fired while the connection was lent
+            // out or queued), push it again: a deadline already past fires on the next turn.
+            if c.scheduled.is_none() {
+                let deadline = c.deadline;
+                c.scheduled = Some(deadline);
+                self.timers.push(deadline, key, c.generation);
+                self.wake_for(deadline);
+            }
             return;
         }
         c.timer = kind;
@@ -636,18 +635,27 @@ impl Reactor {
                 continue;
             }
             c.scheduled = None;
+            if self.lent && c.queued {
+                // Readiness came in time and a thread will drive it; its deadline is settled
+                // when it is handed back (`put_back` -> `set_timer`).
+                continue;
+            }
             match c.timer {
                 TimerKind::Request => {
                     log::debug!("request timeout on connection {key}");
                     let mut env = env!(self, now, key);
                     c.request_timed_out(&mut env);
                     c.writable = true;
+                    c.wrote = true; // what follows gets a deadline from now
                     self.drive(key, now);
                 }
                 #[cfg(feature = "proxy")]
                 TimerKind::Connect | TimerKind::Upstream => {
                     let mut env = env!(self, now, key);
                     c.upstream_timed_out(&mut env);
+                    // The next upstream (failover) or the error answer gets a deadline of its
+                    // own, though the timer kind may stay the same.
+                    c.wrote = true;
                     self.drive(key, now);
                 }
                 #[cfg(not(feature = "proxy"))]

@@ -135,7 +135,10 @@ pub fn reactor_pool(mut reactor: Reactor, workers: Vec<Worker>) -> io::Result<()
                 lock(&reactor).after_wait(&events);
             }
         })();
-        queue.close();
+        // Connections still queued go back to the finished reactor, which closes them.
+        for t in queue.close() {
+            lock(&reactor).put_back(t, Next::Close);
+        }
         result
     })
 }

@@ -164,8 +164,10 @@ pub struct Running {
 }
 
 impl Running {
+    /// Drops the requests no worker has started (their connections are closed) and waits for
+    /// the handlers running now.
     pub fn stop(self) {
-        self.jobs.close();
+        drop(self.jobs.close());
         for t in self.threads {
             let _ = t.join();
         }

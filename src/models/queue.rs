@@ -61,10 +61,15 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Wakes every waiting `pop`; items already queued are still handed out.
-    pub fn close(&self) {
-        self.lock().closed = true;
+    /// Wakes every waiting `pop` and returns what was still queued: after a shutdown nobody
+    /// waits for those answers.
+    pub fn close(&self) -> Vec<T> {
+        let mut q = self.lock();
+        q.closed = true;
+        let left = q.items.drain(..).collect();
+        drop(q);
         self.ready.notify_all();
+        left
     }
 }
 
@@ -80,9 +85,8 @@ mod tests {
         assert_eq!(q.try_push(3), Err(3));
         assert!(!q.has_room());
         assert_eq!(q.pop(), Some(1));
-        q.close();
+        assert_eq!(q.close(), vec![2]);
         assert_eq!(q.try_push(4), Err(4));
-        assert_eq!(q.pop(), Some(2));
         assert_eq!(q.pop(), None);
     }
 }
