@@ -324,7 +324,16 @@ impl Reactor {
                 }
                 #[cfg(feature = "proxy")]
                 key if key >= UPSTREAM_KEYS => {
-                    let owner = self.upstreams().owner(key);
+                    // Owner and idle handling under one lock: a worker may lend the connection
+                    // out the moment the lock is released.
+                    let owner = {
+                        let mut ups = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+                        let owner = ups.owner(key);
+                        if owner.is_none() {
+                            ups.idle_event(key, &self.poller);
+                        }
+                        owner
+                    };
                     match owner.map(|client| (client, self.conns.get_mut(client))) {
                         Some((client, Some(Held::Here(c)))) => {
                             c.upstream_ready(ev.readable, ev.writable);
@@ -335,8 +344,7 @@ impl Reactor {
                             upstream.0 |= ev.readable;
                             upstream.1 |= ev.writable;
                         }
-                        Some((_, None)) => {}
-                        None => self.upstreams().idle_event(key, &self.poller),
+                        Some((_, None)) | None => {}
                     }
                 }
                 key => {
@@ -701,6 +709,9 @@ impl Reactor {
                     // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
                     if let Err(e) = unsafe { self.poller.add_with_mode(&sock, ev, mode) } {
                         log::error!("cannot watch a new connection: {e}");
+                        if let Some(l) = &self.limit {
+                            l.release(&self.poller);
+                        }
                         continue;
                     }
                     self.next_generation = self.next_generation.wrapping_add(1);

@@ -1,7 +1,8 @@
 //! `proactor-pool` (half-sync/half-async): the loop does every socket read and write; a complete
 //! request head goes through a bounded queue to a worker thread, which runs the handler (resolve,
 //! open, stat, plan the reply) and hands the reply back, waking the loop with `Poller::notify`.
-//! Workers never touch a socket. A full queue answers 503 at once rather than queue more.
+//! Workers never touch a socket. When the queue is full a request waits, unread input behind it,
+//! on its connection (the reactor's `stalled` list) until workers have replied to others.
 
 use std::fs::File;
 use std::io;
@@ -18,7 +19,7 @@ use crate::http::request;
 use crate::http::response::{Body, Reply};
 use crate::http::session::Handler;
 
-/// Requests waiting for a worker, per worker, before new ones get 503.
+/// Requests queued for the workers, per worker; more wait on their connections.
 const QUEUED_PER_WORKER: usize = 64;
 
 /// A request head for a worker, addressed to its connection.
