@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, Site, TestServer, run_binary};
+use common::{Client, Site, TestServer, model_server, run_binary};
 use edgeserve::Model;
 
 const HELLO: &[u8] = b"Hello, World!\n";
@@ -20,21 +20,12 @@ fn site() -> Site {
     site
 }
 
-fn server(site: &Site, model: Model, tweak: impl FnOnce(&mut edgeserve::Config)) -> TestServer {
-    TestServer::with(site, |cfg| {
-        cfg.model = model;
-        cfg.workers = 2;
-        cfg.bench_routes = true;
-        tweak(cfg);
-    })
-}
-
 #[test]
 fn every_model_answers_concurrent_pipelined_clients_in_order() {
     let site = site();
     let big = std::fs::read(site.root().join("big.bin")).unwrap();
     for model in Model::ALL {
-        let server = server(&site, model, |_| {});
+        let server = model_server(&site, model, |_| {});
         std::thread::scope(|s| {
             for t in 0..6 {
                 let (addr, big) = (server.addr, &big);
@@ -71,7 +62,7 @@ fn a_blocking_handler_stalls_a_single_loop_but_not_a_pool() {
         Model::ReactorPool,
         Model::LeaderFollowers,
     ] {
-        let server = server(&site, model, |_| {});
+        let server = model_server(&site, model, |_| {});
         let mut slow = server.client();
         let mut fast = server.client();
         // Both connections are accepted and served once before the test proper.
@@ -103,7 +94,7 @@ fn a_blocking_handler_stalls_a_single_loop_but_not_a_pool() {
 #[test]
 fn proactor_requests_beyond_the_queue_wait_and_are_all_answered() {
     let site = site();
-    let server = server(&site, Model::ProactorPool, |cfg| cfg.workers = 1);
+    let server = model_server(&site, Model::ProactorPool, |cfg| cfg.workers = 1);
     let mut clients: Vec<Client> = (0..200).map(|_| server.client()).collect();
     for c in &mut clients {
         c.send(b"GET /_bench/sleep?ms=1 HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -123,7 +114,7 @@ fn bench_routes_are_off_by_default_and_check_their_query() {
     let site = site();
     let off = TestServer::with(&site, |_| {});
     assert_eq!(common::get(off.addr, "/_bench/cpu?us=10").status, 404);
-    let on = server(&site, Model::Single, |_| {});
+    let on = model_server(&site, Model::Single, |_| {});
     let status = |path: &str| common::get(on.addr, path).status;
     assert_eq!(status("/_bench/cpu?us=10"), 200);
     assert_eq!(status("/_bench/sleep?ms=1"), 200);

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use common::{Client, Site, TestServer};
+#[cfg(feature = "proxy")]
+use common::blackhole;
+use common::{Client, Site, model_server};
 use edgeserve::Model;
 
 const HELLO: &[u8] = b"Hello, World!\n";
@@ -19,15 +18,6 @@ fn site() -> Site {
     let site = Site::new("models-stress");
     site.write("hello.txt", HELLO);
     site
-}
-
-fn server(site: &Site, model: Model, tweak: impl FnOnce(&mut edgeserve::Config)) -> TestServer {
-    TestServer::with(site, |cfg| {
-        cfg.model = model;
-        cfg.workers = 2;
-        cfg.bench_routes = true;
-        tweak(cfg);
-    })
 }
 
 /// Reads one whole response within `limit`: `Ok((status, body))`, or what happened instead
@@ -47,44 +37,6 @@ fn response_within(c: &mut Client, limit: Duration) -> Result<(u16, Vec<u8>), St
 // Upstream connect timeouts
 // -------------------------------------------------------------------------------------------
 
-/// A listener whose accept queue is full, so a new connection's SYN goes unanswered.
-#[cfg(feature = "proxy")]
-struct Blackhole {
-    addr: SocketAddr,
-    _listener: TcpListener,
-    _fillers: Vec<TcpStream>,
-}
-
-#[cfg(feature = "proxy")]
-fn blackhole() -> Blackhole {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    // Linux lets listen(2) be called again to change the backlog: 0 queues one connection.
-    // SAFETY: listen(2) on a descriptor the listener owns.
-    let r = unsafe { libc::listen(listener.as_raw_fd(), 0) };
-    assert_eq!(r, 0, "listen: {}", io::Error::last_os_error());
-    let addr = listener.local_addr().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(s) => fillers.push(s),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                return Blackhole {
-                    addr,
-                    _listener: listener,
-                    _fillers: fillers,
-                };
-            }
-            Err(e) => panic!("filling the accept queue: {e}"),
-        }
-    }
-    panic!("could not fill the accept queue of a listen(0) socket");
-}
-
 /// Two upstreams that never answer the handshake: the first connect times out and the relay
 /// fails over to the second. That second connect must be bounded by the connect timeout too,
 /// and the client gets its 504. (The timer kind stays `Connect` across the failover, so
@@ -96,7 +48,7 @@ fn connect_timeout_after_a_failover_still_fires() {
     let (a, b) = (blackhole(), blackhole());
     let mut failures = Vec::new();
     for model in Model::ALL {
-        let server = server(&site, model, |cfg| {
+        let server = model_server(&site, model, |cfg| {
             cfg.proxies = vec![edgeserve::config::Route {
                 prefix: "/api".into(),
                 upstreams: vec![a.addr, b.addr],
@@ -139,7 +91,7 @@ fn a_request_that_came_in_time_is_not_closed_by_the_idle_timer_while_queued() {
         Model::LeaderFollowers,
         Model::ProactorPool,
     ] {
-        let server = server(&site, model, |cfg| {
+        let server = model_server(&site, model, |cfg| {
             cfg.workers = 1;
             cfg.idle_timeout = Duration::from_millis(800);
         });
@@ -178,7 +130,7 @@ fn a_request_that_came_in_time_is_not_closed_by_the_idle_timer_while_queued() {
 fn resets_while_a_handler_runs_free_their_connection_slots() {
     let site = site();
     for model in Model::ALL {
-        let server = server(&site, model, |cfg| cfg.max_conns = Some(2));
+        let server = model_server(&site, model, |cfg| cfg.max_conns = Some(2));
         for round in 0..6 {
             let mut gone = server.client();
             gone.send(b"GET /_bench/sleep?ms=100 HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -219,7 +171,7 @@ fn the_end_of_the_grace_period_does_not_wait_for_queued_handlers() {
     let site = site();
     let mut failures = Vec::new();
     for model in [Model::ProactorPool, Model::ReactorPool] {
-        let server = server(&site, model, |cfg| {
+        let server = model_server(&site, model, |cfg| {
             cfg.workers = 1;
             cfg.grace = Duration::from_millis(300);
         });

@@ -11,11 +11,10 @@ mod common;
 mod upstream;
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use common::{BinaryServer, Client, Response, Site, TestServer, assert_same_bytes};
+use common::{BinaryServer, Client, Response, Site, TestServer, assert_same_bytes, blackhole};
 use edgeserve::config::Route;
 use upstream::{Action, Options, Request, Step, Upstream};
 
@@ -879,42 +878,6 @@ fn refused_upstreams_give_502_quickly_and_the_connection_stays_usable() {
         let r = c.get("/hello.txt");
         assert_eq!((r.status, r.body.as_slice()), (200, HELLO), "round {i}");
     }
-}
-
-/// A listener whose accept queue is full, so a new connection's SYN goes unanswered.
-struct Blackhole {
-    addr: SocketAddr,
-    _listener: TcpListener,
-    _fillers: Vec<TcpStream>,
-}
-
-fn blackhole() -> Blackhole {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    // Linux lets listen(2) be called again to change the backlog: 0 queues one connection.
-    // SAFETY: listen(2) on a descriptor the listener owns.
-    let r = unsafe { libc::listen(listener.as_raw_fd(), 0) };
-    assert_eq!(r, 0, "listen: {}", io::Error::last_os_error());
-    let addr = listener.local_addr().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..16 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(s) => fillers.push(s),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                return Blackhole {
-                    addr,
-                    _listener: listener,
-                    _fillers: fillers,
-                };
-            }
-            Err(e) => panic!("filling the accept queue: {e}"),
-        }
-    }
-    panic!("could not fill the accept queue of a listen(0) socket");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -223,6 +223,52 @@ impl Drop for TestServer {
             panic!("server run() returned an error: {e}");
         }
     }
+}
+
+/// A server over `site` in `model` with two threads and the bench routes, changed by `tweak`.
+pub fn model_server(site: &Site, model: Model, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    TestServer::with(site, |cfg| {
+        cfg.model = model;
+        cfg.workers = 2;
+        cfg.bench_routes = true;
+        tweak(cfg);
+    })
+}
+
+/// A listener whose accept queue is full, so a new connection's SYN goes unanswered.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _fillers: Vec<TcpStream>,
+}
+
+pub fn blackhole() -> Blackhole {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // Linux lets listen(2) be called again to change the backlog: 0 queues one connection.
+    // SAFETY: listen(2) on a descriptor the listener owns.
+    let r = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+    assert_eq!(r, 0, "listen: {}", io::Error::last_os_error());
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => fillers.push(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return Blackhole {
+                    addr,
+                    _listener: listener,
+                    _fillers: fillers,
+                };
+            }
+            Err(e) => panic!("filling the accept queue: {e}"),
+        }
+    }
+    panic!("could not fill the accept queue of a listen(0) socket");
 }
 
 // ---------------------------------------------------------------------------------------------
