@@ -448,10 +448,6 @@ impl Reactor {
         None
     }
 
-    pub fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
-    }
-
     /// Takes back a lent connection, with what driving it said, and arms it for its next event.
     pub fn put_back(&mut self, taken: Taken, mut next: Next) {
         let Taken { key, mut conn, .. } = taken;
