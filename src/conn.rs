@@ -38,11 +38,16 @@ const POOL_KEEP: usize = 64;
 /// A write buffer grown past this (a large pipelined burst) is freed rather than kept.
 const WRITE_KEEP_CAPACITY: usize = 4 * OUTPUT_HIGH_WATER;
 
+/// A read buffer's size: a whole request head must fit.
+fn read_buf_len(max_head: usize) -> usize {
+    READ_BUF.max(max_head + 1)
+}
+
 impl Pools {
     fn read_buf(&mut self, max_head: usize) -> Vec<u8> {
         self.read
             .pop()
-            .unwrap_or_else(|| vec![0; READ_BUF.max(max_head + 1)])
+            .unwrap_or_else(|| vec![0; read_buf_len(max_head)])
     }
     fn put_read(&mut self, b: Vec<u8>) {
         if self.read.len() < POOL_KEEP {
@@ -233,6 +238,41 @@ impl Conn {
     }
 
     pub fn drive(&mut self, env: &mut Env<'_>) -> Next {
+        let next = self.turn(env);
+        // A relay keeps its buffer while it waits: its windows are larger anyway.
+        if next == Next::Wait && !self.relaying() {
+            self.park_input(env);
+        }
+        next
+    }
+
+    /// Makes `rbuf` a whole pool buffer that still starts with the bytes held so far.
+    fn ensure_rbuf(&mut self, env: &mut Env<'_>) {
+        if self.rbuf.len() < read_buf_len(env.ctx.limits.max_head) {
+            let mut full = env.pools.read_buf(env.ctx.limits.max_head);
+            full[..self.rlen].copy_from_slice(&self.rbuf[..self.rlen]);
+            self.rbuf = full;
+        }
+    }
+
+    /// Gives the pool buffer back and keeps only the bytes held (a partial head, requests held
+    /// back), so that thousands of clients that each sent a byte hold a few bytes each, not a
+    /// read buffer each (DESIGN principle 6). The copy happens only when a wait follows a
+    /// partial read.
+    fn park_input(&mut self, env: &mut Env<'_>) {
+        let whole = self.rbuf.len() >= read_buf_len(env.ctx.limits.max_head);
+        if !whole && self.rbuf.len() == self.rlen {
+            return; // already exactly what is held
+        }
+        let kept = self.rbuf[..self.rlen].to_vec();
+        let old = std::mem::replace(&mut self.rbuf, kept);
+        if whole {
+            env.pools.put_read(old);
+        }
+    }
+
+    /// One drive of the connection until it must wait, stops early, or closes.
+    fn turn(&mut self, env: &mut Env<'_>) -> Next {
         let mut budget = env.budget;
         loop {
             let mut progress = false;
@@ -270,12 +310,10 @@ impl Conn {
             if self.rlen > 0 && progress {
                 self.feed(env);
             }
-            let room = self.rlen < READ_BUF.max(env.ctx.limits.max_head + 1);
+            let room = self.rlen < read_buf_len(env.ctx.limits.max_head);
             let backlog = self.out.buf.len() - self.out.pos >= OUTPUT_HIGH_WATER;
             if self.readable && !self.eof && room && !backlog && !self.session.is_closed() {
-                if self.rbuf.is_empty() {
-                    self.rbuf = env.pools.read_buf(env.ctx.limits.max_head);
-                }
+                self.ensure_rbuf(env);
                 match self.sock.read(&mut self.rbuf[self.rlen..]) {
                     Ok(0) => self.eof = true,
                     Ok(n) => {
@@ -293,7 +331,7 @@ impl Conn {
                 progress = true;
             }
             if self.rlen == 0 && !self.rbuf.is_empty() {
-                env.pools.put_read(std::mem::take(&mut self.rbuf));
+                self.park_input(env);
             }
             if self.eof && self.out.is_empty() && !self.awaiting_answer() {
                 // The peer is gone and every complete request it sent has been answered.
@@ -356,10 +394,8 @@ impl Conn {
             self.closing = Closing::Lingering;
             let _ = self.sock.shutdown(Shutdown::Write);
         }
-        if self.rbuf.is_empty() {
-            self.rbuf = env.pools.read_buf(env.ctx.limits.max_head);
-        }
         self.rlen = 0;
+        self.ensure_rbuf(env);
         while self.readable {
             match self.sock.read(&mut self.rbuf) {
                 Ok(0) => return Next::Close,
@@ -377,7 +413,7 @@ impl Conn {
         if env.draining {
             return Next::Close;
         }
-        env.pools.put_read(std::mem::take(&mut self.rbuf));
+        self.park_input(env);
         Next::Wait
     }
 

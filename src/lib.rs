@@ -31,7 +31,6 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use polling::Poller;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -91,7 +90,7 @@ enum Plan {
 /// Stops a running server from another thread: a graceful shutdown, as on SIGTERM.
 #[derive(Clone)]
 pub struct ServerHandle {
-    loops: Vec<(Arc<Poller>, Arc<AtomicBool>)>,
+    loops: Vec<(Arc<Poller>, Arc<reactor::Stop>)>,
 }
 
 impl ServerHandle {
@@ -101,9 +100,19 @@ impl ServerHandle {
         }
     }
 
+    /// Begins a graceful shutdown, as SIGTERM does.
     pub fn shutdown(&self) {
+        self.request(reactor::Stop::GRACEFUL);
+    }
+
+    /// Ends the grace period now, as a second SIGTERM does.
+    pub fn stop_now(&self) {
+        self.request(reactor::Stop::NOW);
+    }
+
+    fn request(&self, level: u8) {
         for (poller, stop) in &self.loops {
-            stop.store(true, Ordering::Relaxed);
+            stop.request(level);
             let _ = poller.notify();
         }
     }

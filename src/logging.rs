@@ -1,9 +1,11 @@
 //! The `log` backend: access lines (target `access`) to stdout, a file or nowhere; everything else
 //! to stderr. Writes are buffered and flushed once per loop turn, not once per request.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -13,37 +15,67 @@ pub const ACCESS: &str = "access";
 
 struct Logger {
     access: Option<Mutex<BufWriter<Box<dyn Write + Send>>>>,
+    /// The access log's file, reopened on SIGHUP (after logrotate moved it away).
+    access_path: Option<PathBuf>,
     level: LevelFilter,
     color: bool,
 }
 
+/// The installed logger, for [`reopen`].
+static LOGGER: OnceLock<&'static Logger> = OnceLock::new();
+
 /// Installs the logger. Fails only if the access log file cannot be opened.
 pub fn init(access: &AccessLog, level: LevelFilter) -> Result<(), String> {
-    let sink: Option<Box<dyn Write + Send>> = match access {
-        AccessLog::Off => None,
-        AccessLog::Stdout => Some(Box::new(io::stdout())),
-        AccessLog::File(p) => Some(Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| format!("--access-log {}: {e}", p.display()))?,
-        )),
+    let (sink, access_path): (Option<Box<dyn Write + Send>>, _) = match access {
+        AccessLog::Off => (None, None),
+        AccessLog::Stdout => (Some(Box::new(io::stdout())), None),
+        AccessLog::File(p) => (
+            Some(Box::new(
+                open(p).map_err(|e| format!("--access-log {}: {e}", p.display()))?,
+            )),
+            Some(p.clone()),
+        ),
     };
-    let logger = Logger {
+    let logger: &'static Logger = Box::leak(Box::new(Logger {
         access: sink.map(|w| Mutex::new(BufWriter::with_capacity(64 * 1024, w))),
+        access_path,
         level,
         color: io::stderr().is_terminal(),
-    };
+    }));
     let max = if logger.access.is_some() {
         LevelFilter::Info.max(level)
     } else {
         level
     };
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+    if log::set_logger(logger).is_ok() {
         log::set_max_level(max);
+        let _ = LOGGER.set(logger);
     }
     Ok(())
+}
+
+fn open(p: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(p)
+}
+
+/// Flushes the access log and opens its file again by name (SIGHUP). A file that cannot be
+/// opened is logged, and lines keep going to the old one: nothing is lost.
+pub fn reopen() {
+    let Some(logger) = LOGGER.get() else { return };
+    let (Some(access), Some(path)) = (&logger.access, &logger.access_path) else {
+        log::info!("SIGHUP: no access log file to reopen");
+        return;
+    };
+    match open(path) {
+        Ok(file) => {
+            let mut w = access.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = w.flush();
+            *w = BufWriter::with_capacity(64 * 1024, Box::new(file));
+            drop(w);
+            log::info!("reopened the access log {}", path.display());
+        }
+        Err(e) => log::error!("cannot reopen the access log {}: {e}", path.display()),
+    }
 }
 
 impl Log for Logger {

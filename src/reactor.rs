@@ -13,7 +13,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use polling::{Event, Events, PollMode, Poller};
@@ -128,6 +128,26 @@ impl SharedLimit {
     }
 }
 
+/// How far a stop asked from another thread (or a shard's peer) has gone; it only rises.
+#[derive(Default)]
+pub struct Stop(std::sync::atomic::AtomicU8);
+
+impl Stop {
+    pub const NONE: u8 = 0;
+    /// Finish the connections in flight within the grace period.
+    pub const GRACEFUL: u8 = 1;
+    /// Close everything now.
+    pub const NOW: u8 = 2;
+
+    pub fn request(&self, level: u8) {
+        self.0.fetch_max(level, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A connection lent to another thread by [`Reactor::take_ready`].
 pub struct Taken {
     pub key: usize,
@@ -157,7 +177,7 @@ pub struct Reactor {
     max_conns: usize,
     accept: Accept,
     next_generation: u32,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     signals: Option<SignalPipe>,
     /// Set once shutdown has begun: the end of the grace period.
     draining_until: Option<Instant>,
@@ -209,7 +229,7 @@ impl Reactor {
                 warned: false,
             },
             next_generation: 0,
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(Stop::default()),
             signals: None,
             draining_until: None,
             routes: cfg.proxies.clone(),
@@ -280,7 +300,7 @@ impl Reactor {
         Arc::clone(&self.poller)
     }
 
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+    pub fn stop_flag(&self) -> Arc<Stop> {
         Arc::clone(&self.stop)
     }
 
@@ -318,8 +338,16 @@ impl Reactor {
             match ev.key {
                 LISTENER => self.accept.ready = true,
                 SIGNALS => {
-                    if self.signals.as_ref().is_some_and(|s| s.drain()) {
-                        self.begin_shutdown(now);
+                    let arrived = self.signals.as_ref().map(|s| s.drain()).unwrap_or_default();
+                    if arrived.reopen {
+                        crate::logging::reopen();
+                    }
+                    for _ in 0..arrived.stop {
+                        if self.draining_until.is_some() {
+                            self.end_grace(now);
+                        } else {
+                            self.begin_shutdown(now);
+                        }
                     }
                 }
                 #[cfg(feature = "proxy")]
@@ -356,8 +384,13 @@ impl Reactor {
                 }
             }
         }
-        if self.stop.load(Ordering::Relaxed) {
-            self.begin_shutdown(now);
+        match self.stop.get() {
+            Stop::NONE => {}
+            Stop::GRACEFUL => self.begin_shutdown(now),
+            _ => {
+                self.begin_shutdown(now);
+                self.end_grace(now);
+            }
         }
         if !self.lent {
             // Connections that stopped early; ones queued again during this pass wait a turn.
@@ -763,6 +796,21 @@ impl Reactor {
                 Some(Held::Away { generation: g, .. }) => *g == generation,
                 None => false,
             });
+    }
+
+    /// A second SIGTERM or SIGINT while draining: the grace period ends now, here and in the
+    /// peers.
+    fn end_grace(&mut self, now: Instant) {
+        if self.draining_until.is_some_and(|t| t > now) {
+            log::warn!(
+                "second stop signal: closing {} connections now",
+                self.conns.len()
+            );
+            self.draining_until = Some(now);
+            for peer in &self.peers {
+                peer.stop_now();
+            }
+        }
     }
 
     fn begin_shutdown(&mut self, now: Instant) {

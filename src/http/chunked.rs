@@ -87,6 +87,17 @@ impl Decoder {
         self.state == State::Done
     }
 
+    /// Data bytes a size line has announced (or is announcing, digit by digit) that have not
+    /// been handed out yet: with what was handed out, a lower bound of the body's size, so a
+    /// body over a limit is refused at its size line rather than read up to the limit.
+    pub fn announced(&self) -> u64 {
+        match self.state {
+            State::Size { .. } | State::Ext(_) | State::SizeLf => self.size,
+            State::Data => self.remaining,
+            _ => 0,
+        }
+    }
+
     /// Decodes from `input`, handing chunk data to `data`. Returns how many bytes were consumed:
     /// all of `input`, or fewer when the body ended inside it (the rest is the next request).
     pub fn feed(&mut self, input: &[u8], mut data: impl FnMut(&[u8])) -> Result<usize, ChunkError> {

@@ -115,6 +115,40 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
     Err(buf.len())
 }
 
+/// False when `buf`, the start of a request head not complete yet, can no longer be the start of
+/// a valid request line (`token SP target SP HTTP/d.d CRLF`, RFC 9112 §3): a TLS ClientHello on
+/// the plain port, binary noise, a stray response. Only what has arrived of the first line is
+/// judged, so a slow but valid request is never refused; `parse` decides the rest.
+pub fn could_begin(buf: &[u8]) -> bool {
+    const VERSION: &[u8] = b"HTTP/d.d\r\n";
+    let line = match memchr::memchr(b'\n', buf) {
+        Some(i) => &buf[..=i],
+        None => buf,
+    };
+    let mut part = 0; // method, target, version
+    let mut len = 0; // bytes of the current part
+    for &b in line {
+        match part {
+            0 if b == b' ' && len > 0 => (part, len) = (1, 0),
+            0 if is_tchar(b) => len += 1,
+            1 if b == b' ' && len > 0 => (part, len) = (2, 0),
+            1 if b.is_ascii_graphic() => len += 1,
+            2 if len < VERSION.len() => {
+                let ok = match VERSION[len] {
+                    b'd' => b.is_ascii_digit(),
+                    want => b == want,
+                };
+                if !ok {
+                    return false;
+                }
+                len += 1;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Number of empty lines (CRLF) before a request line, which RFC 9112 §2.2 lets a server skip.
 pub fn leading_crlfs(buf: &[u8]) -> usize {
     let mut n = 0;
@@ -238,6 +272,10 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
     }
     if hosts == 0 && version == Version::Http11 {
         return Err(HeadError::Bad("missing Host"));
+    }
+    if out.host == Some(b"") && version == Version::Http11 {
+        // Our targets are origin-form, so the URI always has an authority to name.
+        return Err(HeadError::Bad("empty Host"));
     }
     out.body = match (saw_te, content_length) {
         (true, Some(_)) => return Err(HeadError::Bad("both Content-Length and Transfer-Encoding")),
@@ -473,6 +511,34 @@ mod tests {
                 p(b)
             );
         }
+    }
+
+    #[test]
+    fn early_rejection_judges_only_the_request_line_so_far() {
+        let full = b"OPTIONS http://h/a?b=c HTTP/1.1\r\nHost: h\r\n";
+        for cut in 0..=full.len() {
+            assert!(could_begin(&full[..cut]), "cut {cut}");
+        }
+        for bad in [
+            &b"\x16\x03\x01\x02\x00\x01"[..],
+            b"\x00",
+            b" GET /",
+            b"GET\t/",
+            b"GET  /",
+            b"GET /a\x01",
+            b"GET / HTTQ",
+            b"GET / HTTP/1.1x",
+            b"GET / HTTP/1.1\n",
+            b"HTTP/1.1 200 OK\r\n",
+        ] {
+            assert!(!could_begin(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn empty_host_is_refused_on_http11() {
+        assert!(p("GET / HTTP/1.1\r\nHost: \r\n\r\n").is_err());
+        assert!(p("GET / HTTP/1.0\r\nHost: \r\n\r\n").is_ok());
     }
 
     #[test]

@@ -263,6 +263,12 @@ impl Session {
                         Err(_) if rest.len() > ctx.limits.max_head => {
                             return self.head_too_large(rest, out, ctx, input.len());
                         }
+                        // Bytes that can never begin a request (a TLS handshake on the plain
+                        // port, binary noise) are answered now, not at the header timeout.
+                        Err(_) if !request::could_begin(rest) => {
+                            self.respond_error(400, out, ctx, b"-");
+                            return input.len();
+                        }
                         Err(next) => {
                             *scanned = next;
                             return used;
@@ -450,7 +456,7 @@ fn drain_body(left: &mut BodyLeft, input: &[u8], max: u64) -> Result<(usize, boo
                 .feed(input, |d| data += d.len() as u64)
                 .map_err(|_| BodyError)?;
             *seen += data;
-            if *seen > max {
+            if seen.saturating_add(decoder.announced()) > max {
                 return Err(BodyError);
             }
             Ok((used, decoder.is_done()))

@@ -179,7 +179,7 @@ pub fn leader_followers(mut reactor: Reactor, workers: Vec<Worker>) -> io::Resul
                 // One leader failed in `wait`: stop the others too.
                 lock(&reactor)
                     .stop_flag()
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                    .request(crate::reactor::Stop::GRACEFUL);
                 let _ = poller.notify();
                 result = Err(e);
             }
