@@ -62,6 +62,8 @@ const SIGNALS: usize = usize::MAX - 2;
 const ACCEPT_BATCH: usize = 256;
 /// How long accepting pauses after the process ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a full server waits before it looks for idle connections to close again.
+const RECLAIM_RETRY: Duration = Duration::from_millis(50);
 
 struct Accept {
     /// The listener had an edge and was not drained to `WouldBlock` yet.
@@ -70,6 +72,11 @@ struct Accept {
     paused_until: Option<Instant>,
     /// Logged the current burst of descriptor exhaustion already.
     warned: bool,
+    /// At the connection limit with clients waiting and no idle connection to close: look again
+    /// at this time (a scan of every connection is not made on every turn).
+    reclaim_after: Option<Instant>,
+    /// Logged the current burst of reclaiming already.
+    reclaiming: bool,
 }
 
 /// A slab slot: the connection, or the note that another thread has it for now.
@@ -95,6 +102,8 @@ pub enum Held {
 pub struct SharedLimit {
     open: std::sync::atomic::AtomicUsize,
     max: usize,
+    /// A shard wants another to close an idle connection ([`SharedLimit::want_room`]).
+    wanted: std::sync::atomic::AtomicBool,
     pollers: Vec<Arc<Poller>>,
 }
 
@@ -103,6 +112,7 @@ impl SharedLimit {
         SharedLimit {
             open: 0.into(),
             max,
+            wanted: false.into(),
             pollers,
         }
     }
@@ -117,6 +127,22 @@ impl SharedLimit {
                 (n < self.max).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// A shard at the limit with clients waiting and no idle connection of its own asks the
+    /// others to close one of theirs.
+    fn want_room(&self, me: &Arc<Poller>) {
+        if self.wanted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for p in self.pollers.iter().filter(|p| !Arc::ptr_eq(p, me)) {
+            let _ = p.notify();
+        }
+    }
+
+    /// Takes a request made by [`SharedLimit::want_room`], once.
+    fn room_wanted(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed) && self.wanted.swap(false, Ordering::AcqRel)
     }
 
     fn release(&self, me: &Arc<Poller>) {
@@ -227,6 +253,8 @@ impl Reactor {
                 ready: true,
                 paused_until: None,
                 warned: false,
+                reclaim_after: None,
+                reclaiming: false,
             },
             next_generation: 0,
             stop: Arc::new(Stop::default()),
@@ -405,6 +433,13 @@ impl Reactor {
             }
         }
         self.handler_replies(now);
+        // Another shard asked for room (not this one: it has no idle connection itself).
+        if self.accept.reclaim_after.is_none()
+            && self.limit.as_ref().is_some_and(|l| l.room_wanted())
+            && self.close_idle() == 0
+        {
+            log::debug!("no idle connection here to make room for another shard");
+        }
         // Accept after the batch, so that no event of this batch meets a reused slab key.
         self.accept(now);
         self.expire(now);
@@ -577,10 +612,14 @@ impl Reactor {
             self.wake_at = Some(now);
             return Some(Duration::ZERO);
         }
+        let reclaim = self.accept.reclaim_after.filter(|_| {
+            self.accept.ready && self.accept.paused_until.is_none() && !self.has_room()
+        });
         self.wake_at = [
             self.timers.next(),
             self.accept.paused_until,
             self.draining_until,
+            reclaim,
         ]
         .into_iter()
         .flatten()
@@ -712,7 +751,10 @@ impl Reactor {
         };
         let fd = listener.as_raw_fd();
         let mut n = 0;
-        while self.accept.ready && self.has_room() && n < ACCEPT_BATCH {
+        while self.accept.ready && n < ACCEPT_BATCH {
+            if !self.has_room() && !self.make_room(fd, now) {
+                break;
+            }
             n += 1;
             if let Some(l) = &self.limit
                 && !l.reserve()
@@ -726,6 +768,9 @@ impl Reactor {
             match accepted {
                 Ok((sock, peer)) => {
                     self.accept.warned = false;
+                    if self.has_room() {
+                        self.accept.reclaiming = false;
+                    }
                     let _ = sock.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
@@ -769,6 +814,61 @@ impl Reactor {
                 Err(e) => log::debug!("accept: {e}"),
             }
         }
+    }
+
+    /// At the connection limit with a client waiting in the backlog, closes the connections
+    /// that have waited longest for a request (kept-alive ones, and new ones that sent nothing),
+    /// as nginx reuses its idle connections: otherwise a few hundred silent sockets would lock
+    /// every new client out until their idle timeout. True when a place was made.
+    fn make_room(&mut self, listener: i32, now: Instant) -> bool {
+        if self.accept.reclaim_after.is_some_and(|t| t > now) {
+            return false;
+        }
+        self.accept.reclaim_after = None;
+        if !backlog_waiting(listener) {
+            // Nothing waits: the next connection to arrive brings a new edge.
+            self.accept.ready = false;
+            return false;
+        }
+        if !self.accept.reclaiming {
+            log::warn!(
+                "at the connection limit ({} open here): closing idle connections to make room",
+                self.conns.len()
+            );
+            self.accept.reclaiming = true;
+        }
+        if self.close_idle() == 0 {
+            // Another shard may have idle connections where this one has none.
+            if let Some(l) = &self.limit {
+                l.want_room(&self.poller);
+            }
+            self.accept.reclaim_after = Some(now + RECLAIM_RETRY);
+            return false;
+        }
+        self.has_room()
+    }
+
+    /// Closes the connections that have waited longest for a request, a few at a time (enough
+    /// for a burst without emptying the keep-alives); returns how many.
+    fn close_idle(&mut self) -> usize {
+        let mut idle: Vec<(Instant, usize)> = self
+            .conns
+            .iter()
+            .filter_map(|(key, held)| match held {
+                Held::Here(c) if c.timer == TimerKind::Idle && !c.queued && c.is_idle() => {
+                    Some((c.deadline, key))
+                }
+                _ => None,
+            })
+            .collect();
+        let n = (idle.len() / 8).clamp(1, 32).min(idle.len());
+        if n > 0 && n < idle.len() {
+            idle.select_nth_unstable(n - 1);
+        }
+        for &(_, key) in &idle[..n] {
+            self.close(key);
+        }
+        n
     }
 
     fn close(&mut self, key: usize) {
@@ -872,6 +972,18 @@ impl Drop for Reactor {
             let _ = self.poller.delete(s.source());
         }
     }
+}
+
+/// True when a connection waits in the listener's backlog (a zero-timeout poll: made only at
+/// the connection limit, where `accept` would take one we have no place for).
+fn backlog_waiting(listener: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: listener,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd and a zero timeout; the listener's descriptor is open.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 }
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {

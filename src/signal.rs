@@ -125,3 +125,19 @@ fn set_action(sig: libc::c_int, handler: libc::sighandler_t) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A signal that arrives after the pipe closed must not write into whatever file takes its
+    /// descriptor number next: the handler's target is reset when the pipe goes.
+    #[test]
+    fn the_handler_forgets_the_pipe_when_it_closes() {
+        let pipe = SignalPipe::install().unwrap();
+        assert_eq!(WRITE_FD.load(Ordering::Relaxed), pipe.write.as_raw_fd());
+        drop(pipe);
+        assert_eq!(WRITE_FD.load(Ordering::Relaxed), -1);
+        on_signal(libc::SIGTERM); // writes nowhere
+    }
+}

@@ -50,35 +50,6 @@ fn thousand_concurrent_keep_alive_clients_get_two_answers_each() {
     assert_eq!(common::get(server.addr, "/hello.txt").body, HELLO);
 }
 
-#[test]
-fn max_conns_holds_new_connections_until_one_closes() {
-    let site = site();
-    let server = TestServer::with(&site, |cfg| cfg.max_conns = Some(2));
-    let mut a = server.client();
-    let mut b = server.client();
-    assert_eq!(a.get("/hello.txt").body, HELLO);
-    assert_eq!(b.get("/hello.txt").body, HELLO);
-    // The third connection completes in the kernel's backlog but is not served yet.
-    let mut third = server.client();
-    third.send(b"GET /c/3.txt HTTP/1.1\r\nHost: test\r\n\r\n");
-    third.expect_silence(
-        Duration::from_millis(300),
-        "third connection over max_conns",
-    );
-    // The two accepted ones are still served meanwhile.
-    assert_eq!(a.get("/c/1.txt").body, b"client file 1\n");
-    drop(b);
-    // One slot free: the waiting connection is accepted and answered.
-    let r = third.response();
-    assert_eq!(
-        (r.status, r.body.as_slice()),
-        (200, &b"client file 3\n"[..])
-    );
-    drop(a);
-    drop(third);
-    assert_eq!(common::get(server.addr, "/hello.txt").body, HELLO);
-}
-
 /// Runs the binary with RLIMIT_NOFILE = 64 and `--max-conns 1000`, so that accept runs into
 /// EMFILE long before the connection limit.
 #[test]
