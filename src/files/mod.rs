@@ -43,8 +43,8 @@ pub struct FilesConfig {
 #[derive(Debug)]
 enum Kind {
     File(FileInfo),
-    /// A directory named without its trailing slash.
-    Redirect,
+    /// A directory named without its trailing slash: the Location to send, without the query.
+    Redirect(Box<[u8]>),
     Status(u16),
 }
 
@@ -176,7 +176,7 @@ impl Files {
             // `/file.txt/` names a directory; the file system says ENOTDIR, so do we.
             Ok(Opened::File(..)) if path::names_directory(key) => Kind::Status(404),
             Ok(Opened::File(file, meta)) => Kind::File(self.file_info(key, file, &meta)),
-            Ok(Opened::Dir) if !path::names_directory(key) => Kind::Redirect,
+            Ok(Opened::Dir) if !path::names_directory(key) => Kind::Redirect(location(key)),
             Ok(Opened::Dir) => match self.open(&full.join(&self.cfg.index)) {
                 Ok(Opened::File(file, meta)) => {
                     Kind::File(self.file_info(&self.cfg.index, file, &meta))
@@ -242,6 +242,30 @@ enum Opened {
     Dir,
 }
 
+/// The Location of a directory named without its trailing slash, from the normalised path (never
+/// the request's spelling, which may start with `//` and so name another origin).
+fn location(key: &str) -> Box<[u8]> {
+    let mut normal = Vec::new();
+    let mut out = Vec::new();
+    // `load` only redirects what `path::resolve` accepted, so this cannot fail.
+    if path::normalize_into(key, &mut normal).is_ok() {
+        path::push_location(&normal, &mut out);
+    }
+    out.push(b'/');
+    out.into_boxed_slice()
+}
+
+/// Keeps the query of a redirected request. httparse refuses control bytes in a target, but a
+/// header value is no place to trust that: a query with anything but visible ASCII is dropped.
+fn push_query(target: &str, out: &mut Vec<u8>) {
+    if let Some(q) = target.find('?') {
+        let query = &target.as_bytes()[q..];
+        if query.iter().all(|b| b.is_ascii_graphic()) {
+            out.extend_from_slice(query);
+        }
+    }
+}
+
 fn status_for(e: &io::Error) -> u16 {
     match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => {
@@ -271,14 +295,11 @@ impl Handler for Files {
         let info = match &entry.kind {
             Kind::File(info) => info,
             Kind::Status(s) => return Reply::text(*s, b"Content-Type: text/plain\r\n"),
-            Kind::Redirect => {
+            Kind::Redirect(location) => {
                 scratch.clear();
                 scratch.extend_from_slice(b"Location: ");
-                scratch.extend_from_slice(key.as_bytes());
-                scratch.push(b'/');
-                if let Some(q) = req.target.find('?') {
-                    scratch.extend_from_slice(&req.target.as_bytes()[q..]);
-                }
+                scratch.extend_from_slice(location);
+                push_query(req.target, scratch);
                 scratch.extend_from_slice(b"\r\nContent-Type: text/plain\r\n");
                 let body = crate::http::response::reason(301).as_bytes();
                 return Reply {
