@@ -7,14 +7,16 @@
 //! cache do, so a changed file is seen within that interval.
 
 pub mod mime;
+mod open;
 pub mod path;
 pub mod range;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -24,6 +26,7 @@ use crate::http::request::{Method, Request};
 use crate::http::response::{Body, Reply, push_u64};
 use crate::http::session::Handler;
 use mime::MimeTypes;
+use open::{Opened, Root};
 use range::RangeSpec;
 
 #[derive(Clone, Debug)]
@@ -76,8 +79,8 @@ struct Entry {
 
 pub struct Files {
     cfg: FilesConfig,
-    /// The root with symlinks resolved, for the containment check.
-    real_root: PathBuf,
+    /// The root, held open: every file is opened relative to it (see `open`).
+    root: Root,
     /// Request path to its entry in `entries`: one hash per hit.
     index: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
     entries: Slab<Entry>,
@@ -91,16 +94,10 @@ const INLINE_BUDGET: u64 = 8 << 20;
 
 impl Files {
     pub fn new(cfg: FilesConfig) -> io::Result<Files> {
-        let real_root = fs::canonicalize(&cfg.root)?;
-        if !real_root.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "not a directory",
-            ));
-        }
+        let root = Root::new(&cfg.root, cfg.follow_symlinks_outside)?;
         Ok(Files {
             cfg,
-            real_root,
+            root,
             index: HashMap::default(),
             entries: Slab::new(),
             inline_bytes: 0,
@@ -171,40 +168,33 @@ impl Files {
         let Ok(rel) = path::resolve(key) else {
             return Kind::Status(400);
         };
-        let full = self.cfg.root.join(&rel);
-        match self.open(&full) {
+        let rel = rel.as_os_str().as_bytes();
+        match self.root.open(rel) {
             // `/file.txt/` names a directory; the file system says ENOTDIR, so do we.
             Ok(Opened::File(..)) if path::names_directory(key) => Kind::Status(404),
             Ok(Opened::File(file, meta)) => Kind::File(self.file_info(key, file, &meta)),
             Ok(Opened::Dir) if !path::names_directory(key) => Kind::Redirect(location(key)),
-            Ok(Opened::Dir) => match self.open(&full.join(&self.cfg.index)) {
-                Ok(Opened::File(file, meta)) => {
-                    Kind::File(self.file_info(&self.cfg.index, file, &meta))
-                }
-                Ok(Opened::Dir) => Kind::Status(403),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Kind::Status(403),
-                Err(e) => Kind::Status(status_for(&e)),
-            },
+            Ok(Opened::Dir) => self.load_index(rel),
             Err(e) => Kind::Status(status_for(&e)),
         }
     }
 
-    fn open(&self, full: &Path) -> io::Result<Opened> {
-        let real = fs::canonicalize(full)?;
-        if !self.cfg.follow_symlinks_outside && !real.starts_with(&self.real_root) {
-            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+    /// The index file of directory `rel`, opened from the root (not from the directory's
+    /// descriptor), so that an index symlink to elsewhere inside the root works.
+    fn load_index(&self, rel: &[u8]) -> Kind {
+        let mut joined = rel.to_vec();
+        if !joined.is_empty() {
+            joined.push(b'/');
         }
-        // Stat before opening: opening a FIFO would block the loop.
-        let meta = fs::metadata(&real)?;
-        if meta.is_dir() {
-            return Ok(Opened::Dir);
+        joined.extend_from_slice(self.cfg.index.as_bytes());
+        match self.root.open(&joined) {
+            Ok(Opened::File(file, meta)) => {
+                Kind::File(self.file_info(&self.cfg.index, file, &meta))
+            }
+            Ok(Opened::Dir) => Kind::Status(403),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Kind::Status(403),
+            Err(e) => Kind::Status(status_for(&e)),
         }
-        if !meta.is_file() {
-            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
-        }
-        let file = File::open(&real)?;
-        let meta = file.metadata()?;
-        Ok(Opened::File(file, meta))
     }
 
     fn file_info(&self, name: &str, mut file: File, meta: &fs::Metadata) -> FileInfo {
@@ -237,11 +227,6 @@ impl Files {
     }
 }
 
-enum Opened {
-    File(File, fs::Metadata),
-    Dir,
-}
-
 /// The Location of a directory named without its trailing slash, from the normalised path (never
 /// the request's spelling, which may start with `//` and so name another origin).
 fn location(key: &str) -> Box<[u8]> {
@@ -272,6 +257,8 @@ fn status_for(e: &io::Error) -> u16 {
             404
         }
         io::ErrorKind::PermissionDenied => 403,
+        // openat2's RESOLVE_BENEATH: the path (a symlink in it) leads outside the root.
+        _ if e.raw_os_error() == Some(libc::EXDEV) => 403,
         _ if e.raw_os_error() == Some(libc::ELOOP)
             || e.raw_os_error() == Some(libc::ENAMETOOLONG) =>
         {
