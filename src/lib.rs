@@ -296,13 +296,14 @@ fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpLis
     Ok(sock.into())
 }
 
-/// Raises the descriptor limit to its hard maximum and leaves room for the file cache and the
-/// loop's own descriptors.
+/// Raises the descriptor limit to its hard maximum and leaves room for the file caches and the
+/// loops' own descriptors. The caches of every shard and worker share one descriptor budget
+/// (`files::descriptor_budget`), so the reserve is the same whatever the model.
 fn default_max_conns(cache_entries: usize) -> usize {
     let Some(nofile) = service::raise_nofile_limit() else {
         return 1024;
     };
     let nofile = nofile.min(1 << 24) as usize;
-    let reserve = 16 + cache_entries.min(nofile / 2);
+    let reserve = 16 + files::descriptor_budget(cache_entries, nofile);
     nofile.saturating_sub(reserve).max(1)
 }

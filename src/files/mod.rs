@@ -5,17 +5,25 @@
 //! (head and body leave in one write) and a large one keeps its descriptor open for `sendfile`.
 //! Entries are revalidated after `cache_valid`, as nginx's open_file_cache and lighttpd's stat
 //! cache do, so a changed file is seen within that interval.
+//!
+//! Descriptors are a resource the whole process shares, so the cache is keyed by what a path
+//! names (its normalised form, not its spelling), an entry unused for a while is dropped, and the
+//! descriptors kept open by every cache of the process (one per loop or worker) count against
+//! one budget, [`descriptor_budget`], which the default `--max-conns` leaves room for. Past the
+//! budget a large file is still served, with a descriptor closed after its response.
 
 pub mod mime;
+mod open;
 pub mod path;
 pub mod range;
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use slab::Slab;
@@ -24,6 +32,7 @@ use crate::http::request::{Method, Request};
 use crate::http::response::{Body, Reply, push_u64};
 use crate::http::session::Handler;
 use mime::MimeTypes;
+use open::{Opened, Root};
 use range::RangeSpec;
 
 #[derive(Clone, Debug)]
@@ -39,12 +48,13 @@ pub struct FilesConfig {
     pub mime: MimeTypes,
 }
 
-/// What a cached path resolves to.
+/// What a cached path resolves to: only definite answers are cached.
 #[derive(Debug)]
 enum Kind {
     File(FileInfo),
-    /// A directory named without its trailing slash.
-    Redirect,
+    /// A directory named without its trailing slash: the Location to send, without the query.
+    Redirect(Box<[u8]>),
+    /// 404 or 403.
     Status(u16),
 }
 
@@ -65,23 +75,51 @@ struct FileInfo {
 #[derive(Debug)]
 enum Content {
     Bytes(Box<[u8]>),
-    File(Arc<File>),
+    /// A large file's descriptor, counted in the process's budget while the entry holds it.
+    File(Arc<File>, Slot),
+    /// A large file opened when the budget was spent: the descriptor goes with one response
+    /// (taken out by `handle`), and the entry is not cached.
+    Uncached(Option<Arc<File>>),
 }
 
 #[derive(Debug)]
 struct Entry {
+    /// When the file system was last asked (revalidation after `cache_valid`).
     checked: Instant,
+    /// When a request last used it (dropped after `idle`).
+    used: Instant,
     kind: Kind,
+}
+
+/// Where the answer to a request is.
+enum Found {
+    Cached(usize),
+    /// In `Files::transient`: not kept past this request.
+    Transient,
+    /// The file system failed for a reason that may pass (EMFILE, ENFILE, ENOMEM, EIO, ...):
+    /// answered 503 and not cached, so the next request tries again.
+    Unavailable,
 }
 
 pub struct Files {
     cfg: FilesConfig,
-    /// The root with symlinks resolved, for the containment check.
-    real_root: PathBuf,
-    /// Request path to its entry in `entries`: one hash per hit.
-    index: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
+    /// The root, held open: every file is opened relative to it (see `open`).
+    root: Root,
+    /// Normalised path (`path::normalize_into`) to its entry in `entries`: one hash per hit.
+    index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
     entries: Slab<Entry>,
     inline_bytes: u64,
+    /// Descriptors this process's caches may hold in all (shared with every other `Files`).
+    fd_budget: usize,
+    /// Entries unused for this long are dropped at the next sweep.
+    idle: Duration,
+    last_sweep: Instant,
+    /// The answer for a request that could not be cached, and its descriptor until the reply
+    /// takes it.
+    transient: Option<Entry>,
+    transient_file: Option<Arc<File>>,
+    /// The normalised form of a request path that was not normal already (reused).
+    key: Vec<u8>,
     /// Headers built per request (Content-Range, Location).
     scratch: Vec<u8>,
 }
@@ -89,125 +127,180 @@ pub struct Files {
 /// Bytes of small files held in memory across the cache, at most.
 const INLINE_BUDGET: u64 = 8 << 20;
 
+/// An entry is idle after this many `cache_valid` intervals without a request (nginx's
+/// `open_file_cache inactive`), and never sooner than `MIN_IDLE`.
+const IDLE_INTERVALS: u32 = 10;
+const MIN_IDLE: Duration = Duration::from_secs(1);
+
+/// Descriptors held open by the file caches of this process, whatever the model: shards and
+/// workers each have a cache, but the descriptor limit they all run into is the process's.
+static CACHED_FDS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many descriptors the file caches of a process may keep open in all, given
+/// `--cache-entries` and the descriptor limit: the rest is for connections and the loops.
+pub fn descriptor_budget(cache_entries: usize, nofile: usize) -> usize {
+    cache_entries.min(nofile / 2)
+}
+
+/// One descriptor counted in [`CACHED_FDS`]; given back when the entry holding it is dropped.
+#[derive(Debug)]
+struct Slot(());
+
+impl Slot {
+    fn take(budget: usize) -> Option<Slot> {
+        CACHED_FDS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < budget).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        CACHED_FDS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The soft descriptor limit now (the server raised it before building its handlers).
+fn nofile() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit to write.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    usize::try_from(lim.rlim_cur.min(1 << 24)).unwrap_or(1024)
+}
+
 impl Files {
     pub fn new(cfg: FilesConfig) -> io::Result<Files> {
-        let real_root = fs::canonicalize(&cfg.root)?;
-        if !real_root.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "not a directory",
-            ));
-        }
+        let root = Root::new(&cfg.root, cfg.follow_symlinks_outside)?;
         Ok(Files {
+            fd_budget: descriptor_budget(cfg.cache_entries, nofile()),
+            idle: (cfg.cache_valid * IDLE_INTERVALS).max(MIN_IDLE),
+            last_sweep: Instant::now(),
             cfg,
-            real_root,
+            root,
             index: HashMap::default(),
             entries: Slab::new(),
             inline_bytes: 0,
+            transient: None,
+            transient_file: None,
+            key: Vec::new(),
             scratch: Vec::new(),
         })
     }
 
-    /// The entry for a request path, loaded or revalidated as needed.
-    fn lookup(&mut self, key: &str, now: Instant) -> usize {
+    /// The entry for a normalised path, loaded or revalidated as needed.
+    fn lookup(&mut self, key: &[u8], now: Instant) -> Found {
+        self.sweep(now);
         if let Some(&i) = self.index.get(key) {
-            if now.duration_since(self.entries[i].checked) < self.cfg.cache_valid {
-                return i;
+            let e = &mut self.entries[i];
+            if now.duration_since(e.checked) < self.cfg.cache_valid {
+                e.used = now;
+                return Found::Cached(i);
             }
             self.index.remove(key);
             self.drop_entry(i);
         }
+        let Ok(kind) = self.load(key) else {
+            return Found::Unavailable;
+        };
+        let entry = Entry {
+            checked: now,
+            used: now,
+            kind,
+        };
+        if let Kind::File(FileInfo {
+            content: Content::Uncached(_),
+            ..
+        }) = &entry.kind
+        {
+            self.transient = Some(entry);
+            return Found::Transient;
+        }
         if self.entries.len() >= self.cfg.cache_entries {
             self.evict(now);
         }
-        let kind = self.load(key);
-        if let Kind::File(FileInfo {
-            content: Content::Bytes(b),
-            ..
-        }) = &kind
-        {
-            self.inline_bytes += b.len() as u64;
-        }
-        let i = self.entries.insert(Entry { checked: now, kind });
+        self.inline_bytes += inline_len(&entry);
+        let i = self.entries.insert(entry);
         self.index.insert(key.into(), i);
-        i
+        Found::Cached(i)
     }
 
     fn drop_entry(&mut self, i: usize) {
-        if let Kind::File(FileInfo {
-            content: Content::Bytes(b),
-            ..
-        }) = &self.entries.remove(i).kind
-        {
-            self.inline_bytes -= b.len() as u64;
-        }
+        let e = self.entries.remove(i);
+        self.inline_bytes -= inline_len(&e);
     }
 
     /// Drops stale entries; if the cache is still full, drops everything (a burst of distinct
     /// paths should not make the cache a scan of itself on every miss).
     fn evict(&mut self, now: Instant) {
         let valid = self.cfg.cache_valid;
+        self.retain(|e| now.duration_since(e.checked) < valid);
+        if self.entries.len() >= self.cfg.cache_entries {
+            self.retain(|_| false);
+        }
+    }
+
+    /// Every `idle / 4`, drops the entries unused for `idle`, closing their descriptors: a full
+    /// scan, but at most four per idle period, so a few nanoseconds a request amortised.
+    fn sweep(&mut self, now: Instant) {
+        if now.duration_since(self.last_sweep) < self.idle / 4 {
+            return;
+        }
+        self.last_sweep = now;
+        let idle = self.idle;
+        self.retain(|e| now.duration_since(e.used) < idle);
+        self.transient = None;
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
         let Files { index, entries, .. } = self;
-        index.retain(|_, i| now.duration_since(entries[*i].checked) < valid);
-        entries.retain(|_, e| now.duration_since(e.checked) < valid);
-        if entries.len() >= self.cfg.cache_entries {
-            index.clear();
-            entries.clear();
-        }
-        self.inline_bytes = entries
-            .iter()
-            .map(|(_, e)| match &e.kind {
-                Kind::File(FileInfo {
-                    content: Content::Bytes(b),
-                    ..
-                }) => b.len() as u64,
-                _ => 0,
-            })
-            .sum();
+        entries.retain(|_, e| keep(e));
+        index.retain(|_, i| entries.contains(*i));
+        self.inline_bytes = entries.iter().map(|(_, e)| inline_len(e)).sum();
     }
 
-    /// Resolves a request path on the file system.
-    fn load(&self, key: &str) -> Kind {
-        let Ok(rel) = path::resolve(key) else {
-            return Kind::Status(400);
-        };
-        let full = self.cfg.root.join(&rel);
-        match self.open(&full) {
+    /// Resolves a normalised path on the file system. `Err` only for failures that may pass.
+    fn load(&self, key: &[u8]) -> Result<Kind, io::Error> {
+        let dir_form = key.ends_with(b"/");
+        let rel = key.strip_prefix(b"/").unwrap_or(key);
+        let rel = rel.strip_suffix(b"/").unwrap_or(rel);
+        let name = std::str::from_utf8(rel).unwrap_or("");
+        Ok(match self.root.open(rel) {
             // `/file.txt/` names a directory; the file system says ENOTDIR, so do we.
-            Ok(Opened::File(..)) if path::names_directory(key) => Kind::Status(404),
-            Ok(Opened::File(file, meta)) => Kind::File(self.file_info(key, file, &meta)),
-            Ok(Opened::Dir) if !path::names_directory(key) => Kind::Redirect,
-            Ok(Opened::Dir) => match self.open(&full.join(&self.cfg.index)) {
-                Ok(Opened::File(file, meta)) => {
-                    Kind::File(self.file_info(&self.cfg.index, file, &meta))
-                }
-                Ok(Opened::Dir) => Kind::Status(403),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Kind::Status(403),
-                Err(e) => Kind::Status(status_for(&e)),
-            },
-            Err(e) => Kind::Status(status_for(&e)),
-        }
+            Ok(Opened::File(..)) if dir_form => Kind::Status(404),
+            Ok(Opened::File(file, meta)) => Kind::File(self.file_info(name, file, &meta)),
+            Ok(Opened::Dir) if !dir_form => Kind::Redirect(location(key)),
+            Ok(Opened::Dir) => self.load_index(rel)?,
+            Err(e) => Kind::Status(definite_status(&e).ok_or(e)?),
+        })
     }
 
-    fn open(&self, full: &Path) -> io::Result<Opened> {
-        let real = fs::canonicalize(full)?;
-        if !self.cfg.follow_symlinks_outside && !real.starts_with(&self.real_root) {
-            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+    /// The index file of directory `rel`, opened from the root (not from the directory's
+    /// descriptor), so that an index symlink to elsewhere inside the root works.
+    fn load_index(&self, rel: &[u8]) -> Result<Kind, io::Error> {
+        let mut joined = rel.to_vec();
+        if !joined.is_empty() {
+            joined.push(b'/');
         }
-        // Stat before opening: opening a FIFO would block the loop.
-        let meta = fs::metadata(&real)?;
-        if meta.is_dir() {
-            return Ok(Opened::Dir);
-        }
-        if !meta.is_file() {
-            return Err(io::Error::from(io::ErrorKind::PermissionDenied));
-        }
-        let file = File::open(&real)?;
-        let meta = file.metadata()?;
-        Ok(Opened::File(file, meta))
+        joined.extend_from_slice(self.cfg.index.as_bytes());
+        Ok(match self.root.open(&joined) {
+            Ok(Opened::File(file, meta)) => {
+                Kind::File(self.file_info(&self.cfg.index, file, &meta))
+            }
+            Ok(Opened::Dir) => Kind::Status(403),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Kind::Status(403),
+            Err(e) => Kind::Status(definite_status(&e).ok_or(e)?),
+        })
     }
 
-    fn file_info(&self, name: &str, mut file: File, meta: &fs::Metadata) -> FileInfo {
+    fn file_info(&self, name: &str, mut file: File, meta: &Metadata) -> FileInfo {
         let len = meta.len();
         let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
         let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime));
@@ -224,7 +317,10 @@ impl Files {
                 content = Some(Content::Bytes(bytes.into_boxed_slice()));
             }
         }
-        let content = content.unwrap_or_else(|| Content::File(Arc::new(file)));
+        let content = content.unwrap_or_else(|| match Slot::take(self.fd_budget) {
+            Some(slot) => Content::File(Arc::new(file), slot),
+            None => Content::Uncached(Some(Arc::new(file))),
+        });
         FileInfo {
             headers,
             validators,
@@ -235,25 +331,68 @@ impl Files {
             content,
         }
     }
+
+    /// The answer for a request path: a normal path is its own key (no allocation); any other
+    /// spelling is normalised first, so that all spellings of one file share one entry.
+    fn find(&mut self, path: &str, now: Instant) -> Option<Found> {
+        // The previous uncached answer's descriptor, if its reply did not take it (304, 416).
+        self.transient_file = None;
+        if path::is_normal(path) {
+            return Some(self.lookup(path.as_bytes(), now));
+        }
+        let mut key = std::mem::take(&mut self.key);
+        let found = path::normalize_into(path, &mut key)
+            .ok()
+            .map(|()| self.lookup(&key, now));
+        self.key = key;
+        found
+    }
 }
 
-enum Opened {
-    File(File, fs::Metadata),
-    Dir,
+fn inline_len(e: &Entry) -> u64 {
+    match &e.kind {
+        Kind::File(FileInfo {
+            content: Content::Bytes(b),
+            ..
+        }) => b.len() as u64,
+        _ => 0,
+    }
 }
 
-fn status_for(e: &io::Error) -> u16 {
+/// The Location of a directory named without its trailing slash, from the normalised path (never
+/// the request's spelling, which may start with `//` and so name another origin).
+fn location(key: &[u8]) -> Box<[u8]> {
+    let mut out = Vec::new();
+    path::push_location(key, &mut out);
+    out.push(b'/');
+    out.into_boxed_slice()
+}
+
+/// Keeps the query of a redirected request. httparse refuses control bytes in a target, but a
+/// header value is no place to trust that: a query with anything but visible ASCII is dropped.
+fn push_query(target: &str, out: &mut Vec<u8>) {
+    if let Some(q) = target.find('?') {
+        let query = &target.as_bytes()[q..];
+        if query.iter().all(|b| b.is_ascii_graphic()) {
+            out.extend_from_slice(query);
+        }
+    }
+}
+
+/// The status for an open that failed in a way that will not pass by itself (so it may be
+/// cached); `None` for the rest (out of descriptors or memory, I/O errors).
+fn definite_status(e: &io::Error) -> Option<u16> {
     match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => {
-            404
+            Some(404)
         }
-        io::ErrorKind::PermissionDenied => 403,
-        _ if e.raw_os_error() == Some(libc::ELOOP)
-            || e.raw_os_error() == Some(libc::ENAMETOOLONG) =>
-        {
-            404
-        }
-        _ => 500,
+        io::ErrorKind::PermissionDenied => Some(403),
+        _ => match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENAMETOOLONG) => Some(404),
+            // openat2's RESOLVE_BENEATH: the path (a symlink in it) leads outside the root.
+            Some(libc::EXDEV) => Some(403),
+            _ => None,
+        },
     }
 }
 
@@ -262,23 +401,44 @@ impl Handler for Files {
         if req.method == Method::Other {
             return Reply::text(405, b"Allow: GET, HEAD\r\nContent-Type: text/plain\r\n");
         }
-        let key = req.path();
-        let i = self.lookup(key, now);
+        let found = match self.find(req.path(), now) {
+            None => return Reply::text(400, b"Content-Type: text/plain\r\n"),
+            Some(Found::Unavailable) => {
+                return Reply::text(503, b"Retry-After: 1\r\nContent-Type: text/plain\r\n");
+            }
+            Some(found) => found,
+        };
         let Files {
-            entries, scratch, ..
+            entries,
+            transient,
+            transient_file,
+            scratch,
+            ..
         } = self;
-        let entry = &entries[i];
+        let entry = match found {
+            Found::Cached(i) => &entries[i],
+            _ => {
+                let Some(entry) = transient.as_mut() else {
+                    return Reply::text(503, b"Retry-After: 1\r\nContent-Type: text/plain\r\n");
+                };
+                if let Kind::File(FileInfo {
+                    content: Content::Uncached(file),
+                    ..
+                }) = &mut entry.kind
+                {
+                    *transient_file = file.take();
+                }
+                &*entry
+            }
+        };
         let info = match &entry.kind {
             Kind::File(info) => info,
             Kind::Status(s) => return Reply::text(*s, b"Content-Type: text/plain\r\n"),
-            Kind::Redirect => {
+            Kind::Redirect(location) => {
                 scratch.clear();
                 scratch.extend_from_slice(b"Location: ");
-                scratch.extend_from_slice(key.as_bytes());
-                scratch.push(b'/');
-                if let Some(q) = req.target.find('?') {
-                    scratch.extend_from_slice(&req.target.as_bytes()[q..]);
-                }
+                scratch.extend_from_slice(location);
+                push_query(req.target, scratch);
                 scratch.extend_from_slice(b"\r\nContent-Type: text/plain\r\n");
                 let body = crate::http::response::reason(301).as_bytes();
                 return Reply {
@@ -308,7 +468,7 @@ impl Handler for Files {
                 status: 200,
                 headers: &info.headers,
                 len: info.len,
-                body: body(info, 0, info.len),
+                body: body(info, 0, info.len, transient_file),
             },
             RangeSpec::Unsatisfiable => {
                 scratch.clear();
@@ -338,19 +498,25 @@ impl Handler for Files {
                     status: 206,
                     headers: scratch,
                     len,
-                    body: body(info, start, len),
+                    body: body(info, start, len, transient_file),
                 }
             }
         }
     }
 }
 
-fn body(info: &FileInfo, offset: u64, len: u64) -> Body<'_> {
+/// The body of a reply; an uncached file's descriptor is `spare`, which the reply takes.
+fn body<'a>(info: &'a FileInfo, offset: u64, len: u64, spare: &mut Option<Arc<File>>) -> Body<'a> {
     match &info.content {
         Content::Bytes(b) => Body::Bytes(&b[offset as usize..(offset + len) as usize]),
-        Content::File(f) => Body::File {
+        Content::File(f, _) => Body::File {
             file: Arc::clone(f),
             offset,
+        },
+        Content::Uncached(_) => match spare.take() {
+            Some(file) => Body::File { file, offset },
+            // `handle` moved the descriptor to `spare` just before; a reply never finds it gone.
+            None => Body::Empty,
         },
     }
 }

@@ -17,6 +17,12 @@ pub enum PathError {
 /// §5.2.4), and climbing above the root is refused rather than clamped. No segment of the result
 /// is empty, `.`, `..`, or holds `/`, `\` or NUL, so joining it to the root stays below the root.
 pub fn resolve(path: &str) -> Result<PathBuf, PathError> {
+    let segments = segments(path)?;
+    Ok(segments.iter().map(|s| OsStr::from_bytes(s)).collect())
+}
+
+/// The decoded segments of a request path, dot segments applied (see [`resolve`]).
+fn segments(path: &str) -> Result<Vec<Vec<u8>>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::Bad);
     }
@@ -34,7 +40,62 @@ pub fn resolve(path: &str) -> Result<PathBuf, PathError> {
             _ => segments.push(seg),
         }
     }
-    Ok(segments.iter().map(|s| OsStr::from_bytes(s)).collect())
+    Ok(segments)
+}
+
+/// True when `path` is already its own [`normalize_into`] form, so it can be used as is:
+/// no `%`, `\` or NUL, no empty, `.` or `..` segment (a final empty one, the trailing slash
+/// of a directory, is fine). A cheap scan, no allocation: the hot path's test.
+pub fn is_normal(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if rest.bytes().any(|b| matches!(b, b'%' | b'\\' | 0)) {
+        return false;
+    }
+    let mut segs = rest.split('/').peekable();
+    while let Some(seg) = segs.next() {
+        let last = segs.peek().is_none();
+        if matches!(seg, "." | "..") || (seg.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Writes the one spelling of what a request path names: `/`, the decoded segments joined by
+/// `/`, and a final `/` when it names a directory. Every spelling of one file (`//a`, `/./a`,
+/// `/x/../a`, `/%61`) gives the same bytes, so the file cache keys on them. A normal path
+/// ([`is_normal`]) gives itself back.
+pub fn normalize_into(path: &str, out: &mut Vec<u8>) -> Result<(), PathError> {
+    let segments = segments(path)?;
+    out.clear();
+    for seg in &segments {
+        out.push(b'/');
+        out.extend_from_slice(seg);
+    }
+    if segments.is_empty() || names_directory(path) {
+        out.push(b'/');
+    }
+    Ok(())
+}
+
+/// Appends a normalised path (see [`normalize_into`]) to a Location header, percent-encoding
+/// every byte that RFC 3986 does not allow as is in a path segment (unreserved, sub-delims,
+/// `:` and `@`). `%` itself is encoded, so the result decodes to exactly these segments.
+///
+/// A normalised path has no empty segment, so what this writes never starts with `//` (which a
+/// browser would take as another origin, a protocol-relative reference).
+pub fn push_location(normal: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(normal.starts_with(b"/") && !normal.starts_with(b"//"));
+    for &b in normal {
+        if b == b'/' || b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(b);
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
 }
 
 /// True when a request path names a directory: it ends in `/`, or in a `.` or `..` segment
@@ -112,6 +173,58 @@ mod tests {
             "",
         ] {
             assert_eq!(resolve(p), Err(PathError::Bad), "{p}");
+        }
+    }
+
+    #[test]
+    fn normal_forms() {
+        let key = |p: &str| {
+            let mut out = Vec::new();
+            normalize_into(p, &mut out).map(|()| String::from_utf8(out).unwrap())
+        };
+        for p in ["/", "/a", "/a/", "/a/b.txt", "/a/.b", "/a/..b", "/a b"] {
+            assert!(is_normal(p), "{p}");
+            assert_eq!(key(p).unwrap(), p);
+        }
+        for (p, k) in [
+            ("//a", "/a"),
+            ("/./a", "/a"),
+            ("/x/../a", "/a"),
+            ("/%61", "/a"),
+            ("/a/.", "/a/"),
+            ("/a/b/..", "/a/"),
+            ("/a/..", "/"),
+            ("//", "/"),
+            ("/a//b/", "/a/b/"),
+            ("/%2561", "/%61"),
+        ] {
+            assert!(!is_normal(p), "{p}");
+            assert_eq!(key(p).unwrap(), k, "{p}");
+        }
+        for p in ["", "a", "/a\\b", "/..", "/a%00"] {
+            assert!(!is_normal(p), "{p}");
+        }
+        assert_eq!(key("/../a"), Err(PathError::Bad));
+    }
+
+    #[test]
+    fn locations_stay_on_this_origin() {
+        let loc = |p: &str| {
+            let mut key = Vec::new();
+            normalize_into(p, &mut key).unwrap();
+            let mut out = Vec::new();
+            push_location(&key, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(loc("//evil.example/../dir"), "/dir");
+        assert_eq!(loc("///evil.example/%2e%2e/dir"), "/dir");
+        assert_eq!(loc("/my%20dir"), "/my%20dir");
+        assert_eq!(loc("/%2561%3f%23"), "/%2561%3F%23");
+        assert_eq!(loc("/a:b@c;d=e"), "/a:b@c;d=e");
+        assert_eq!(loc("/%C3%A9"), "/%C3%A9");
+        // What a Location says resolves to what was asked for.
+        for p in ["/%2561%3f%23", "/my%20dir", "/%C3%A9/%0d%0a"] {
+            assert_eq!(resolve(&loc(p)), resolve(p), "{p}");
         }
     }
 }
