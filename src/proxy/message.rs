@@ -5,7 +5,7 @@
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
-use crate::http::request::{self, Method, Request};
+use crate::http::request::{self, BodyFraming, Method, Request};
 use crate::http::response::push_u64;
 
 /// How a response body is delimited (RFC 9112 §6.3).
@@ -49,9 +49,19 @@ fn hop_by_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
     ];
     FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
         || name.len() > 6 && name[..6].eq_ignore_ascii_case("proxy-")
-        || connection_tokens
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        || !protected(name)
+            && connection_tokens
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Fields a `Connection` header cannot remove. Content-Length and Transfer-Encoding frame the
+/// body we relay unchanged, and Host names the target: a next hop that did not see them would
+/// read a different message from the bytes than we did (request smuggling, an unframed answer).
+fn protected(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "host"]
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f))
 }
 
 fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
@@ -66,8 +76,10 @@ fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
 
 /// Writes the head to send upstream for `req`, whose raw head is `raw`: the request line in
 /// origin-form and HTTP/1.1, every end-to-end field as received, the client added to
-/// X-Forwarded-For, X-Forwarded-Proto set. The body is relayed with the framing it arrived with.
-/// An HTTP/1.0 request without Host gets `Host: default_host`, since HTTP/1.1 requires one.
+/// X-Forwarded-For, X-Forwarded-Proto set. Host and the body framing are written from `req`
+/// itself, not copied, so the upstream reads exactly the message we parsed (and relay): the body
+/// goes on with the framing it arrived with. An HTTP/1.0 request without Host gets
+/// `Host: default_host`, since HTTP/1.1 requires one.
 pub fn request_head(
     out: &mut Vec<u8>,
     raw: &[u8],
@@ -91,26 +103,41 @@ pub fn request_head(
         out.push(b'/');
     }
     out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    if req.host.is_none() {
-        out.extend_from_slice(b"Host: ");
-        out.extend_from_slice(default_host.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    match req.host {
+        Some(host) => out.extend_from_slice(host),
+        None => out.extend_from_slice(default_host.as_bytes()),
     }
+    out.extend_from_slice(b"\r\n");
     let tokens = connection_tokens(parsed.headers);
     let mut forwarded_for: Option<&[u8]> = None;
+    let mut zero_length = false;
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
             forwarded_for = Some(h.value); // the last one wins; they are joined below
             continue;
         }
+        if protected(h.name) {
+            // Written from `req` below. A `Content-Length: 0` is kept as such: some servers
+            // want a length on every POST.
+            zero_length |= h.name.eq_ignore_ascii_case("content-length");
+            continue;
+        }
         if hop_by_hop(h.name, &tokens) || h.name.eq_ignore_ascii_case("x-forwarded-proto") {
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+        push_field(out, h.name.as_bytes(), h.value);
+    }
+    match req.body {
+        BodyFraming::None if zero_length => push_field(out, b"Content-Length", b"0"),
+        BodyFraming::None => {}
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        // `request::parse` takes no coding but chunked (others are 501).
+        BodyFraming::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
     if let Some(prev) = forwarded_for {
@@ -122,6 +149,13 @@ pub fn request_head(
         None => out.push(b'-'),
     }
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n\r\n");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Parses an upstream response head from the start of `buf`. `Ok(None)`: not complete yet.
@@ -274,8 +308,34 @@ mod tests {
         let out = req_head(raw, Some("10.0.0.9".parse().unwrap()));
         assert_eq!(
             out,
-            "POST /api?x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nAccept: */*\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+            "POST /api?x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn connection_cannot_remove_the_framing_or_host() {
+        let raw = "POST /a HTTP/1.1\r\nHost: h\r\nConnection: Content-Length, Host, X\r\nContent-Length: 3\r\nX: 1\r\n\r\n";
+        assert_eq!(
+            req_head(raw, None),
+            "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nX-Forwarded-For: -\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+        let raw = "POST /a HTTP/1.1\r\nHost: h\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(req_head(raw, None).contains("\r\nTransfer-Encoding: chunked\r\n"));
+        let raw = "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
+        assert!(req_head(raw, None).contains("\r\nContent-Length: 0\r\n"));
+        for (raw, framing) in [
+            (
+                "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n",
+                "Content-Length: 5\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding: chunked\r\n",
+            ),
+        ] {
+            let (h, _) = resp(raw, Method::Get).unwrap().unwrap();
+            assert!(h.head.ends_with(framing.as_bytes()), "{raw:?}");
+        }
     }
 
     fn resp(raw: &str, method: Method) -> Result<Option<(ResponseHead, usize)>, UpstreamError> {
