@@ -40,6 +40,7 @@ macro_rules! env {
                 log_date: $r.dates.clf(),
                 limits: &$r.cfg.limits,
                 routes: &$r.routes,
+                trust_forwarded: $r.cfg.proxy_trust_forwarded,
                 defer: $r.proactor.is_some(),
             },
             handler: &mut $r.app,

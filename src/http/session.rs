@@ -54,6 +54,8 @@ pub struct Ctx<'a> {
     pub limits: &'a Limits,
     /// Paths forwarded upstream.
     pub routes: &'a [Route],
+    /// Extend a client's X-Forwarded-For chain rather than replace it (`--proxy-trust-forwarded`).
+    pub trust_forwarded: bool,
     /// Hand requests to another thread instead of calling the handler (`proactor-pool`).
     pub defer: bool,
 }
@@ -487,6 +489,7 @@ mod tests {
             log_date: "-",
             limits,
             routes: &[],
+            trust_forwarded: false,
             defer: false,
         }
     }
