@@ -320,9 +320,17 @@ impl Session {
             return;
         }
         #[cfg(feature = "proxy")]
-        if let Some(route) = forward::route_for(ctx.routes, req.path()) {
-            self.forward(ctx.routes, route, head, &req);
-            return;
+        match forward::route_for(ctx.routes, req.path()) {
+            forward::RouteMatch::Local => {}
+            forward::RouteMatch::Forward(route) => {
+                self.forward(ctx, route, head, &req);
+                return;
+            }
+            forward::RouteMatch::Refuse => {
+                log::debug!("proxied path not in normal form: {:?}", req.target);
+                self.respond_error(400, out, ctx, request_line(head));
+                return;
+            }
         }
         // A client waiting for 100 (Continue) may never send the body we would have to drain:
         // answer and close rather than guess (RFC 9110 §10.1.1).
