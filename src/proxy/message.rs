@@ -74,9 +74,29 @@ fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
         .collect()
 }
 
+/// Who may tell us where a request came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardedTrust {
+    /// Anyone may connect: a client's X-Forwarded-For, X-Real-IP, Forwarded, X-Forwarded-Proto
+    /// and X-Forwarded-Host are forgeries until shown otherwise; the chain starts at the peer.
+    Peer,
+    /// The peer is a proxy of ours (`--proxy-trust-forwarded`): its chain is kept and extended.
+    Chain,
+}
+
+/// Fields that say where a request came from: replaced unless the peer is trusted.
+const FORWARDED_FIELDS: [&str; 5] = [
+    "x-forwarded-for",
+    "x-real-ip",
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
 /// Writes the head to send upstream for `req`, whose raw head is `raw`: the request line in
-/// origin-form and HTTP/1.1, every end-to-end field as received, the client added to
-/// X-Forwarded-For, X-Forwarded-Proto set. Host and the body framing are written from `req`
+/// origin-form and HTTP/1.1, every end-to-end field as received, and the forwarded fields as
+/// `trust` says: X-Forwarded-For ends with `client`, X-Real-IP and X-Forwarded-Proto are ours
+/// unless a trusted peer sent them. Host and the body framing are written from `req`
 /// itself, not copied, so the upstream reads exactly the message we parsed (and relay): the body
 /// goes on with the framing it arrived with. An HTTP/1.0 request without Host gets
 /// `Host: default_host`, since HTTP/1.1 requires one.
@@ -86,6 +106,7 @@ pub fn request_head(
     req: &Request<'_>,
     client: Option<IpAddr>,
     default_host: &str,
+    trust: ForwardedTrust,
 ) {
     let mut storage =
         [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; request::MAX_HEADERS];
@@ -110,12 +131,25 @@ pub fn request_head(
     }
     out.extend_from_slice(b"\r\n");
     let tokens = connection_tokens(parsed.headers);
-    let mut forwarded_for: Option<&[u8]> = None;
+    let mut chain: Vec<&[u8]> = Vec::new();
+    let (mut real_ip, mut proto) = (false, false);
     let mut zero_length = false;
     for h in parsed.headers.iter() {
-        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for = Some(h.value); // the last one wins; they are joined below
-            continue;
+        let name = h.name;
+        if FORWARDED_FIELDS
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f))
+        {
+            if trust == ForwardedTrust::Peer || hop_by_hop(name, &tokens) {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("x-forwarded-for") {
+                // Every field, in order: one chain, extended below.
+                chain.push(h.value);
+                continue;
+            }
+            real_ip |= name.eq_ignore_ascii_case("x-real-ip");
+            proto |= name.eq_ignore_ascii_case("x-forwarded-proto");
         }
         if protected(h.name) {
             // Written from `req` below. A `Content-Length: 0` is kept as such: some servers
@@ -123,7 +157,7 @@ pub fn request_head(
             zero_length |= h.name.eq_ignore_ascii_case("content-length");
             continue;
         }
-        if hop_by_hop(h.name, &tokens) || h.name.eq_ignore_ascii_case("x-forwarded-proto") {
+        if hop_by_hop(h.name, &tokens) {
             continue;
         }
         push_field(out, h.name.as_bytes(), h.value);
@@ -139,16 +173,25 @@ pub fn request_head(
         // `request::parse` takes no coding but chunked (others are 501).
         BodyFraming::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
     }
+    let peer = client.map_or_else(|| "-".to_string(), |ip| ip.to_string());
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if let Some(prev) = forwarded_for {
-        out.extend_from_slice(prev);
+    for hop in chain
+        .iter()
+        .map(|v| request::trim(v))
+        .filter(|v| !v.is_empty())
+    {
+        out.extend_from_slice(hop);
         out.extend_from_slice(b", ");
     }
-    match client {
-        Some(ip) => out.extend_from_slice(ip.to_string().as_bytes()),
-        None => out.push(b'-'),
+    out.extend_from_slice(peer.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !real_ip && client.is_some() {
+        push_field(out, b"X-Real-IP", peer.as_bytes());
     }
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n\r\n");
+    if !proto {
+        push_field(out, b"X-Forwarded-Proto", b"http");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -289,7 +332,14 @@ mod tests {
     fn req_head(raw: &str, ip: Option<IpAddr>) -> String {
         let req = request::parse(raw.as_bytes(), 64).unwrap();
         let mut out = Vec::new();
-        request_head(&mut out, raw.as_bytes(), &req, ip, "up:1");
+        request_head(
+            &mut out,
+            raw.as_bytes(),
+            &req,
+            ip,
+            "up:1",
+            ForwardedTrust::Peer,
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -308,7 +358,7 @@ mod tests {
         let out = req_head(raw, Some("10.0.0.9".parse().unwrap()));
         assert_eq!(
             out,
-            "POST /api?x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+            "POST /api?x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 10.0.0.9\r\nX-Real-IP: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
         );
     }
 
@@ -336,6 +386,26 @@ mod tests {
             let (h, _) = resp(raw, Method::Get).unwrap().unwrap();
             assert!(h.head.ends_with(framing.as_bytes()), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn forwarded_fields_are_replaced_unless_the_peer_is_trusted() {
+        let raw = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nForwarded: for=x\r\nX-Real-IP: 9.9.9.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: e\r\nX-Forwarded-For: 2.2.2.2\r\n\r\n";
+        let req = request::parse(raw.as_bytes(), 64).unwrap();
+        let ip = Some("10.0.0.9".parse().unwrap());
+        let head = |trust| {
+            let mut out = Vec::new();
+            request_head(&mut out, raw.as_bytes(), &req, ip, "up", trust);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            head(ForwardedTrust::Peer),
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\nX-Real-IP: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+        assert_eq!(
+            head(ForwardedTrust::Chain),
+            "GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=x\r\nX-Real-IP: 9.9.9.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: e\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n\r\n"
+        );
     }
 
     fn resp(raw: &str, method: Method) -> Result<Option<(ResponseHead, usize)>, UpstreamError> {

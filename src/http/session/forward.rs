@@ -41,7 +41,12 @@ impl Session {
             .first()
             .map(ToString::to_string)
             .unwrap_or_default();
-        message::request_head(&mut head, raw, req, self.peer, &fallback);
+        let trust = if ctx.trust_forwarded {
+            message::ForwardedTrust::Chain
+        } else {
+            message::ForwardedTrust::Peer
+        };
+        message::request_head(&mut head, raw, req, self.peer, &fallback, trust);
         let body = match req.body {
             BodyFraming::None => None,
             BodyFraming::Length(n) => Some(BodyLeft::Length(n)),
