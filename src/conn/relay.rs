@@ -329,7 +329,9 @@ impl Conn {
         let r = self.relay.as_deref_mut().expect("relay");
         match &mut r.resp {
             Resp::Head => {
-                let dechunk = self.session.forward_to_http10();
+                // An HTTP/1.0 client knows neither chunked bodies nor interim answers.
+                let http10 = self.session.forward_to_http10();
+                let dechunk = http10;
                 let max = env.ctx.limits.max_head;
                 match message::response_head(&r.from_up, r.method, max, dechunk) {
                     Ok(None) => Ok(false),
@@ -337,6 +339,11 @@ impl Conn {
                         r.from_up.drain(..n);
                         if head.status == 101 {
                             return Err(self.bad_upstream(env, "101 without an upgrade asked for"));
+                        }
+                        if head.status < 200 && http10 {
+                            // HTTP/1.0 has no interim answers (RFC 9110 §15.2): a 1.0 client
+                            // would take one for the final answer. Dropped; nothing was sent.
+                            return Ok(true);
                         }
                         let buf = &mut self.out.buf;
                         buf.extend_from_slice(&head.head);
