@@ -99,9 +99,24 @@ struct Plan {
     body: BodyFraming,
 }
 
-/// A request body broke its framing (or its size limit): the connection cannot go on.
+/// A request body broke its framing (or its size limit): the connection cannot go on. While a
+/// body is forwarded and nothing of the answer has gone out, each gets its own status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BodyError;
+pub enum BodyError {
+    /// Malformed chunked coding: 400.
+    Malformed,
+    /// Over `--max-body`: 413.
+    TooLarge,
+}
+
+impl BodyError {
+    pub fn status(self) -> u16 {
+        match self {
+            BodyError::Malformed => 400,
+            BodyError::TooLarge => 413,
+        }
+    }
+}
 
 #[derive(Debug)]
 enum BodyLeft {
@@ -237,7 +252,7 @@ impl Session {
                             }
                         }
                         // The answer has gone already; the framing can no longer be trusted.
-                        Err(BodyError) => {
+                        Err(_) => {
                             self.phase = Phase::Closed;
                             return input.len();
                         }
@@ -458,10 +473,10 @@ fn drain_body(left: &mut BodyLeft, input: &[u8], max: u64) -> Result<(usize, boo
             let mut data = 0u64;
             let used = decoder
                 .feed(input, |d| data += d.len() as u64)
-                .map_err(|_| BodyError)?;
+                .map_err(|_| BodyError::Malformed)?;
             *seen += data;
             if *seen > max {
-                return Err(BodyError);
+                return Err(BodyError::TooLarge);
             }
             Ok((used, decoder.is_done()))
         }
