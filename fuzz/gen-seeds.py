@@ -97,3 +97,39 @@ for name, (length, value) in {
     write("range", name, bytes([length]) + value)
 write("range", "huge-len", b"\xff" + struct.pack("<Q", 2**64 - 1) + b"bytes=18446744073709551614-")
 write("range", "long-number", b"\x0a" + b"bytes=0-99999999999999999999")
+
+# upstream_response: a raw upstream response head (and what follows it)
+UPSTREAM = {
+    "length": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX: y\r\n\r\nhello",
+    "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "gzip-close": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzzz",
+    "http10-close": b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\nbody",
+    "connection-names-length": b"HTTP/1.1 200 OK\r\nConnection: Content-Length, X\r\nContent-Length: 5\r\nX: 1\r\n\r\nhello",
+    "connection-names-te": b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "continue-then-200": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "not-modified": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\nETag: \"e\"\r\n\r\n",
+    "cl-and-te": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "hop-by-hop": (b"HTTP/1.1 201 Made\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: x\r\nUpgrade: h2c\r\n"
+                   b"Connection: close\r\nContent-Length: 0\r\n\r\n"),
+}
+for name, resp in UPSTREAM.items():
+    write("upstream_response", name, resp)
+
+# proxy_rewrite: flags byte (bit 0: trusted forwarding), then a request head
+REWRITE = {
+    "get": b"\x00" + GET,
+    "absolute-query": b"\x00GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n",
+    "http10-no-host": b"\x00" + HTTP10,
+    "post-length": b"\x00" + POST_CL,
+    "post-chunked": b"\x00" + POST_CHUNKED,
+    "post-zero-length": b"\x00POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    "connection-names-length": b"\x00POST /a HTTP/1.1\r\nHost: h\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\nabc",
+    "connection-names-te-host": (b"\x00POST /a HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Transfer-Encoding, Host\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n"),
+    "forwarded-untrusted": (b"\x00GET /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nX-Real-IP: 2.2.2.2\r\n"
+                            b"Forwarded: for=3.3.3.3\r\nX-Forwarded-For: 4.4.4.4\r\n\r\n"),
+    "forwarded-trusted": (b"\x01GET /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nX-Real-IP: 2.2.2.2\r\n"
+                          b"Connection: X-Forwarded-For\r\nX-Forwarded-For: 4.4.4.4\r\n\r\n"),
+}
+for name, req in REWRITE.items():
+    write("proxy_rewrite", name, req)

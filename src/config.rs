@@ -61,6 +61,9 @@ pub struct Config {
     pub proxy_idle: usize,
     /// How long an upstream that refused or timed out is skipped.
     pub proxy_fail_timeout: Duration,
+    /// Believe the client's X-Forwarded-For, X-Real-IP and Forwarded (it is a proxy of ours):
+    /// extend the chain rather than replace it.
+    pub proxy_trust_forwarded: bool,
     /// Where handlers run and how many loops there are.
     pub model: Model,
     /// Threads for the models that have several; 0 means the available parallelism.
@@ -141,6 +144,7 @@ impl Default for Config {
             proxy_timeout: Duration::from_secs(60),
             proxy_idle: 32,
             proxy_fail_timeout: Duration::from_secs(10),
+            proxy_trust_forwarded: false,
             model: Model::Single,
             workers: 0,
             bench_routes: false,
@@ -180,6 +184,8 @@ Usage: edgeserve [OPTIONS] [DIR]
   --proxy-timeout T       wait for upstream bytes           [60s]
   --proxy-idle N          idle connections per upstream     [32]
   --proxy-fail-timeout T  skip a failed upstream for        [10s]
+  --proxy-trust-forwarded keep the client's X-Forwarded-For, X-Real-IP and
+                          Forwarded (only behind a proxy of yours)
   --model NAME            single, proactor-pool, reactor-pool, sharded
                           or leader-followers               [single]
   --workers N             threads for the other models      [available cores]
@@ -273,6 +279,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--proxy-timeout" => c.proxy_timeout = duration(&flag, &value()?)?,
             "--proxy-idle" => c.proxy_idle = number(&flag, &value()?, 0, 4096)? as usize,
             "--proxy-fail-timeout" => c.proxy_fail_timeout = duration(&flag, &value()?)?,
+            "--proxy-trust-forwarded" => c.proxy_trust_forwarded = true,
             "--model" => {
                 let v = value()?;
                 c.model = Model::parse(&v).ok_or_else(|| {
@@ -445,6 +452,12 @@ mod tests {
             "--proxy=/x=localhost:1",
         ])
         .unwrap();
+        assert!(!c.proxy_trust_forwarded);
+        assert!(
+            run(&["--proxy-trust-forwarded"])
+                .unwrap()
+                .proxy_trust_forwarded
+        );
         assert_eq!(c.proxies[0].prefix, "/api");
         assert_eq!(
             c.proxies[0].upstreams,

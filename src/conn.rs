@@ -80,6 +80,10 @@ pub enum TimerKind {
     Connect,
     /// Waiting for upstream bytes while a forwarded request is answered.
     Upstream,
+    /// A forwarded request's body is arriving: the head timeout again, counted once from when
+    /// the body began to be forwarded. Bytes do not restart it (a byte every few seconds would
+    /// hold a client and an upstream connection forever).
+    Body,
 }
 
 /// The transport's own phase beside the session's.

@@ -40,6 +40,7 @@ macro_rules! env {
                 log_date: $r.dates.clf(),
                 limits: &$r.cfg.limits,
                 routes: &$r.routes,
+                trust_forwarded: $r.cfg.proxy_trust_forwarded,
                 defer: $r.proactor.is_some(),
             },
             handler: &mut $r.app,
@@ -657,7 +658,8 @@ impl Reactor {
             return;
         };
         let kind = c.timer_kind();
-        if kind == c.timer && !c.wrote {
+        // A body's deadline is overall: progress does not move it.
+        if kind == c.timer && (!c.wrote || kind == TimerKind::Body) {
             // The deadline stands. If its entry is gone (it fired while the connection was lent
             // out or queued), push it again: a deadline already past fires on the next turn.
             if c.scheduled.is_none() {
@@ -678,6 +680,7 @@ impl Reactor {
                 TimerKind::Linger => self.cfg.linger_timeout,
                 TimerKind::Connect => self.cfg.proxy_connect_timeout,
                 TimerKind::Upstream => self.cfg.proxy_timeout,
+                TimerKind::Body => self.cfg.header_timeout,
             };
         if c.scheduled.is_none_or(|s| c.deadline < s) {
             c.scheduled = Some(c.deadline);
@@ -726,7 +729,7 @@ impl Reactor {
                     self.drive(key, now);
                 }
                 #[cfg(feature = "proxy")]
-                TimerKind::Connect | TimerKind::Upstream => {
+                TimerKind::Connect | TimerKind::Upstream | TimerKind::Body => {
                     let mut env = env!(self, now, key);
                     c.upstream_timed_out(&mut env);
                     // The next upstream (failover) or the error answer gets a deadline of its
@@ -735,7 +738,7 @@ impl Reactor {
                     self.drive(key, now);
                 }
                 #[cfg(not(feature = "proxy"))]
-                TimerKind::Connect | TimerKind::Upstream => self.close(key),
+                TimerKind::Connect | TimerKind::Upstream | TimerKind::Body => self.close(key),
                 TimerKind::Idle | TimerKind::Send | TimerKind::Linger => self.close(key),
             }
         }

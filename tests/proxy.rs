@@ -236,10 +236,12 @@ fn get_is_forwarded_with_host_kept_and_hop_by_hop_headers_removed() {
 }
 
 #[test]
-fn x_forwarded_for_is_appended_to_an_existing_one() {
+fn x_forwarded_for_is_appended_to_an_existing_one_from_a_trusted_proxy() {
     let site = site();
     let up = Upstream::start(|_| upstream::ok("ok"));
-    let server = proxy_server(&site, vec![route("/api", &[up.addr])], |_| {});
+    let server = proxy_server(&site, vec![route("/api", &[up.addr])], |cfg| {
+        cfg.proxy_trust_forwarded = true
+    });
     let mut c = server.client();
     c.send(b"GET /api/x HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.1.2.3, 10.4.5.6\r\n\r\n");
     assert_eq!(c.response().status, 200);

@@ -193,6 +193,7 @@ fn run(pieces: &[(&[u8], bool)], limits: &Limits) -> Outcome {
             log_date: "-",
             limits,
             routes: &[],
+            trust_forwarded: false,
             defer: false,
         },
     };

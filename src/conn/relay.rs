@@ -41,7 +41,8 @@ pub struct Relay {
     retried: bool,
     status: u16,
     bytes: u64,
-    /// What to answer when every upstream failed: 502 (refused, broken) or 504 (timed out).
+    /// What to answer when every upstream failed: 502 (refused, broken) or 504 (timed out); or
+    /// 408/413/400 when the request body failed.
     failure: u16,
     reusable: bool,
 }
@@ -136,10 +137,13 @@ impl Conn {
         }
     }
 
-    /// The connect or response deadline passed.
+    /// The connect, request body or response deadline passed (whichever `relay_timer` chose).
     pub fn upstream_timed_out(&mut self, env: &mut Env<'_>) {
         let Some(r) = &mut self.relay else { return };
-        if r.connecting() {
+        if !r.connecting() && self.session.forward_body_pending() {
+            log::debug!("request body too slow while forwarding");
+            self.body_failed(env, 408);
+        } else if r.connecting() {
             if let Some(up) = r.up.take() {
                 env.upstreams().mark_down(up.lent.addr, env.ctx.now);
                 env.upstreams().close(up.lent, env.poller);
@@ -240,9 +244,9 @@ impl Conn {
                 self.wrote = true;
                 Ok(true)
             }
-            Err(_) => {
-                log::debug!("malformed request body while forwarding");
-                self.abort(env);
+            Err(e) => {
+                log::debug!("request body while forwarding: {e:?}");
+                self.body_failed(env, e.status());
                 Err(Step::CloseClient)
             }
         }
@@ -329,7 +333,9 @@ impl Conn {
         let r = self.relay.as_deref_mut().expect("relay");
         match &mut r.resp {
             Resp::Head => {
-                let dechunk = self.session.forward_to_http10();
+                // An HTTP/1.0 client knows neither chunked bodies nor interim answers.
+                let http10 = self.session.forward_to_http10();
+                let dechunk = http10;
                 let max = env.ctx.limits.max_head;
                 match message::response_head(&r.from_up, r.method, max, dechunk) {
                     Ok(None) => Ok(false),
@@ -337,6 +343,11 @@ impl Conn {
                         r.from_up.drain(..n);
                         if head.status == 101 {
                             return Err(self.bad_upstream(env, "101 without an upgrade asked for"));
+                        }
+                        if head.status < 200 && http10 {
+                            // HTTP/1.0 has no interim answers (RFC 9110 §15.2): a 1.0 client
+                            // would take one for the final answer. Dropped; nothing was sent.
+                            return Ok(true);
                         }
                         let buf = &mut self.out.buf;
                         buf.extend_from_slice(&head.head);
@@ -513,7 +524,20 @@ impl Conn {
         }
     }
 
-    /// No upstream could answer: answer 502/504 ourselves.
+    /// The request body cannot be forwarded (late, malformed, too large): answer `status` and
+    /// close when nothing of an answer went out yet, else just close. The upstream connection,
+    /// holding part of a request, is closed either way.
+    fn body_failed(&mut self, env: &mut Env<'_>, status: u16) {
+        let r = self.relay.as_deref_mut().expect("relay");
+        if r.sent {
+            self.abort(env);
+        } else {
+            r.failure = status;
+            self.fail(env);
+        }
+    }
+
+    /// No upstream could answer: answer 502/504 ourselves (or the status `failure` names).
     fn fail(&mut self, env: &mut Env<'_>) {
         let mut r = self.relay.take().expect("relay");
         if let Some(up) = r.up.take() {
@@ -558,6 +582,8 @@ impl Conn {
         let r = self.relay.as_ref()?;
         Some(if r.connecting() {
             TimerKind::Connect
+        } else if self.session.forward_body_pending() {
+            TimerKind::Body
         } else {
             TimerKind::Upstream
         })

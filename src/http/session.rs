@@ -54,6 +54,8 @@ pub struct Ctx<'a> {
     pub limits: &'a Limits,
     /// Paths forwarded upstream.
     pub routes: &'a [Route],
+    /// Extend a client's X-Forwarded-For chain rather than replace it (`--proxy-trust-forwarded`).
+    pub trust_forwarded: bool,
     /// Hand requests to another thread instead of calling the handler (`proactor-pool`).
     pub defer: bool,
 }
@@ -97,9 +99,24 @@ struct Plan {
     body: BodyFraming,
 }
 
-/// A request body broke its framing (or its size limit): the connection cannot go on.
+/// A request body broke its framing (or its size limit): the connection cannot go on. While a
+/// body is forwarded and nothing of the answer has gone out, each gets its own status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BodyError;
+pub enum BodyError {
+    /// Malformed chunked coding: 400.
+    Malformed,
+    /// Over `--max-body`: 413.
+    TooLarge,
+}
+
+impl BodyError {
+    pub fn status(self) -> u16 {
+        match self {
+            BodyError::Malformed => 400,
+            BodyError::TooLarge => 413,
+        }
+    }
+}
 
 #[derive(Debug)]
 enum BodyLeft {
@@ -235,7 +252,7 @@ impl Session {
                             }
                         }
                         // The answer has gone already; the framing can no longer be trusted.
-                        Err(BodyError) => {
+                        Err(_) => {
                             self.phase = Phase::Closed;
                             return input.len();
                         }
@@ -324,9 +341,17 @@ impl Session {
             return;
         }
         #[cfg(feature = "proxy")]
-        if let Some(route) = forward::route_for(ctx.routes, req.path()) {
-            self.forward(ctx.routes, route, head, &req);
-            return;
+        match forward::route_for(ctx.routes, req.path()) {
+            forward::RouteMatch::Local => {}
+            forward::RouteMatch::Forward(route) => {
+                self.forward(ctx, route, head, &req);
+                return;
+            }
+            forward::RouteMatch::Refuse => {
+                log::debug!("proxied path not in normal form: {:?}", req.target);
+                self.respond_error(400, out, ctx, request_line(head));
+                return;
+            }
         }
         // A client waiting for 100 (Continue) may never send the body we would have to drain:
         // answer and close rather than guess (RFC 9110 §10.1.1).
@@ -454,10 +479,10 @@ fn drain_body(left: &mut BodyLeft, input: &[u8], max: u64) -> Result<(usize, boo
             let mut data = 0u64;
             let used = decoder
                 .feed(input, |d| data += d.len() as u64)
-                .map_err(|_| BodyError)?;
+                .map_err(|_| BodyError::Malformed)?;
             *seen += data;
             if seen.saturating_add(decoder.announced()) > max {
-                return Err(BodyError);
+                return Err(BodyError::TooLarge);
             }
             Ok((used, decoder.is_done()))
         }
@@ -493,6 +518,7 @@ mod tests {
             log_date: "-",
             limits,
             routes: &[],
+            trust_forwarded: false,
             defer: false,
         }
     }

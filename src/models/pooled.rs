@@ -67,6 +67,7 @@ impl Worker {
                 log_date: self.dates.clf(),
                 limits: &self.cfg.limits,
                 routes: &self.cfg.proxies,
+                trust_forwarded: self.cfg.proxy_trust_forwarded,
                 defer: false,
             },
             handler: &mut self.app,

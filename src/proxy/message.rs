@@ -5,7 +5,7 @@
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
-use crate::http::request::{self, Method, Request};
+use crate::http::request::{self, BodyFraming, Method, Request};
 use crate::http::response::push_u64;
 
 /// How a response body is delimited (RFC 9112 §6.3).
@@ -49,9 +49,19 @@ fn hop_by_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
     ];
     FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
         || name.len() > 6 && name[..6].eq_ignore_ascii_case("proxy-")
-        || connection_tokens
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        || !protected(name)
+            && connection_tokens
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// Fields a `Connection` header cannot remove. Content-Length and Transfer-Encoding frame the
+/// body we relay unchanged, and Host names the target: a next hop that did not see them would
+/// read a different message from the bytes than we did (request smuggling, an unframed answer).
+fn protected(name: &str) -> bool {
+    ["content-length", "transfer-encoding", "host"]
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f))
 }
 
 fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
@@ -64,16 +74,39 @@ fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
         .collect()
 }
 
+/// Who may tell us where a request came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardedTrust {
+    /// Anyone may connect: a client's X-Forwarded-For, X-Real-IP, Forwarded, X-Forwarded-Proto
+    /// and X-Forwarded-Host are forgeries until shown otherwise; the chain starts at the peer.
+    Peer,
+    /// The peer is a proxy of ours (`--proxy-trust-forwarded`): its chain is kept and extended.
+    Chain,
+}
+
+/// Fields that say where a request came from: replaced unless the peer is trusted.
+const FORWARDED_FIELDS: [&str; 5] = [
+    "x-forwarded-for",
+    "x-real-ip",
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
 /// Writes the head to send upstream for `req`, whose raw head is `raw`: the request line in
-/// origin-form and HTTP/1.1, every end-to-end field as received, the client added to
-/// X-Forwarded-For, X-Forwarded-Proto set. The body is relayed with the framing it arrived with.
-/// An HTTP/1.0 request without Host gets `Host: default_host`, since HTTP/1.1 requires one.
+/// origin-form and HTTP/1.1, every end-to-end field as received, and the forwarded fields as
+/// `trust` says: X-Forwarded-For ends with `client`, X-Real-IP and X-Forwarded-Proto are ours
+/// unless a trusted peer sent them. Host and the body framing are written from `req`
+/// itself, not copied, so the upstream reads exactly the message we parsed (and relay): the body
+/// goes on with the framing it arrived with. An HTTP/1.0 request without Host gets
+/// `Host: default_host`, since HTTP/1.1 requires one.
 pub fn request_head(
     out: &mut Vec<u8>,
     raw: &[u8],
     req: &Request<'_>,
     client: Option<IpAddr>,
     default_host: &str,
+    trust: ForwardedTrust,
 ) {
     let mut storage =
         [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; request::MAX_HEADERS];
@@ -91,37 +124,81 @@ pub fn request_head(
         out.push(b'/');
     }
     out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    if req.host.is_none() {
-        out.extend_from_slice(b"Host: ");
-        out.extend_from_slice(default_host.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    match req.host {
+        Some(host) => out.extend_from_slice(host),
+        None => out.extend_from_slice(default_host.as_bytes()),
     }
+    out.extend_from_slice(b"\r\n");
     let tokens = connection_tokens(parsed.headers);
-    let mut forwarded_for: Option<&[u8]> = None;
+    let mut chain: Vec<&[u8]> = Vec::new();
+    let (mut real_ip, mut proto) = (false, false);
+    let mut zero_length = false;
     for h in parsed.headers.iter() {
-        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for = Some(h.value); // the last one wins; they are joined below
+        let name = h.name;
+        if FORWARDED_FIELDS
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f))
+        {
+            if trust == ForwardedTrust::Peer || hop_by_hop(name, &tokens) {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("x-forwarded-for") {
+                // Every field, in order: one chain, extended below.
+                chain.push(h.value);
+                continue;
+            }
+            real_ip |= name.eq_ignore_ascii_case("x-real-ip");
+            proto |= name.eq_ignore_ascii_case("x-forwarded-proto");
+        }
+        if protected(h.name) {
+            // Written from `req` below. A `Content-Length: 0` is kept as such: some servers
+            // want a length on every POST.
+            zero_length |= h.name.eq_ignore_ascii_case("content-length");
             continue;
         }
-        if hop_by_hop(h.name, &tokens) || h.name.eq_ignore_ascii_case("x-forwarded-proto") {
+        if hop_by_hop(h.name, &tokens) {
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+        push_field(out, h.name.as_bytes(), h.value);
     }
+    match req.body {
+        BodyFraming::None if zero_length => push_field(out, b"Content-Length", b"0"),
+        BodyFraming::None => {}
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        // `request::parse` takes no coding but chunked (others are 501).
+        BodyFraming::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
+    }
+    let peer = client.map_or_else(|| "-".to_string(), |ip| ip.to_string());
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if let Some(prev) = forwarded_for {
-        out.extend_from_slice(prev);
+    for hop in chain
+        .iter()
+        .map(|v| request::trim(v))
+        .filter(|v| !v.is_empty())
+    {
+        out.extend_from_slice(hop);
         out.extend_from_slice(b", ");
     }
-    match client {
-        Some(ip) => out.extend_from_slice(ip.to_string().as_bytes()),
-        None => out.push(b'-'),
+    out.extend_from_slice(peer.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !real_ip && client.is_some() {
+        push_field(out, b"X-Real-IP", peer.as_bytes());
     }
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n\r\n");
+    if !proto {
+        push_field(out, b"X-Forwarded-Proto", b"http");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Parses an upstream response head from the start of `buf`. `Ok(None)`: not complete yet.
@@ -255,7 +332,14 @@ mod tests {
     fn req_head(raw: &str, ip: Option<IpAddr>) -> String {
         let req = request::parse(raw.as_bytes(), 64).unwrap();
         let mut out = Vec::new();
-        request_head(&mut out, raw.as_bytes(), &req, ip, "up:1");
+        request_head(
+            &mut out,
+            raw.as_bytes(),
+            &req,
+            ip,
+            "up:1",
+            ForwardedTrust::Peer,
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -274,7 +358,53 @@ mod tests {
         let out = req_head(raw, Some("10.0.0.9".parse().unwrap()));
         assert_eq!(
             out,
-            "POST /api?x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nAccept: */*\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+            "POST /api?x HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 10.0.0.9\r\nX-Real-IP: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_cannot_remove_the_framing_or_host() {
+        let raw = "POST /a HTTP/1.1\r\nHost: h\r\nConnection: Content-Length, Host, X\r\nContent-Length: 3\r\nX: 1\r\n\r\n";
+        assert_eq!(
+            req_head(raw, None),
+            "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nX-Forwarded-For: -\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+        let raw = "POST /a HTTP/1.1\r\nHost: h\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(req_head(raw, None).contains("\r\nTransfer-Encoding: chunked\r\n"));
+        let raw = "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n";
+        assert!(req_head(raw, None).contains("\r\nContent-Length: 0\r\n"));
+        for (raw, framing) in [
+            (
+                "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n",
+                "Content-Length: 5\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding: chunked\r\n",
+            ),
+        ] {
+            let (h, _) = resp(raw, Method::Get).unwrap().unwrap();
+            assert!(h.head.ends_with(framing.as_bytes()), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_fields_are_replaced_unless_the_peer_is_trusted() {
+        let raw = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nForwarded: for=x\r\nX-Real-IP: 9.9.9.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: e\r\nX-Forwarded-For: 2.2.2.2\r\n\r\n";
+        let req = request::parse(raw.as_bytes(), 64).unwrap();
+        let ip = Some("10.0.0.9".parse().unwrap());
+        let head = |trust| {
+            let mut out = Vec::new();
+            request_head(&mut out, raw.as_bytes(), &req, ip, "up", trust);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            head(ForwardedTrust::Peer),
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\nX-Real-IP: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+        assert_eq!(
+            head(ForwardedTrust::Chain),
+            "GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=x\r\nX-Real-IP: 9.9.9.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: e\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n\r\n"
         );
     }
 
