@@ -456,3 +456,37 @@ fn a_content_length_over_max_body_is_413_on_a_proxied_path() {
     assert!(r.closes());
     assert_eq!(up.accepts(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Messages a server behind us could frame differently (found by the proxy-mode conformance run)
+// ---------------------------------------------------------------------------------------------
+
+/// A framing look-alike (`Transfer_Encoding`) or a GET with a body is refused with 400 and the
+/// connection closed: the upstream never sees it, so it cannot read its body as a request.
+#[test]
+fn ambiguous_framing_is_refused_not_forwarded() {
+    let site = site();
+    let up = echo_upstream();
+    let server = proxy(&site, up.addr, |_| {});
+    for raw in [
+        &b"POST /api/a HTTP/1.1\r\nHost: t\r\nTransfer_Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST /api/a HTTP/1.1\r\nHost: t\r\nContent--Length: 4\r\n\r\nGET /",
+        b"GET /api/a HTTP/1.1\r\nHost: t\r\nContent-Length: 23\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+        b"HEAD /api/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let mut c = server.client();
+        c.send(raw);
+        let r = c.response();
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(raw));
+        assert!(r.closes());
+        c.expect_closed("after the refusal");
+    }
+    assert!(
+        settled_requests(&up, 0, Duration::from_millis(200)).is_empty(),
+        "the upstream got a refused request"
+    );
+    // The same requests without the ambiguity pass.
+    let mut c = server.client();
+    c.send(b"POST /api/a HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody");
+    assert_eq!(c.response().body, b"POST /api/a body");
+}

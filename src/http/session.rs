@@ -344,7 +344,10 @@ impl Session {
         match forward::route_for(ctx.routes, req.path()) {
             forward::RouteMatch::Local => {}
             forward::RouteMatch::Forward(route) => {
-                self.forward(ctx, route, head, &req);
+                if let Err(why) = self.forward(ctx, route, head, &req) {
+                    log::debug!("not forwarded: {why}");
+                    self.respond_error(400, out, ctx, request_line(head));
+                }
                 return;
             }
             forward::RouteMatch::Refuse => {

@@ -100,6 +100,12 @@ const FORWARDED_FIELDS: [&str; 5] = [
 /// itself, not copied, so the upstream reads exactly the message we parsed (and relay): the body
 /// goes on with the framing it arrived with. An HTTP/1.0 request without Host gets
 /// `Host: default_host`, since HTTP/1.1 requires one.
+///
+/// Refused (400, `Err` with the reason, `out` left partly written) are messages that servers
+/// behind us could frame differently from us (RFC 9112 §11.2): a field whose name is a look-alike
+/// of Content-Length or Transfer-Encoding (`Transfer_Encoding`, `Content--Length`), which some
+/// servers read as the real one, and a GET or HEAD with a body, which some servers ignore and
+/// would then read as the next request on the pooled connection.
 pub fn request_head(
     out: &mut Vec<u8>,
     raw: &[u8],
@@ -107,7 +113,10 @@ pub fn request_head(
     client: Option<IpAddr>,
     default_host: &str,
     trust: ForwardedTrust,
-) {
+) -> Result<(), &'static str> {
+    if matches!(req.method, Method::Get | Method::Head) && req.body != BodyFraming::None {
+        return Err("a GET or HEAD with a body");
+    }
     let mut storage =
         [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; request::MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -136,6 +145,9 @@ pub fn request_head(
     let mut zero_length = false;
     for h in parsed.headers.iter() {
         let name = h.name;
+        if framing_look_alike(name) {
+            return Err("a look-alike of a framing field");
+        }
         if FORWARDED_FIELDS
             .iter()
             .any(|f| name.eq_ignore_ascii_case(f))
@@ -192,6 +204,29 @@ pub fn request_head(
         push_field(out, b"X-Forwarded-Proto", b"http");
     }
     out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// True for a name that is not Content-Length or Transfer-Encoding but reads as one once `_` and
+/// `-` are ignored: servers that map `_` to `-` (CGI-style) or drop punctuation see a framing
+/// field we did not.
+fn framing_look_alike(name: &str) -> bool {
+    if !(13..=40).contains(&name.len()) {
+        return false;
+    }
+    let mut letters = [0u8; 16];
+    let mut n = 0;
+    for b in name.bytes().filter(|&b| b != b'-' && b != b'_') {
+        if n == letters.len() {
+            return false;
+        }
+        letters[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    let folded = &letters[..n];
+    (folded == b"contentlength" || folded == b"transferencoding")
+        && !name.eq_ignore_ascii_case("content-length")
+        && !name.eq_ignore_ascii_case("transfer-encoding")
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -339,7 +374,8 @@ mod tests {
             ip,
             "up:1",
             ForwardedTrust::Peer,
-        );
+        )
+        .unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -389,13 +425,54 @@ mod tests {
     }
 
     #[test]
+    fn messages_another_server_could_frame_differently_are_refused() {
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer_Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContent_Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer---Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContentLength: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: h\r\nContentL-ength: 5\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n",
+            "HEAD / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let req = request::parse(raw.as_bytes(), 64).unwrap();
+            let mut out = Vec::new();
+            let r = request_head(
+                &mut out,
+                raw.as_bytes(),
+                &req,
+                None,
+                "u",
+                ForwardedTrust::Peer,
+            );
+            assert!(r.is_err(), "{raw:?}");
+        }
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Content-Length: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Type: x\r\n\r\n",
+        ] {
+            let req = request::parse(raw.as_bytes(), 64).unwrap();
+            let mut out = Vec::new();
+            let r = request_head(
+                &mut out,
+                raw.as_bytes(),
+                &req,
+                None,
+                "u",
+                ForwardedTrust::Peer,
+            );
+            assert!(r.is_ok(), "{raw:?}");
+        }
+    }
+
+    #[test]
     fn forwarded_fields_are_replaced_unless_the_peer_is_trusted() {
         let raw = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nForwarded: for=x\r\nX-Real-IP: 9.9.9.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: e\r\nX-Forwarded-For: 2.2.2.2\r\n\r\n";
         let req = request::parse(raw.as_bytes(), 64).unwrap();
         let ip = Some("10.0.0.9".parse().unwrap());
         let head = |trust| {
             let mut out = Vec::new();
-            request_head(&mut out, raw.as_bytes(), &req, ip, "up", trust);
+            request_head(&mut out, raw.as_bytes(), &req, ip, "up", trust).unwrap();
             String::from_utf8(out).unwrap()
         };
         assert_eq!(

@@ -34,7 +34,15 @@ pub struct ForwardStart {
 }
 
 impl Session {
-    pub(super) fn forward(&mut self, ctx: &Ctx<'_>, route: usize, raw: &[u8], req: &Request<'_>) {
+    /// Starts forwarding `req`; `Err` when it must be refused (400) instead: see
+    /// [`message::request_head`].
+    pub(super) fn forward(
+        &mut self,
+        ctx: &Ctx<'_>,
+        route: usize,
+        raw: &[u8],
+        req: &Request<'_>,
+    ) -> Result<(), &'static str> {
         let mut head = Vec::with_capacity(raw.len() + 64);
         let fallback = ctx.routes[route]
             .upstreams
@@ -46,7 +54,7 @@ impl Session {
         } else {
             message::ForwardedTrust::Peer
         };
-        message::request_head(&mut head, raw, req, self.peer, &fallback, trust);
+        message::request_head(&mut head, raw, req, self.peer, &fallback, trust)?;
         let body = match req.body {
             BodyFraming::None => None,
             BodyFraming::Length(n) => Some(BodyLeft::Length(n)),
@@ -64,6 +72,7 @@ impl Session {
             version: req.version,
             line: request_line(raw).to_vec(),
         }));
+        Ok(())
     }
 
     /// The request to forward, once, after `feed` has stopped at it.
