@@ -196,6 +196,8 @@ Usage: edgeserve [OPTIONS] [DIR]
 
 Times take a unit: 500ms, 2s, 1m (a bare number is seconds).
 Started by systemd socket activation (LISTEN_FDS), it serves the socket it was given.
+SIGTERM or SIGINT: finish what is in flight (a second one: stop now). SIGHUP or SIGUSR1:
+reopen the access log.
 ";
 
 /// What the command line asks for.
