@@ -7,7 +7,12 @@ use crate::config::Config;
 use crate::files::{Files, FilesConfig};
 use crate::http::request::Request;
 use crate::http::response::Reply;
-use crate::http::session::Handler;
+
+/// Something that answers requests at once: the static files, the bench routes, a test double.
+/// The protocol core never calls it; the connection does, for the heads the core hands out.
+pub trait Handler {
+    fn handle<'s>(&'s mut self, req: &Request<'_>, now: Instant) -> Reply<'s>;
+}
 
 pub struct App {
     files: Files,

@@ -6,7 +6,7 @@
 //! [`Session`]; the transport adds one thing of its own, [`Closing`].
 
 use std::io::{self, Read};
-use std::net::{Shutdown, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
@@ -15,13 +15,16 @@ use polling::Poller;
 #[cfg(feature = "proxy")]
 use std::sync::{Mutex, MutexGuard};
 
+use crate::app::Handler;
+use crate::config::Route;
 use crate::http::response::{Output, Reply};
-use crate::http::session::{Ctx, Handler, OUTPUT_HIGH_WATER, Session};
+use crate::http::session::{Ctx, Event, OUTPUT_HIGH_WATER, Session};
 #[cfg(feature = "proxy")]
 use crate::proxy::upstream::Upstreams;
 
 #[cfg(feature = "proxy")]
 mod relay;
+mod route;
 
 /// Size of a pooled read buffer. A request head must fit (`--max-head` is capped below it).
 pub const READ_BUF: usize = 16 * 1024;
@@ -109,6 +112,12 @@ pub enum Next {
 /// Everything a connection borrows from the loop while it is driven.
 pub struct Env<'a> {
     pub ctx: Ctx<'a>,
+    /// The current time in Common Log Format's `[...]` form, for access lines.
+    pub log_date: &'a str,
+    /// Paths forwarded upstream.
+    pub routes: &'a [Route],
+    /// Extend a client's X-Forwarded-For chain rather than replace it (`--proxy-trust-forwarded`).
+    pub trust_forwarded: bool,
     pub handler: &'a mut dyn Handler,
     pub pools: &'a mut Pools,
     pub budget: usize,
@@ -124,8 +133,8 @@ pub struct Env<'a> {
     /// The server is shutting down: a closing connection does not linger once nothing is left
     /// to read.
     pub draining: bool,
-    /// The queue to the proactor's workers, when handlers run there.
-    pub jobs: Option<&'a crate::models::proactor::Jobs>,
+    /// The way to the proactor's workers, when handlers run there.
+    pub workers: Option<&'a mut crate::models::proactor::Link>,
 }
 
 #[cfg(feature = "proxy")]
@@ -142,8 +151,8 @@ pub struct Conn {
     pub writable: bool,
     /// On the loop's ready list already.
     pub queued: bool,
-    /// On the loop's list of requests waiting for room in the workers' queue.
-    pub stalled: bool,
+    /// The client's address, for the access log and X-Forwarded-For.
+    peer: Option<IpAddr>,
     session: Session,
     rbuf: Vec<u8>,
     rlen: usize,
@@ -168,15 +177,15 @@ enum Flush {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, generation: u32, session: Session, now: Instant) -> Conn {
+    pub fn new(sock: TcpStream, generation: u32, peer: Option<IpAddr>, now: Instant) -> Conn {
         Conn {
             sock,
             generation,
             readable: true,
             writable: true,
             queued: false,
-            stalled: false,
-            session,
+            peer,
+            session: Session::new(),
             rbuf: Vec::new(),
             rlen: 0,
             out: Output::default(),
@@ -203,7 +212,9 @@ impl Conn {
     /// The request-head deadline passed: answer 408 and close.
     pub fn request_timed_out(&mut self, env: &mut Env<'_>) {
         self.ensure_out(env);
-        self.session.timed_out(&mut self.out, &env.ctx);
+        if let Some(x) = self.session.timed_out(&mut self.out, &env.ctx) {
+            route::log(env, self.peer, &x, None);
+        }
     }
 
     /// A request is being forwarded upstream.
@@ -216,14 +227,15 @@ impl Conn {
 
     /// An answer is being made elsewhere (upstream, or by a worker thread).
     fn awaiting_answer(&self) -> bool {
-        self.relaying() || self.session.is_deferred()
+        self.relaying() || self.session.is_awaiting()
     }
 
     /// A worker answered the deferred request (`head`).
     pub fn handler_replied(&mut self, head: &[u8], reply: Reply<'_>, env: &mut Env<'_>) {
         self.ensure_out(env);
-        self.session
-            .finish_deferred(head, reply, &mut self.out, &env.ctx);
+        let line = crate::http::access::Line::Raw(crate::http::session::request_line(head));
+        let x = self.session.respond(reply, &mut self.out, &env.ctx, line);
+        route::log(env, self.peer, &x, None);
     }
 
     /// The events a one-shot registration should wait for: reading once a read met
@@ -347,46 +359,44 @@ impl Conn {
         }
     }
 
+    /// Feeds the buffered input to the session and answers the requests it hands out, until it
+    /// waits (for bytes, for room in the output, or for an answer from elsewhere).
     fn feed(&mut self, env: &mut Env<'_>) {
         self.ensure_out(env);
-        let input = &self.rbuf[..self.rlen];
-        let used = self
-            .session
-            .feed(input, &mut self.out, env.handler, &env.ctx);
-        // Keep the unconsumed tail (a partial head) at the front.
+        let mut used = 0;
+        let routed = loop {
+            let input = &self.rbuf[used..self.rlen];
+            let (n, event) = self.session.feed(input, &mut self.out, &env.ctx);
+            used += n;
+            match event {
+                Event::Wait => break route::Routed::Answered,
+                Event::Answered(x) => route::log(env, self.peer, &x, None),
+                Event::Request { head, req } => {
+                    let (session, out) = (&mut self.session, &mut self.out);
+                    match route::route(session, out, self.peer, head, &req, env) {
+                        route::Routed::Answered => {}
+                        elsewhere => break elsewhere,
+                    }
+                }
+            }
+        };
+        // Keep the unconsumed tail (a partial head, requests held back) at the front.
         self.rbuf.copy_within(used..self.rlen, 0);
         self.rlen -= used;
-        #[cfg(feature = "proxy")]
-        if let Some(start) = self.session.take_forward() {
-            self.start_relay(start);
-        }
-        self.submit_deferred(env);
-    }
-
-    /// Hands a deferred request to the proactor's workers. When their queue is full the request
-    /// waits here, unread input behind it (backpressure); the loop retries once workers reply.
-    /// Returns false while it still waits.
-    pub fn submit_deferred(&mut self, env: &mut Env<'_>) -> bool {
-        let (Some(jobs), Some(head)) = (env.jobs, self.session.take_deferred()) else {
-            return true;
-        };
-        let job = crate::models::proactor::Job {
-            key: env.key,
-            generation: self.generation,
-            head,
-        };
-        match jobs.try_push(job) {
-            Ok(()) => true,
-            Err(job) => {
-                self.session.return_deferred(job.head);
-                false
+        match routed {
+            route::Routed::Answered => {}
+            #[cfg(feature = "proxy")]
+            route::Routed::Forward(start) => self.start_relay(start),
+            route::Routed::Defer(head) => {
+                if let Some(link) = env.workers.as_deref_mut() {
+                    link.submit(crate::models::proactor::Job {
+                        key: env.key,
+                        generation: self.generation,
+                        head,
+                    });
+                }
             }
         }
-    }
-
-    /// A deferred request waits for room in the workers' queue.
-    pub fn waits_for_worker(&self) -> bool {
-        self.session.has_unsent_deferred()
     }
 
     /// After the last answer: shut our side, then read and drop until the peer closes.

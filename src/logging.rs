@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::OnceLock;
@@ -10,6 +11,8 @@ use std::sync::OnceLock;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::config::AccessLog;
+use crate::http::access;
+use crate::http::session::Exchange;
 
 pub const ACCESS: &str = "access";
 
@@ -116,4 +119,28 @@ impl Log for Logger {
             let _ = w.lock().unwrap_or_else(|e| e.into_inner()).flush();
         }
     }
+}
+
+thread_local! {
+    /// The access line being built, reused so that logging allocates nothing per request.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Logs one access line (target [`ACCESS`]) for an exchange the protocol core reported;
+/// `upstream` names the server a proxied answer came from. Nothing is formatted when the
+/// access log is off.
+pub fn access(peer: Option<IpAddr>, date: &str, x: &Exchange<'_>, upstream: Option<&str>) {
+    if !log::log_enabled!(target: ACCESS, Level::Info) {
+        return;
+    }
+    LINE.with_borrow_mut(|buf| {
+        buf.clear();
+        access::format(buf, peer, date, x.line, x.status, x.bytes, x.took);
+        if let Some(up) = upstream {
+            buf.extend_from_slice(b" upstream=");
+            buf.extend_from_slice(up.as_bytes());
+        }
+        // `access::format` escapes every byte outside printable ASCII.
+        log::info!(target: ACCESS, "{}", String::from_utf8_lossy(buf));
+    });
 }

@@ -23,7 +23,7 @@ use crate::app::App;
 use crate::config::{Config, Route};
 use crate::conn::{Conn, Env, Next, Pools, TimerKind};
 use crate::http::date::DateCache;
-use crate::http::session::{Ctx, Session};
+use crate::http::session::Ctx;
 #[cfg(feature = "proxy")]
 use crate::proxy::upstream::{UPSTREAM_KEYS, Upstreams};
 use crate::signal::SignalPipe;
@@ -37,12 +37,11 @@ macro_rules! env {
             ctx: Ctx {
                 now: $now,
                 date: $r.dates.http(),
-                log_date: $r.dates.clf(),
                 limits: &$r.cfg.limits,
-                routes: &$r.routes,
-                trust_forwarded: $r.cfg.proxy_trust_forwarded,
-                defer: $r.proactor.is_some(),
             },
+            log_date: $r.dates.clf(),
+            routes: &$r.routes,
+            trust_forwarded: $r.cfg.proxy_trust_forwarded,
             handler: &mut $r.app,
             pools: &mut $r.pools,
             budget: $r.cfg.budget,
@@ -52,7 +51,7 @@ macro_rules! env {
             upstreams: &$r.upstreams,
             key: $key,
             draining: $r.draining_until.is_some(),
-            jobs: $r.proactor.as_ref().map(|p| &*p.jobs),
+            workers: $r.proactor.as_mut(),
         }
     };
 }
@@ -225,8 +224,6 @@ pub struct Reactor {
     finished: bool,
     /// The connection limit shared with other shards, if any (else `max_conns` of this loop).
     limit: Option<Arc<SharedLimit>>,
-    /// Connections whose deferred request found the workers' queue full (`proactor-pool`).
-    stalled: VecDeque<(usize, u32)>,
 }
 
 impl Reactor {
@@ -274,7 +271,6 @@ impl Reactor {
             proactor: None,
             peers: Vec::new(),
             finished: false,
-            stalled: VecDeque::new(),
             limit: None,
         })
     }
@@ -477,15 +473,8 @@ impl Reactor {
             }
         }
         // Workers made room: requests that found their queue full go now, oldest first.
-        while let Some(&(key, generation)) = self.stalled.front() {
-            if let Some(c) = here(&mut self.conns, key).filter(|c| c.generation == generation) {
-                let mut env = env!(self, now, key);
-                if !c.submit_deferred(&mut env) {
-                    break;
-                }
-                c.stalled = false;
-            }
-            self.stalled.pop_front();
+        if let Some(link) = &mut self.proactor {
+            link.retry_stalled();
         }
     }
 
@@ -638,10 +627,6 @@ impl Reactor {
         };
         let mut env = env!(self, now, key);
         let next = conn.drive(&mut env);
-        if !conn.stalled && conn.waits_for_worker() {
-            conn.stalled = true;
-            self.stalled.push_back((key, conn.generation));
-        }
         match next {
             Next::Close => self.close(key),
             Next::Again => {
@@ -792,8 +777,8 @@ impl Reactor {
                         continue;
                     }
                     self.next_generation = self.next_generation.wrapping_add(1);
-                    let session = Session::new(peer.map(|a| a.ip()));
-                    let mut conn = Conn::new(sock, self.next_generation, session, now);
+                    let peer = peer.map(|a| a.ip());
+                    let mut conn = Conn::new(sock, self.next_generation, peer, now);
                     conn.deadline = now + self.cfg.idle_timeout;
                     conn.scheduled = Some(conn.deadline);
                     self.timers.push(conn.deadline, key, conn.generation);

@@ -476,7 +476,12 @@ fn ambiguous_framing_is_refused_not_forwarded() {
     ] {
         let mut c = server.client();
         c.send(raw);
-        let r = c.response();
+        // An answer to HEAD has no body, a refusal included.
+        let r = if raw.starts_with(b"HEAD") {
+            c.head()
+        } else {
+            c.response()
+        };
         assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(raw));
         assert!(r.closes());
         c.expect_closed("after the refusal");

@@ -1,8 +1,9 @@
 //! A session gives the same answers however the byte stream is split into reads, and whether or
 //! not its output is written out between reads; every answer it writes is a well-formed response
-//! whose Content-Length frames it exactly, one per request handed to the handler, plus at most one
-//! closing error (a 408 only when the stream ends inside a head). The access log gets one line
-//! per response, printable ASCII, with the response's status and body size.
+//! whose Content-Length frames it exactly, one per request head the session hands out, plus at most
+//! one closing error (a 408 only when the stream ends inside a head). The session reports one
+//! exchange per response, whose access line is printable ASCII with the response's status and
+//! body size.
 //!
 //! Input: byte 0 = flags (low 4 bits: number of cuts; 0x10: small limits), then the cut
 //! descriptors of `common::split` (flag = write the output out after this read), then the stream.
@@ -10,15 +11,14 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::sync::LazyLock;
 use std::time::Instant;
 
+use edgeserve::http::access::{self, Line};
 use edgeserve::http::request::{Method, Request, Version};
 use edgeserve::http::response::{Body, Output, Reply, reason};
-use edgeserve::http::session::{Ctx, Handler, Limits, Session};
+use edgeserve::http::session::{Ctx, Event, Exchange, Limits, Session};
 use libfuzzer_sys::fuzz_target;
-use log::{Log, Metadata, Record};
 
 static NOW: LazyLock<Instant> = LazyLock::new(Instant::now);
 const DATE: &[u8] = b"Thu, 01 Jan 1970 00:00:00 GMT";
@@ -30,29 +30,12 @@ const SMALL: Limits = Limits {
 /// A body this large makes a couple of pipelined requests cross the output high-water mark.
 const BIG: usize = 40 * 1024;
 
-/// Collects access-log lines, so that their formatting runs too (it is skipped with no logger).
-struct AccessLog;
-
-thread_local! {
-    static LINES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+/// The access line of an exchange, as the server formats it (no peer, date `-`).
+fn access_line(x: &Exchange<'_>) -> String {
+    let mut buf = Vec::new();
+    access::format(&mut buf, None, "-", x.line, x.status, x.bytes, x.took);
+    String::from_utf8(buf).expect("access lines are ASCII")
 }
-
-impl Log for AccessLog {
-    fn enabled(&self, m: &Metadata<'_>) -> bool {
-        m.target() == "access"
-    }
-    fn log(&self, r: &Record<'_>) {
-        if self.enabled(r.metadata()) {
-            LINES.with_borrow_mut(|l| l.push(r.args().to_string()));
-        }
-    }
-    fn flush(&self) {}
-}
-
-static LOGGER: LazyLock<()> = LazyLock::new(|| {
-    log::set_logger(&AccessLog).expect("no other logger");
-    log::set_max_level(log::LevelFilter::Info);
-});
 
 /// What the response to one handled request must look like on the wire.
 #[derive(Debug, PartialEq)]
@@ -71,8 +54,8 @@ struct Fake {
     log: Vec<Expect>,
 }
 
-impl Handler for Fake {
-    fn handle<'s>(&'s mut self, req: &Request<'_>, _now: Instant) -> Reply<'s> {
+impl Fake {
+    fn handle(&mut self, req: &Request<'_>) -> Reply<'_> {
         let path = req.path();
         let reply = if req.method == Method::Other {
             Reply::text(405, b"Allow: GET, HEAD\r\n")
@@ -144,17 +127,35 @@ struct Conn<'a> {
     wire: Vec<u8>,
     handler: Fake,
     ctx: Ctx<'a>,
+    access: Vec<String>,
 }
 
 impl Conn<'_> {
-    /// One read's worth, as conn.rs does it: feed the buffer, drop what was consumed.
+    /// One read's worth, as conn.rs does it: feed the buffer, answering every request head at
+    /// once, and drop what was consumed.
     fn feed_once(&mut self) -> usize {
-        let n = self
-            .session
-            .feed(&self.buf, &mut self.out, &mut self.handler, &self.ctx);
-        assert!(n <= self.buf.len(), "consumed {n} of {}", self.buf.len());
-        self.buf.drain(..n);
-        n
+        let mut used = 0;
+        loop {
+            let (n, event) = self.session.feed(&self.buf[used..], &mut self.out, &self.ctx);
+            used += n;
+            assert!(used <= self.buf.len(), "consumed {used} of {}", self.buf.len());
+            match event {
+                Event::Wait => break,
+                Event::Answered(x) => self.access.push(access_line(&x)),
+                Event::Request { req, .. } => {
+                    let reply = self.handler.handle(&req);
+                    let line = Line::Parsed {
+                        method: req.method_str,
+                        target: req.target,
+                        version: req.version.as_str(),
+                    };
+                    let x = self.session.respond(reply, &mut self.out, &self.ctx, line);
+                    self.access.push(access_line(&x));
+                }
+            }
+        }
+        self.buf.drain(..used);
+        used
     }
 
     /// Writes out all queued output.
@@ -179,10 +180,8 @@ impl Conn<'_> {
 }
 
 fn run(pieces: &[(&[u8], bool)], limits: &Limits) -> Outcome {
-    LazyLock::force(&LOGGER);
-    LINES.with_borrow_mut(Vec::clear);
     let mut c = Conn {
-        session: Session::new(None),
+        session: Session::new(),
         out: Output::default(),
         buf: Vec::new(),
         wire: Vec::new(),
@@ -190,12 +189,9 @@ fn run(pieces: &[(&[u8], bool)], limits: &Limits) -> Outcome {
         ctx: Ctx {
             now: *NOW,
             date: DATE,
-            log_date: "-",
             limits,
-            routes: &[],
-            trust_forwarded: false,
-            defer: false,
         },
+        access: Vec::new(),
     };
     for &(piece, flush) in pieces {
         c.buf.extend_from_slice(piece);
@@ -209,7 +205,9 @@ fn run(pieces: &[(&[u8], bool)], limits: &Limits) -> Outcome {
     let in_request = c.session.in_request(c.buf.len());
     if in_request {
         // The request deadline passes: 408 for a partial head, a silent close in a body.
-        c.session.timed_out(&mut c.out, &c.ctx);
+        if let Some(x) = c.session.timed_out(&mut c.out, &c.ctx) {
+            c.access.push(access_line(&x));
+        }
         c.flush();
         assert!(c.session.is_closed());
     }
@@ -219,7 +217,7 @@ fn run(pieces: &[(&[u8], bool)], limits: &Limits) -> Outcome {
         closed: c.session.is_closed(),
         in_request,
         log: c.handler.log,
-        access: LINES.with_borrow_mut(std::mem::take),
+        access: c.access,
     }
 }
 

@@ -12,18 +12,31 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
-use super::{Conn, Env, TimerKind};
+use super::{Conn, Env, TimerKind, route};
+use crate::http::access::Line;
 use crate::http::chunked::Decoder;
 use crate::http::request::Method;
-use crate::http::session::ForwardStart;
 use crate::proxy::message::{self, Framing};
 use crate::proxy::upstream::Lent;
 
 /// Bytes buffered per direction, at most (client to upstream, upstream to client).
 pub const WINDOW: usize = 64 * 1024;
 
+/// What the relay needs to start: the request as the session routed it.
+pub struct Start {
+    pub route: usize,
+    pub method: Method,
+    /// The head to send upstream.
+    pub head: Vec<u8>,
+    pub has_body: bool,
+    /// The client's request line, for the access log.
+    pub line: Box<[u8]>,
+}
+
 pub struct Relay {
     route: usize,
+    /// The client's request line, for the access log.
+    line: Box<[u8]>,
     method: Method,
     /// The head sent upstream, kept for one retry on a fresh connection.
     head: Vec<u8>,
@@ -76,9 +89,10 @@ pub enum Step {
 }
 
 impl Relay {
-    pub fn new(start: ForwardStart) -> Relay {
+    pub fn new(start: Start) -> Relay {
         Relay {
             route: start.route,
+            line: start.line,
             method: start.method,
             to_up: start.head.clone(),
             head: start.head,
@@ -119,7 +133,7 @@ impl Relay {
 }
 
 impl Conn {
-    pub(super) fn start_relay(&mut self, start: ForwardStart) {
+    pub(super) fn start_relay(&mut self, start: Start) {
         self.relay = Some(Box::new(Relay::new(start)));
     }
 
@@ -140,7 +154,7 @@ impl Conn {
     /// The connect, request body or response deadline passed (whichever `relay_timer` chose).
     pub fn upstream_timed_out(&mut self, env: &mut Env<'_>) {
         let Some(r) = &mut self.relay else { return };
-        if !r.connecting() && self.session.forward_body_pending() {
+        if !r.connecting() && self.session.relay_body_pending() {
             log::debug!("request body too slow while forwarding");
             self.body_failed(env, 408);
         } else if r.connecting() {
@@ -225,7 +239,7 @@ impl Conn {
 
     /// Moves request body bytes from the client's buffer into the upstream window.
     fn take_body(&mut self, env: &mut Env<'_>) -> Result<bool, Step> {
-        if !self.session.forward_body_pending() || self.rlen == 0 {
+        if !self.session.relay_body_pending() || self.rlen == 0 {
             return Ok(false);
         }
         let r = self.relay.as_deref_mut().expect("relay");
@@ -235,7 +249,7 @@ impl Conn {
         if take == 0 {
             return Ok(false);
         }
-        match self.session.forward_body(&self.rbuf[..take], &env.ctx) {
+        match self.session.relay_body(&self.rbuf[..take], &env.ctx) {
             Ok((0, _)) => Ok(false),
             Ok((n, _)) => {
                 r.to_up.extend_from_slice(&self.rbuf[..n]);
@@ -334,7 +348,7 @@ impl Conn {
         match &mut r.resp {
             Resp::Head => {
                 // An HTTP/1.0 client knows neither chunked bodies nor interim answers.
-                let http10 = self.session.forward_to_http10();
+                let http10 = self.session.awaits_for_http10();
                 let dechunk = http10;
                 let max = env.ctx.limits.max_head;
                 match message::response_head(&r.from_up, r.method, max, dechunk) {
@@ -359,7 +373,7 @@ impl Conn {
                             // HTTP/1.0 client, ends the client connection too.
                             let to_close = head.framing == Framing::Close
                                 || dechunk && head.framing == Framing::Chunked;
-                            let conn = self.session.forward_conn_header(to_close);
+                            let conn = self.session.relayed_conn_header(to_close);
                             buf.extend_from_slice(conn.end_of_head());
                             r.status = head.status;
                             r.reusable = head.reusable;
@@ -544,8 +558,10 @@ impl Conn {
             env.upstreams().close(up.lent, env.poller);
         }
         self.ensure_out(env);
-        self.session
-            .forward_failed(&mut self.out, &env.ctx, r.failure, &r.name());
+        let x = self
+            .session
+            .relay_failed(&mut self.out, &env.ctx, r.failure, Line::Raw(&r.line));
+        route::log(env, self.peer, &x, Some(&r.name()));
     }
 
     /// The answer broke off after bytes of it went out: the client connection closes.
@@ -554,8 +570,10 @@ impl Conn {
         if let Some(up) = r.up.take() {
             env.upstreams().close(up.lent, env.poller);
         }
-        self.session
-            .forward_aborted(&env.ctx, r.status, r.bytes, &r.name());
+        let x = self
+            .session
+            .relay_aborted(&env.ctx, r.status, r.bytes, Line::Raw(&r.line));
+        route::log(env, self.peer, &x, Some(&r.name()));
     }
 
     /// The answer is complete: the upstream connection goes back to the pool if it can.
@@ -567,14 +585,16 @@ impl Conn {
                 && r.to_up_pos == r.to_up.len()
                 && r.from_up.is_empty()
                 && (!up.readable || drained(&up.lent.sock));
-            if clean && !self.session.forward_body_pending() {
+            if clean && !self.session.relay_body_pending() {
                 env.upstreams().put_idle(up.lent, env.poller);
             } else {
                 env.upstreams().close(up.lent, env.poller);
             }
         }
-        self.session
-            .forward_done(&env.ctx, r.status, r.bytes, &name);
+        let x = self
+            .session
+            .relay_done(&env.ctx, r.status, r.bytes, Line::Raw(&r.line));
+        route::log(env, self.peer, &x, Some(&name));
     }
 
     /// Which deadline applies while relaying.
@@ -582,7 +602,7 @@ impl Conn {
         let r = self.relay.as_ref()?;
         Some(if r.connecting() {
             TimerKind::Connect
-        } else if self.session.forward_body_pending() {
+        } else if self.session.relay_body_pending() {
             TimerKind::Body
         } else {
             TimerKind::Upstream

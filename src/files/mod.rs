@@ -28,9 +28,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use slab::Slab;
 
+use crate::app::Handler;
 use crate::http::request::{Method, Request};
 use crate::http::response::{Body, Reply, push_u64};
-use crate::http::session::Handler;
 use mime::MimeTypes;
 use open::{Opened, Root};
 use range::RangeSpec;

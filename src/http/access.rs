@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::response::push_u64;
 
 /// What the log says the request was: its parsed line, or the raw first line of a bad one.
+#[derive(Clone, Copy, Debug)]
 pub enum Line<'a> {
     Parsed {
         method: &'a str,

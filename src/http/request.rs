@@ -121,6 +121,9 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
 /// judged, so a slow but valid request is never refused; `parse` decides the rest.
 pub fn could_begin(buf: &[u8]) -> bool {
     const VERSION: &[u8] = b"HTTP/d.d\r\n";
+    if buf == b"\r" {
+        return true; // the start of an empty line before the request (RFC 9112 §2.2)
+    }
     let line = match memchr::memchr(b'\n', buf) {
         Some(i) => &buf[..=i],
         None => buf,
@@ -519,6 +522,10 @@ mod tests {
         for cut in 0..=full.len() {
             assert!(could_begin(&full[..cut]), "cut {cut}");
         }
+        assert!(
+            could_begin(b"\r"),
+            "a leading empty line split after its CR"
+        );
         for bad in [
             &b"\x16\x03\x01\x02\x00\x01"[..],
             b"\x00",

@@ -1,29 +1,25 @@
-//! The protocol side of one connection, without I/O: bytes in, responses out.
+//! The protocol side of one connection, without I/O: bytes in, events out.
 //!
-//! A [`Session`] is fed whatever bytes have arrived and returns how many it consumed; complete
-//! request heads go to a [`Handler`], whose replies are appended to an [`Output`] in request order.
-//! Because it keeps its own position (where the head scan stopped, how much body is left), the same
-//! byte stream gives the same responses however it is split into reads.
+//! A [`Session`] is fed whatever bytes have arrived. It consumes what it can and stops at the
+//! first thing its caller must act on ([`Event`]): a request head to route, or an exchange it
+//! answered itself (a malformed request's 4xx), which the caller logs. The caller decides what
+//! answers a request and tells the session:
+//! - [`Session::respond`]: a reply now (static files, an error page);
+//! - [`Session::await_answer`]: the answer comes from elsewhere (an upstream, a worker thread),
+//!   and later [`Session::respond`] with it, or the `relay_*` calls for an answer relayed as it
+//!   arrives from an upstream, whose request body the caller takes with [`Session::relay_body`];
+//! - [`Session::upgrade`]: the connection stops speaking HTTP (a tunnel after 101).
+//!
+//! The session keeps its own position (where the head scan stopped, how much body is left), so
+//! the same byte stream gives the same answers however it is split into reads. It imports
+//! nothing of the server: no configuration, logging, sockets or threads.
 
-use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::access;
 use super::chunked::Decoder;
-use super::request::{self, BodyFraming, HeadError, Method, Request};
+use super::request::{self, BodyFraming, HeadError, Method, Request, Version};
 use super::response::{ConnHeader, Output, Reply};
-use crate::config::Route;
-use crate::logging::ACCESS;
-
-#[cfg(feature = "proxy")]
-mod forward;
-#[cfg(feature = "proxy")]
-pub use forward::ForwardStart;
-
-/// Something that answers requests: the static files, a proxy, a test double.
-pub trait Handler {
-    fn handle<'s>(&'s mut self, req: &Request<'_>, now: Instant) -> Reply<'s>;
-}
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -49,15 +45,30 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// The current `Date` header value.
     pub date: &'a [u8],
-    /// The current time in Common Log Format's `[...]` form.
-    pub log_date: &'a str,
     pub limits: &'a Limits,
-    /// Paths forwarded upstream.
-    pub routes: &'a [Route],
-    /// Extend a client's X-Forwarded-For chain rather than replace it (`--proxy-trust-forwarded`).
-    pub trust_forwarded: bool,
-    /// Hand requests to another thread instead of calling the handler (`proactor-pool`).
-    pub defer: bool,
+}
+
+/// What feeding the session came to.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Nothing more to do with the input now: more bytes are needed, output is over the
+    /// high-water mark, or an answer is awaited.
+    Wait,
+    /// A complete request head (`head`, its bytes): the caller answers it before feeding again.
+    Request { head: &'a [u8], req: Request<'a> },
+    /// The session answered a request itself (an error), for the access log.
+    Answered(Exchange<'a>),
+}
+
+/// One request answered: what the access log says of it.
+#[derive(Debug)]
+pub struct Exchange<'a> {
+    pub line: access::Line<'a>,
+    pub status: u16,
+    /// Body bytes sent (0 for HEAD).
+    pub bytes: u64,
+    /// From the request's first byte to its answer being queued.
+    pub took: Duration,
 }
 
 /// Output queued beyond this many bytes stops the parsing of further pipelined requests until the
@@ -69,24 +80,20 @@ const MAX_QUEUED_FILES: usize = 32;
 enum Phase {
     /// Waiting for a request head; no blank line in the first `scanned` buffered bytes.
     Head { scanned: usize },
+    /// A head went to the caller, which answers it before feeding again.
+    Routing(Plan),
     /// Reading and discarding a request body, after which the next request may follow.
     Body(BodyLeft),
-    /// A request is being forwarded upstream. Its body, if any, is relayed by the connection
-    /// through `Session::forward_body`; no further request is read until the answer is done.
-    #[cfg(feature = "proxy")]
-    Forward(Box<forward::Forwarding>),
-    /// The handler runs elsewhere (a worker thread); no further request is read until its
-    /// reply comes back through [`Session::finish_deferred`].
-    Deferred(Deferred),
-    /// The last response says `Connection: close`: input is ignored from here on.
+    /// The answer comes from elsewhere; no further request is read until it is done. `relayed`:
+    /// the request body still to go to the caller ([`Session::relay_body`]); otherwise the body
+    /// is read and dropped after the answer, as for a local one.
+    Awaiting {
+        plan: Plan,
+        relayed: Option<BodyLeft>,
+    },
+    /// The last response says `Connection: close`, or the connection speaks another protocol
+    /// now: input is no business of the session's from here on.
     Closed,
-}
-
-#[derive(Debug)]
-struct Deferred {
-    /// The head, until the connection takes it to send to a worker.
-    head: Option<Box<[u8]>>,
-    plan: Plan,
 }
 
 /// What answering a request needs to know about it besides the reply.
@@ -94,13 +101,28 @@ struct Deferred {
 struct Plan {
     /// The client allows it (the server may still close).
     keep_alive: bool,
-    version: super::request::Version,
-    head_only: bool,
+    /// `Expect: 100-continue` with a body: a local answer closes rather than wait for a body
+    /// that may never come (RFC 9110 §10.1.1); a relayed one lets the upstream decide.
+    held_back_body: bool,
+    version: Version,
+    method: Method,
     body: BodyFraming,
 }
 
+impl Plan {
+    fn of(req: &Request<'_>) -> Plan {
+        Plan {
+            keep_alive: req.keep_alive,
+            held_back_body: req.expect_continue && req.body != BodyFraming::None,
+            version: req.version,
+            method: req.method,
+            body: req.body,
+        }
+    }
+}
+
 /// A request body broke its framing (or its size limit): the connection cannot go on. While a
-/// body is forwarded and nothing of the answer has gone out, each gets its own status.
+/// body is relayed and nothing of the answer has gone out, each gets its own status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyError {
     /// Malformed chunked coding: 400.
@@ -124,41 +146,63 @@ enum BodyLeft {
     Chunked { decoder: Decoder, seen: u64 },
 }
 
+impl BodyLeft {
+    fn of(framing: BodyFraming) -> Option<BodyLeft> {
+        match framing {
+            BodyFraming::None => None,
+            BodyFraming::Length(n) => Some(BodyLeft::Length(n)),
+            BodyFraming::Chunked => Some(BodyLeft::Chunked {
+                decoder: Decoder::default(),
+                seen: 0,
+            }),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Session {
     phase: Phase,
     /// False once the server is shutting down: the next response closes.
     keep_alive_allowed: bool,
-    peer: Option<IpAddr>,
     /// When the first byte of the current request arrived, for the access log.
     started: Option<Instant>,
 }
 
+impl Default for Session {
+    fn default() -> Self {
+        Session::new()
+    }
+}
+
 impl Session {
-    pub fn new(peer: Option<IpAddr>) -> Session {
+    pub fn new() -> Session {
         Session {
             phase: Phase::Head { scanned: 0 },
             keep_alive_allowed: true,
-            peer,
             started: None,
         }
     }
 
-    /// True when no more requests will be read: the connection closes once output is flushed.
+    /// True when no more requests will be read: the connection closes once output is flushed
+    /// (or, after [`Session::upgrade`], belongs to another protocol).
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
     }
 
     /// True while a request is partly received (a body still to come, or a head begun with
-    /// `buffered` bytes): the request-head/body timeout applies rather than the idle one.
+    /// `buffered` bytes) or being answered: the request-head/body timeout applies rather than
+    /// the idle one.
     pub fn in_request(&self, buffered: usize) -> bool {
         match self.phase {
             Phase::Head { .. } => buffered > 0,
-            Phase::Body(_) | Phase::Deferred(_) => true,
-            #[cfg(feature = "proxy")]
-            Phase::Forward(_) => true,
+            Phase::Routing(_) | Phase::Body(_) | Phase::Awaiting { .. } => true,
             Phase::Closed => false,
         }
+    }
+
+    /// True while an answer is awaited from elsewhere.
+    pub fn is_awaiting(&self) -> bool {
+        matches!(self.phase, Phase::Awaiting { .. })
     }
 
     /// Makes the next response the last (graceful shutdown). An idle session closes at once.
@@ -169,80 +213,38 @@ impl Session {
         }
     }
 
-    /// Answers a request that timed out while arriving: 408, then close.
-    pub fn timed_out(&mut self, out: &mut Output, ctx: &Ctx<'_>) {
+    /// A request timed out while arriving: inside a head, 408 and close (the exchange, for the
+    /// log); inside a body already answered, just close.
+    pub fn timed_out(&mut self, out: &mut Output, ctx: &Ctx<'_>) -> Option<Exchange<'static>> {
         match self.phase {
-            Phase::Head { .. } => self.respond_error(408, out, ctx, b"-"),
-            // The request was answered already; only the rest of its body is late.
-            Phase::Body(_) => self.phase = Phase::Closed,
+            Phase::Head { .. } => Some(self.refuse(408, out, ctx, access::Line::Raw(b"-"))),
+            Phase::Body(_) => {
+                self.phase = Phase::Closed;
+                None
+            }
             // The answer is on its way from elsewhere, and bounded there.
-            Phase::Closed | Phase::Deferred(_) => {}
-            #[cfg(feature = "proxy")]
-            Phase::Forward(_) => {}
+            Phase::Routing(_) | Phase::Awaiting { .. } | Phase::Closed => None,
         }
     }
 
-    /// True while a worker thread is answering the current request.
-    pub fn is_deferred(&self) -> bool {
-        matches!(self.phase, Phase::Deferred(_))
-    }
-
-    /// The head of a request just deferred, to send to a worker (once).
-    pub fn take_deferred(&mut self) -> Option<Box<[u8]>> {
-        match &mut self.phase {
-            Phase::Deferred(d) => d.head.take(),
-            _ => None,
-        }
-    }
-
-    /// Gives back a head [`Session::take_deferred`] took, when no worker could take it yet.
-    pub fn return_deferred(&mut self, head: Box<[u8]>) {
-        if let Phase::Deferred(d) = &mut self.phase {
-            d.head = Some(head);
-        }
-    }
-
-    /// A deferred request is still waiting to be handed to a worker.
-    pub fn has_unsent_deferred(&self) -> bool {
-        matches!(&self.phase, Phase::Deferred(d) if d.head.is_some())
-    }
-
-    /// Answers the deferred request (`head`, for the access log) with the worker's reply.
-    pub fn finish_deferred(
+    /// Consumes what it can of `input` and returns how many bytes that was, with what it came to.
+    /// Unconsumed bytes (a partial head, requests held back while output is over the high-water
+    /// mark or an answer is awaited) must be offered again, with whatever arrives after them.
+    pub fn feed<'a>(
         &mut self,
-        head: &[u8],
-        reply: Reply<'_>,
+        input: &'a [u8],
         out: &mut Output,
         ctx: &Ctx<'_>,
-    ) {
-        let Phase::Deferred(d) = &self.phase else {
-            return;
-        };
-        let plan = d.plan;
-        self.answer(reply, out, ctx, access::Line::Raw(request_line(head)), plan);
-    }
-
-    /// Consumes what it can of `input` and returns how many bytes that was. Unconsumed bytes are a
-    /// partial head (or requests held back while output is over the high-water mark) and must be
-    /// offered again, with whatever arrives after them.
-    pub fn feed(
-        &mut self,
-        input: &[u8],
-        out: &mut Output,
-        handler: &mut dyn Handler,
-        ctx: &Ctx<'_>,
-    ) -> usize {
+    ) -> (usize, Event<'a>) {
         let mut used = 0;
         loop {
             let rest = &input[used..];
             match &mut self.phase {
-                Phase::Closed => return input.len(),
-                #[cfg(feature = "proxy")]
-                Phase::Forward(_) => return used,
-                Phase::Deferred(_) => return used,
+                Phase::Closed => return (input.len(), Event::Wait),
+                Phase::Routing(_) | Phase::Awaiting { .. } => return (used, Event::Wait),
                 Phase::Body(left) => {
                     if rest.is_empty() {
-                        return used;
+                        return (used, Event::Wait);
                     }
                     match drain_body(left, rest, ctx.limits.max_body) {
                         Ok((n, done)) => {
@@ -254,7 +256,7 @@ impl Session {
                         // The answer has gone already; the framing can no longer be trusted.
                         Err(_) => {
                             self.phase = Phase::Closed;
-                            return input.len();
+                            return (input.len(), Event::Wait);
                         }
                     }
                 }
@@ -262,7 +264,7 @@ impl Session {
                     if out.buf.len() - out.pos >= OUTPUT_HIGH_WATER
                         || out.files.len() >= MAX_QUEUED_FILES
                     {
-                        return used;
+                        return (used, Event::Wait);
                     }
                     let skip = request::leading_crlfs(rest);
                     if skip > 0 {
@@ -271,200 +273,297 @@ impl Session {
                         continue;
                     }
                     if rest.is_empty() {
-                        return used;
+                        return (used, Event::Wait);
                     }
                     self.started.get_or_insert(ctx.now);
+                    // Bytes that can never begin a request (a TLS handshake on the plain port,
+                    // binary noise) are answered as soon as they are seen, not at the header
+                    // timeout; and the same way when the head is complete or too large, so that
+                    // the answer does not depend on how the bytes were split into reads.
                     let end = match request::find_head_end(rest, *scanned) {
                         Ok(end) if end <= ctx.limits.max_head => end,
-                        Ok(_) => return self.head_too_large(rest, out, ctx, input.len()),
-                        Err(_) if rest.len() > ctx.limits.max_head => {
-                            return self.head_too_large(rest, out, ctx, input.len());
+                        // Judged on at most `max_head` bytes, as a head is.
+                        Err(_) | Ok(_)
+                            if !request::could_begin(
+                                &rest[..rest.len().min(ctx.limits.max_head)],
+                            ) =>
+                        {
+                            return (input.len(), self.noise(out, ctx));
                         }
-                        // Bytes that can never begin a request (a TLS handshake on the plain
-                        // port, binary noise) are answered now, not at the header timeout.
-                        Err(_) if !request::could_begin(rest) => {
-                            self.respond_error(400, out, ctx, b"-");
-                            return input.len();
+                        Ok(_) => return (input.len(), self.head_too_large(rest, out, ctx)),
+                        Err(_) if rest.len() > ctx.limits.max_head => {
+                            return (input.len(), self.head_too_large(rest, out, ctx));
                         }
                         Err(next) => {
                             *scanned = next;
-                            return used;
+                            return (used, Event::Wait);
                         }
                     };
+                    let head = &rest[..end];
                     used += end;
-                    self.handle_head(&rest[..end], out, handler, ctx);
+                    return (used, self.head(head, out, ctx));
                 }
             }
         }
     }
 
-    fn head_too_large(
-        &mut self,
-        rest: &[u8],
-        out: &mut Output,
-        ctx: &Ctx<'_>,
-        all: usize,
-    ) -> usize {
+    /// Input that is no HTTP request: 400, logged without a request line.
+    fn noise(&mut self, out: &mut Output, ctx: &Ctx<'_>) -> Event<'static> {
+        Event::Answered(self.refuse(400, out, ctx, access::Line::Raw(b"-")))
+    }
+
+    fn head_too_large<'a>(&mut self, rest: &'a [u8], out: &mut Output, ctx: &Ctx<'_>) -> Event<'a> {
         let line_done = rest[..ctx.limits.max_head.min(rest.len())].contains(&b'\n');
         let err = if line_done {
             HeadError::TooLarge
         } else {
             HeadError::UriTooLong
         };
-        self.respond_error(err.status(), out, ctx, b"-");
-        all
+        Event::Answered(self.refuse(err.status(), out, ctx, access::Line::Raw(b"-")))
     }
 
-    fn handle_head(
-        &mut self,
-        head: &[u8],
-        out: &mut Output,
-        handler: &mut dyn Handler,
-        ctx: &Ctx<'_>,
-    ) {
+    /// A complete head: parsed and handed to the caller, or answered here when it is malformed
+    /// or declares a body over the limit.
+    fn head<'a>(&mut self, head: &'a [u8], out: &mut Output, ctx: &Ctx<'_>) -> Event<'a> {
         let req = match request::parse(head, ctx.limits.max_headers) {
             Ok(req) => req,
+            Err(_) if !request::could_begin(head) => return self.noise(out, ctx),
             Err(e) => {
                 log::debug!("bad request: {e:?}");
-                let line = head
-                    .split(|&b| b == b'\r' || b == b'\n')
-                    .next()
-                    .unwrap_or_default();
-                self.respond_error(e.status(), out, ctx, line);
-                return;
+                let line = access::Line::Raw(request_line(head));
+                return Event::Answered(self.refuse(e.status(), out, ctx, line));
             }
         };
         if let BodyFraming::Length(n) = req.body
             && n > ctx.limits.max_body
         {
-            self.respond_error(413, out, ctx, request_line(head));
-            return;
+            let line = access::Line::Raw(request_line(head));
+            return Event::Answered(self.refuse(413, out, ctx, line));
         }
-        #[cfg(feature = "proxy")]
-        match forward::route_for(ctx.routes, req.path()) {
-            forward::RouteMatch::Local => {}
-            forward::RouteMatch::Forward(route) => {
-                if let Err(why) = self.forward(ctx, route, head, &req) {
-                    log::debug!("not forwarded: {why}");
-                    self.respond_error(400, out, ctx, request_line(head));
-                }
-                return;
-            }
-            forward::RouteMatch::Refuse => {
-                log::debug!("proxied path not in normal form: {:?}", req.target);
-                self.respond_error(400, out, ctx, request_line(head));
-                return;
-            }
-        }
-        // A client waiting for 100 (Continue) may never send the body we would have to drain:
-        // answer and close rather than guess (RFC 9110 §10.1.1).
-        let held_back_body = req.expect_continue && req.body != BodyFraming::None;
-        let plan = Plan {
-            keep_alive: req.keep_alive && !held_back_body,
-            version: req.version,
-            head_only: req.method == Method::Head,
-            body: req.body,
-        };
-        if ctx.defer {
-            self.phase = Phase::Deferred(Deferred {
-                head: Some(head.into()),
-                plan,
-            });
-            return;
-        }
-        let reply = handler.handle(&req, ctx.now);
-        let line = access::Line::Parsed {
-            method: req.method_str,
-            target: req.target,
-            version: req.version.as_str(),
-        };
-        self.answer(reply, out, ctx, line, plan);
+        self.phase = Phase::Routing(Plan::of(&req));
+        Event::Request { head, req }
     }
 
-    /// Queues a handler's reply, logs it, and moves on to the request's body or the next request.
-    fn answer(
+    /// Answers the request being routed, or the one whose answer was awaited, with `reply`;
+    /// then goes on to its body (read and dropped) or the next request.
+    pub fn respond<'l>(
         &mut self,
         reply: Reply<'_>,
         out: &mut Output,
         ctx: &Ctx<'_>,
-        line: access::Line<'_>,
-        plan: Plan,
-    ) {
-        let Plan {
-            version,
-            head_only,
-            body,
-            ..
-        } = plan;
-        let keep_alive = plan.keep_alive && self.keep_alive_allowed;
-        let conn = ConnHeader::new(keep_alive, version);
-        let (status, len) = (reply.status, reply.len);
-        out.push_reply(reply, ctx.date, head_only, conn);
-        self.access_log(ctx, line, status, if head_only { 0 } else { len });
-
-        self.phase = match (keep_alive, body) {
-            (false, _) => Phase::Closed,
-            (true, BodyFraming::None) => Phase::Head { scanned: 0 },
-            (true, BodyFraming::Length(n)) => Phase::Body(BodyLeft::Length(n)),
-            (true, BodyFraming::Chunked) => Phase::Body(BodyLeft::Chunked {
-                decoder: Decoder::default(),
-                seen: 0,
-            }),
+        line: access::Line<'l>,
+    ) -> Exchange<'l> {
+        let plan = match self.phase {
+            Phase::Routing(plan)
+            | Phase::Awaiting {
+                plan,
+                relayed: None,
+            } => plan,
+            // A relayed body's framing is the relay's; answering ends the connection.
+            Phase::Awaiting { plan, .. } => Plan {
+                keep_alive: false,
+                ..plan
+            },
+            _ => {
+                debug_assert!(false, "respond without a request");
+                return self.exchange(ctx, line, 500, 0);
+            }
         };
+        let keep_alive = plan.keep_alive && !plan.held_back_body && self.keep_alive_allowed;
+        let head_only = plan.method == Method::Head;
+        let (status, len) = (reply.status, reply.len);
+        out.push_reply(
+            reply,
+            ctx.date,
+            head_only,
+            ConnHeader::new(keep_alive, plan.version),
+        );
+        self.phase = match (keep_alive, BodyLeft::of(plan.body)) {
+            (false, _) => Phase::Closed,
+            (true, None) => Phase::Head { scanned: 0 },
+            (true, Some(left)) => Phase::Body(left),
+        };
+        self.exchange(ctx, line, status, if head_only { 0 } else { len })
     }
 
-    fn respond_error(&mut self, status: u16, out: &mut Output, ctx: &Ctx<'_>, line: &[u8]) {
-        out.push_reply(
-            Reply::text(status, b"Content-Type: text/plain\r\n"),
-            ctx.date,
-            false,
-            ConnHeader::Close,
+    /// Answers `status` with a short text body and closes: a request that cannot be served
+    /// (malformed, refused by the caller, timed out).
+    pub fn refuse<'l>(
+        &mut self,
+        status: u16,
+        out: &mut Output,
+        ctx: &Ctx<'_>,
+        line: access::Line<'l>,
+    ) -> Exchange<'l> {
+        let head_only = matches!(
+            self.phase,
+            Phase::Routing(p) | Phase::Awaiting { plan: p, .. } if p.method == Method::Head
         );
-        let len = super::response::reason(status).len() as u64;
-        self.access_log(ctx, access::Line::Raw(line), status, len);
+        let reply = Reply::text(status, b"Content-Type: text/plain\r\n");
+        let len = reply.len;
+        out.push_reply(reply, ctx.date, head_only, ConnHeader::Close);
+        self.phase = Phase::Closed;
+        self.exchange(ctx, line, status, if head_only { 0 } else { len })
+    }
+
+    /// The request being routed is answered elsewhere. With `relay_body`, its body (if any) is
+    /// taken by the caller as it arrives ([`Session::relay_body`]); otherwise it is read and
+    /// dropped after the answer.
+    pub fn await_answer(&mut self, relay_body: bool) {
+        let Phase::Routing(plan) = self.phase else {
+            debug_assert!(false, "await_answer without a request");
+            return;
+        };
+        let relayed = if relay_body {
+            BodyLeft::of(plan.body)
+        } else {
+            None
+        };
+        let plan = Plan {
+            // The body goes to the caller: no reason to close for it.
+            held_back_body: plan.held_back_body && !relay_body,
+            body: if relay_body {
+                BodyFraming::None
+            } else {
+                plan.body
+            },
+            ..plan
+        };
+        self.phase = Phase::Awaiting { plan, relayed };
+    }
+
+    /// The connection stops speaking HTTP after the answer being relayed (101 Switching
+    /// Protocols): the session reads nothing more.
+    pub fn upgrade(&mut self) {
         self.phase = Phase::Closed;
     }
 
-    fn access_log(&mut self, ctx: &Ctx<'_>, line: access::Line<'_>, status: u16, bytes: u64) {
-        self.access_log_via(ctx, line, status, bytes, None);
+    /// Takes request body bytes from `input` for the caller to relay: `Ok((n, done))` where the
+    /// first `n` bytes are body (relayed as they came), or `Err` when the body is malformed or
+    /// over the limit (the connection must close).
+    pub fn relay_body(&mut self, input: &[u8], ctx: &Ctx<'_>) -> Result<(usize, bool), BodyError> {
+        let Phase::Awaiting {
+            relayed: Some(left),
+            ..
+        } = &mut self.phase
+        else {
+            return Ok((0, true));
+        };
+        let (n, done) = drain_body(left, input, ctx.limits.max_body)?;
+        if done && let Phase::Awaiting { relayed, .. } = &mut self.phase {
+            *relayed = None;
+        }
+        Ok((n, done))
     }
 
-    /// One access line; `upstream` marks a proxied request with the upstream that answered.
-    fn access_log_via(
+    /// True while request body bytes are still to be relayed.
+    pub fn relay_body_pending(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Awaiting {
+                relayed: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// True when the awaited answer goes to an HTTP/1.0 client (no chunked answers, no 1xx).
+    pub fn awaits_for_http10(&self) -> bool {
+        matches!(self.phase, Phase::Awaiting { plan, .. } if plan.version == Version::Http10)
+    }
+
+    /// The `Connection` field for a relayed answer's head; `must_close` when the answer is
+    /// delimited by the upstream's close. Makes the session close after the answer if needed.
+    pub fn relayed_conn_header(&mut self, must_close: bool) -> ConnHeader {
+        let allowed = self.keep_alive_allowed;
+        let Phase::Awaiting { plan, .. } = &mut self.phase else {
+            return ConnHeader::Close;
+        };
+        if must_close || !allowed {
+            plan.keep_alive = false;
+        }
+        ConnHeader::new(plan.keep_alive, plan.version)
+    }
+
+    /// The relayed answer is complete: go on with the next request (or close when the request
+    /// body was not all read, or the answer said close).
+    pub fn relay_done<'l>(
         &mut self,
         ctx: &Ctx<'_>,
-        line: access::Line<'_>,
         status: u16,
         bytes: u64,
-        upstream: Option<&str>,
-    ) {
-        let started = self.started.take().unwrap_or(ctx.now);
-        if !log::log_enabled!(target: ACCESS, log::Level::Info) {
-            return;
+        line: access::Line<'l>,
+    ) -> Exchange<'l> {
+        if let Phase::Awaiting { plan, relayed } = std::mem::replace(&mut self.phase, Phase::Closed)
+            && plan.keep_alive
+            && relayed.is_none()
+            && self.keep_alive_allowed
+        {
+            self.phase = Phase::Head { scanned: 0 };
         }
-        let took = ctx.now.saturating_duration_since(started);
-        LINE.with_borrow_mut(|buf| {
-            buf.clear();
-            access::format(buf, self.peer, ctx.log_date, line, status, bytes, took);
-            if let Some(up) = upstream {
-                buf.extend_from_slice(b" upstream=");
-                buf.extend_from_slice(up.as_bytes());
-            }
-            // SAFETY: `access::format` writes ASCII only (other bytes are escaped as \xHH).
-            debug_assert!(buf.is_ascii());
-            let text = unsafe { std::str::from_utf8_unchecked(buf) };
-            log::info!(target: ACCESS, "{text}");
-        });
+        self.exchange(ctx, line, status, bytes)
     }
-}
 
-thread_local! {
-    /// The access line being built, reused so that logging allocates nothing per request.
-    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The relay failed before any byte of an answer: answer `status` (502, 504, 408, ...)
+    /// ourselves; the connection stays open if the request body was read whole.
+    pub fn relay_failed<'l>(
+        &mut self,
+        out: &mut Output,
+        ctx: &Ctx<'_>,
+        status: u16,
+        line: access::Line<'l>,
+    ) -> Exchange<'l> {
+        let Phase::Awaiting { plan, relayed } = std::mem::replace(&mut self.phase, Phase::Closed)
+        else {
+            return self.exchange(ctx, line, status, 0);
+        };
+        let keep_alive = plan.keep_alive && relayed.is_none() && self.keep_alive_allowed;
+        let reply = Reply::text(status, b"Content-Type: text/plain\r\n");
+        let head_only = plan.method == Method::Head;
+        let len = if head_only { 0 } else { reply.len };
+        out.push_reply(
+            reply,
+            ctx.date,
+            head_only,
+            ConnHeader::new(keep_alive, plan.version),
+        );
+        if keep_alive {
+            self.phase = Phase::Head { scanned: 0 };
+        }
+        self.exchange(ctx, line, status, len)
+    }
+
+    /// The relayed answer broke off after bytes of it were sent: only closing is left.
+    pub fn relay_aborted<'l>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        status: u16,
+        bytes: u64,
+        line: access::Line<'l>,
+    ) -> Exchange<'l> {
+        self.phase = Phase::Closed;
+        self.exchange(ctx, line, status, bytes)
+    }
+
+    fn exchange<'l>(
+        &mut self,
+        ctx: &Ctx<'_>,
+        line: access::Line<'l>,
+        status: u16,
+        bytes: u64,
+    ) -> Exchange<'l> {
+        let started = self.started.take().unwrap_or(ctx.now);
+        Exchange {
+            line,
+            status,
+            bytes,
+            took: ctx.now.saturating_duration_since(started),
+        }
+    }
 }
 
 /// The first line of a head, for the log.
-fn request_line(head: &[u8]) -> &[u8] {
+pub fn request_line(head: &[u8]) -> &[u8] {
     head.split(|&b| b == b'\r' || b == b'\n')
         .next()
         .unwrap_or_default()
@@ -497,44 +596,61 @@ mod tests {
     use super::super::response::Body;
     use super::*;
 
-    struct Echo;
-    impl Handler for Echo {
-        fn handle<'s>(&'s mut self, req: &Request<'_>, _now: Instant) -> Reply<'s> {
-            let body: &'static [u8] = if req.path() == "/a" { b"A" } else { b"other" };
-            match req.method {
-                Method::Other => Reply::text(405, b"Allow: GET, HEAD\r\n"),
-                _ => Reply {
-                    status: 200,
-                    headers: b"",
-                    len: body.len() as u64,
-                    body: Body::Bytes(body),
-                },
+    /// The test handler: `/a` is "A", anything else "other", methods but GET and HEAD 405.
+    fn echo(req: &Request<'_>) -> Reply<'static> {
+        let body: &'static [u8] = if req.path() == "/a" { b"A" } else { b"other" };
+        match req.method {
+            Method::Other => Reply::text(405, b"Allow: GET, HEAD\r\n"),
+            _ => Reply {
+                status: 200,
+                headers: b"",
+                len: body.len() as u64,
+                body: Body::Bytes(body),
+            },
+        }
+    }
+
+    /// Feeds `input`, answering every request head at once with `answer`, as a connection
+    /// does; returns the bytes consumed.
+    fn feed_all<'r>(
+        s: &mut Session,
+        input: &[u8],
+        out: &mut Output,
+        ctx: &Ctx<'_>,
+        answer: &mut dyn FnMut(&Request<'_>) -> Reply<'r>,
+    ) -> usize {
+        let mut used = 0;
+        loop {
+            let (n, event) = s.feed(&input[used..], out, ctx);
+            used += n;
+            match event {
+                Event::Wait => return used,
+                Event::Answered(_) => {}
+                Event::Request { req, .. } => {
+                    s.respond(answer(&req), out, ctx, access::Line::Raw(b"-"));
+                }
             }
         }
     }
 
-    /// A fixed moment and date, no routes.
+    /// A fixed moment and date.
     fn ctx(limits: &Limits) -> Ctx<'_> {
         Ctx {
             now: Instant::now(),
             date: b"D",
-            log_date: "-",
             limits,
-            routes: &[],
-            trust_forwarded: false,
-            defer: false,
         }
     }
 
     fn run(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
-        let mut s = Session::new(None);
+        let mut s = Session::new();
         let mut out = Output::default();
         let limits = Limits::default();
         let ctx = ctx(&limits);
         let mut buf = Vec::new();
         for c in chunks {
             buf.extend_from_slice(c);
-            let n = s.feed(&buf, &mut out, &mut Echo, &ctx);
+            let n = feed_all(&mut s, &buf, &mut out, &ctx, &mut echo);
             buf.drain(..n);
         }
         (out.buf, s.is_closed())
@@ -603,28 +719,18 @@ mod tests {
         assert!(String::from_utf8_lossy(&out).contains("Connection: close"));
     }
 
-    struct Big(Vec<u8>);
-    impl Handler for Big {
-        fn handle<'s>(&'s mut self, _: &Request<'_>, _: Instant) -> Reply<'s> {
-            Reply {
-                status: 200,
-                headers: b"",
-                len: self.0.len() as u64,
-                body: Body::Bytes(&self.0),
-            }
-        }
-    }
-
     /// Feeds `pieces`, writing the output out (as a connection would) only where asked, and
     /// always at the end until nothing more is consumed. Returns what went on the wire.
     fn run_flushing(pieces: &[(&[u8], bool)]) -> Vec<u8> {
-        let (mut s, mut out, mut wire, mut buf) = (
-            Session::new(None),
-            Output::default(),
-            Vec::new(),
-            Vec::new(),
-        );
-        let mut h = Big(vec![b'x'; 40 * 1024]);
+        let (mut s, mut out, mut wire, mut buf) =
+            (Session::new(), Output::default(), Vec::new(), Vec::new());
+        let big = vec![b'x'; 40 * 1024];
+        let mut h = |_: &Request<'_>| Reply {
+            status: 200,
+            headers: b"",
+            len: big.len() as u64,
+            body: Body::Bytes(&big),
+        };
         let limits = Limits::default();
         let ctx = ctx(&limits);
         let mut step = |buf: &mut Vec<u8>, out: &mut Output, wire: &mut Vec<u8>, flush: bool| loop {
@@ -632,7 +738,7 @@ mod tests {
                 wire.extend_from_slice(&out.buf[out.pos..]);
                 out.clear();
             }
-            let n = s.feed(buf, out, &mut h, &ctx);
+            let n = feed_all(&mut s, buf, out, &ctx, &mut h);
             buf.drain(..n);
             if !flush {
                 break;
@@ -676,8 +782,8 @@ mod tests {
                 false,
             ),
         ] {
-            let (mut s, mut out) = (Session::new(None), Output::default());
-            let n = s.feed(input, &mut out, &mut Echo, &ctx);
+            let (mut s, mut out) = (Session::new(), Output::default());
+            let n = feed_all(&mut s, input, &mut out, &ctx, &mut echo);
             assert!(s.in_request(input.len() - n));
             let before = out.buf.len();
             s.timed_out(&mut out, &ctx);
@@ -700,20 +806,22 @@ mod tests {
         let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.0\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n";
         let (inline, _) = run(&[input]);
         let limits = Limits::default();
-        let mut ctx = ctx(&limits);
-        ctx.defer = true;
-        let (mut s, mut out, mut buf) = (Session::new(None), Output::default(), input.to_vec());
+        let ctx = ctx(&limits);
+        let (mut s, mut out, mut buf) = (Session::new(), Output::default(), input.to_vec());
         let mut answered = 0;
         for _ in 0..10 {
-            let n = s.feed(&buf, &mut out, &mut Echo, &ctx);
+            let (n, event) = s.feed(&buf, &mut out, &ctx);
+            let head = match event {
+                Event::Request { head, .. } => head.to_vec(),
+                _ => break,
+            };
             buf.drain(..n);
-            let Some(head) = s.take_deferred() else { break };
-            assert!(s.is_deferred() && s.in_request(buf.len()));
-            assert!(s.take_deferred().is_none(), "a head is handed out once");
+            s.await_answer(false);
+            assert!(s.is_awaiting() && s.in_request(buf.len()));
             // Nothing more is consumed while the answer is out.
-            assert_eq!(s.feed(&buf, &mut out, &mut Echo, &ctx), 0);
+            assert!(matches!(s.feed(&buf, &mut out, &ctx), (0, Event::Wait)));
             let req = request::parse(&head, 64).unwrap();
-            s.finish_deferred(&head, Echo.handle(&req, ctx.now), &mut out, &ctx);
+            s.respond(echo(&req), &mut out, &ctx, access::Line::Raw(b"-"));
             answered += 1;
         }
         assert_eq!(

@@ -64,12 +64,11 @@ impl Worker {
             ctx: Ctx {
                 now: Instant::now(),
                 date: self.dates.http(),
-                log_date: self.dates.clf(),
                 limits: &self.cfg.limits,
-                routes: &self.cfg.proxies,
-                trust_forwarded: self.cfg.proxy_trust_forwarded,
-                defer: false,
             },
+            log_date: self.dates.clf(),
+            routes: &self.cfg.proxies,
+            trust_forwarded: self.cfg.proxy_trust_forwarded,
             handler: &mut self.app,
             pools: &mut self.pools,
             budget: self.cfg.budget,
@@ -79,7 +78,7 @@ impl Worker {
             upstreams: &self.upstreams,
             key: t.key,
             draining: t.draining,
-            jobs: None,
+            workers: None,
         };
         let next = t.conn.drive(&mut env);
         log::logger().flush();

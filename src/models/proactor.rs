@@ -4,6 +4,7 @@
 //! Workers never touch a socket. When the queue is full a request waits, unread input behind it,
 //! on its connection (the reactor's `stalled` list) until workers have replied to others.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -14,10 +15,10 @@ use polling::Poller;
 
 use super::queue::Queue;
 use crate::app::App;
+use crate::app::Handler;
 use crate::config::Config;
 use crate::http::request;
 use crate::http::response::{Body, Reply};
-use crate::http::session::Handler;
 
 /// Requests queued for the workers, per worker; more wait on their connections.
 const QUEUED_PER_WORKER: usize = 64;
@@ -41,13 +42,37 @@ pub struct Done {
 
 /// The loop's ends of the two queues.
 pub struct Link {
-    pub jobs: Arc<Jobs>,
+    jobs: Arc<Jobs>,
     done: Arc<Mutex<Vec<Done>>>,
+    /// Requests that found the workers' queue full, oldest first. Their connections wait for
+    /// the answer and read nothing more meanwhile (backpressure), so this list holds at most
+    /// one request per connection.
+    stalled: VecDeque<Job>,
 }
 
 impl Link {
     pub fn take_done(&self) -> Vec<Done> {
         std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Hands a request to the workers, or keeps it until they have room (behind the older
+    /// ones, so that requests go in the order they came).
+    pub fn submit(&mut self, job: Job) {
+        if !self.stalled.is_empty() {
+            self.stalled.push_back(job);
+        } else if let Err(job) = self.jobs.try_push(job) {
+            self.stalled.push_back(job);
+        }
+    }
+
+    /// Workers made room: the requests kept by [`Link::submit`] go now, oldest first.
+    pub fn retry_stalled(&mut self) {
+        while let Some(job) = self.stalled.pop_front() {
+            if let Err(job) = self.jobs.try_push(job) {
+                self.stalled.push_front(job);
+                break;
+            }
+        }
     }
 }
 
@@ -113,6 +138,7 @@ impl Workers {
         let link = Link {
             jobs: Arc::clone(&jobs),
             done: Arc::clone(&done),
+            stalled: VecDeque::new(),
         };
         Ok((Workers { apps, jobs, done }, link))
     }

@@ -134,9 +134,10 @@ pub fn request_head(
     }
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    // An HTTP/1.0 request may have no Host, or an empty one: HTTP/1.1 wants a name.
     match req.host {
-        Some(host) => out.extend_from_slice(host),
-        None => out.extend_from_slice(default_host.as_bytes()),
+        Some(host) if !host.is_empty() => out.extend_from_slice(host),
+        _ => out.extend_from_slice(default_host.as_bytes()),
     }
     out.extend_from_slice(b"\r\n");
     let tokens = connection_tokens(parsed.headers);
@@ -422,6 +423,15 @@ mod tests {
             let (h, _) = resp(raw, Method::Get).unwrap().unwrap();
             assert!(h.head.ends_with(framing.as_bytes()), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn an_http10_request_with_an_empty_host_gets_one() {
+        let out = req_head("GET /a HTTP/1.0\r\nHost: \r\n\r\n", None);
+        assert!(
+            out.starts_with("GET /a HTTP/1.1\r\nHost: up:1\r\n"),
+            "{out}"
+        );
     }
 
     #[test]

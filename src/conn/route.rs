@@ -1,0 +1,118 @@
+//! What answers a request the session handed out: an upstream (the proxy), a worker thread
+//! (`proactor-pool`) or the handler here; and the access line of every exchange. This is the
+//! caller's side of the protocol core: the session only reports heads and exchanges.
+
+use std::net::IpAddr;
+
+use super::Env;
+use crate::http::access::Line;
+use crate::http::request::Request;
+use crate::http::response::Output;
+#[cfg(feature = "proxy")]
+use crate::http::session::request_line;
+use crate::http::session::{Exchange, Session};
+use crate::logging;
+
+/// Where the answer to a request comes from, when not from here at once.
+pub enum Routed {
+    /// Answered (or refused) already.
+    Answered,
+    /// Forwarded upstream: the connection starts a relay.
+    #[cfg(feature = "proxy")]
+    Forward(super::relay::Start),
+    /// The head (copied) goes to a worker thread.
+    Defer(Box<[u8]>),
+}
+
+/// Routes one request head: the proxy's prefixes first, then the workers or the handler.
+pub fn route(
+    session: &mut Session,
+    out: &mut Output,
+    peer: Option<IpAddr>,
+    head: &[u8],
+    req: &Request<'_>,
+    env: &mut Env<'_>,
+) -> Routed {
+    #[cfg(feature = "proxy")]
+    if let Some(routed) = forward(session, out, peer, head, req, env) {
+        return routed;
+    }
+    if env.workers.is_some() {
+        session.await_answer(false);
+        return Routed::Defer(head.into());
+    }
+    let reply = env.handler.handle(req, env.ctx.now);
+    let line = Line::Parsed {
+        method: req.method_str,
+        target: req.target,
+        version: req.version.as_str(),
+    };
+    let x = session.respond(reply, out, &env.ctx, line);
+    log(env, peer, &x, None);
+    Routed::Answered
+}
+
+/// A request whose path is under a proxy prefix: forwarded, or refused (400) when its spelling
+/// or its framing is one an upstream could read differently from us. `None`: not proxied.
+#[cfg(feature = "proxy")]
+fn forward(
+    session: &mut Session,
+    out: &mut Output,
+    peer: Option<IpAddr>,
+    head: &[u8],
+    req: &Request<'_>,
+    env: &mut Env<'_>,
+) -> Option<Routed> {
+    use crate::proxy::message::{self, ForwardedTrust};
+    use crate::proxy::route::{RouteMatch, route_for};
+
+    let route = match route_for(env.routes, req.path()) {
+        RouteMatch::Local => return None,
+        RouteMatch::Forward(route) => route,
+        RouteMatch::Refuse => {
+            log::debug!("proxied path not in normal form: {:?}", req.target);
+            return Some(refuse(session, out, peer, head, env));
+        }
+    };
+    let fallback = env.routes[route]
+        .upstreams
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let trust = if env.trust_forwarded {
+        ForwardedTrust::Chain
+    } else {
+        ForwardedTrust::Peer
+    };
+    let mut up_head = Vec::with_capacity(head.len() + 64);
+    if let Err(why) = message::request_head(&mut up_head, head, req, peer, &fallback, trust) {
+        log::debug!("not forwarded: {why}");
+        return Some(refuse(session, out, peer, head, env));
+    }
+    session.await_answer(true);
+    Some(Routed::Forward(super::relay::Start {
+        route,
+        method: req.method,
+        head: up_head,
+        has_body: req.body != crate::http::request::BodyFraming::None,
+        line: request_line(head).into(),
+    }))
+}
+
+#[cfg(feature = "proxy")]
+fn refuse(
+    session: &mut Session,
+    out: &mut Output,
+    peer: Option<IpAddr>,
+    head: &[u8],
+    env: &mut Env<'_>,
+) -> Routed {
+    let x = session.refuse(400, out, &env.ctx, Line::Raw(request_line(head)));
+    log(env, peer, &x, None);
+    Routed::Answered
+}
+
+/// One access line for an exchange; `upstream` names the server a proxied answer came from.
+pub fn log(env: &Env<'_>, peer: Option<IpAddr>, x: &Exchange<'_>, upstream: Option<&str>) {
+    logging::access(peer, env.log_date, x, upstream);
+}
