@@ -8,6 +8,8 @@
 //! lend a ready connection to another thread, and [`Reactor::put_back`] when it is done with it.
 //! Lent connections are registered one-shot, so no second thread is woken for them meanwhile.
 
+pub mod timer;
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,7 +29,7 @@ use crate::http::session::{Ctx, Session};
 #[cfg(feature = "proxy")]
 use crate::proxy::upstream::{UPSTREAM_KEYS, Upstreams};
 use crate::signal::SignalPipe;
-use crate::timer::Timers;
+use timer::Timers;
 
 /// Everything a connection borrows from the loop, built from disjoint fields so that the
 /// connection itself can stay borrowed from the slab.
