@@ -2,18 +2,30 @@
 //! poller keys, a ready list for connections that stopped before `WouldBlock`, timers, accept with
 //! back-off, and graceful shutdown.
 //!
+//! One turn of the loop ([`Reactor::run`]): `wait` on the poller for as long as
+//! [`Reactor::wait_timeout`] allows (not at all while the ready list or the listener has work
+//! left), then [`Reactor::after_wait`]: the events (each drives its connection), the ready list,
+//! the replies of the proactor's workers, accepts, and the deadlines that are due. Shutdown is
+//! complete once no connection is left or the grace period is over.
+//!
 //! The single-threaded models call [`Reactor::run`]. The pooled ones (`reactor-pool`,
 //! `leader-followers`) keep the same reactor behind a lock and use its parts: [`Reactor::wait_timeout`]
 //! and [`Reactor::after_wait`] around a `wait` made without the lock, [`Reactor::take_ready`] to
 //! lend a ready connection to another thread, and [`Reactor::put_back`] when it is done with it.
 //! Lent connections are registered one-shot, so no second thread is woken for them meanwhile.
-
-pub mod timer;
+//!
+//! The parts, by job:
+//! - this file: the [`Reactor`], the loop, driving and closing a connection, shutdown;
+//! - `accept.rs`: accepting (in batches, paused when out of descriptors) and the connection
+//!   limit, with the closing of idle connections to make room at it;
+//! - `deadlines.rs`: each connection's deadline, when the loop must wake, and what a deadline
+//!   that passed does; `timer.rs`: the heap of deadlines beside the slab;
+//! - `lend.rs`: lending connections to the threads of the pooled models and handing requests to
+//!   the proactor's workers.
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,9 +35,9 @@ use slab::Slab;
 
 use crate::app::App;
 use crate::config::{Config, Route};
-use crate::conn::{Conn, Env, Next, Pools, TimerKind};
+use crate::conn::{Conn, Env, Next, Pools};
 use crate::http::date::DateCache;
-use crate::http::session::{Ctx, Session};
+use crate::http::session::Ctx;
 #[cfg(feature = "proxy")]
 use crate::proxy::upstream::{UPSTREAM_KEYS, Upstreams};
 use crate::signal::SignalPipe;
@@ -59,28 +71,18 @@ macro_rules! env {
     };
 }
 
+// After `env!`, which they use.
+mod accept;
+mod deadlines;
+mod lend;
+pub mod timer;
+
+use accept::Accept;
+pub use accept::SharedLimit;
+pub use lend::Taken;
+
 const LISTENER: usize = usize::MAX - 1;
 const SIGNALS: usize = usize::MAX - 2;
-/// Accepts per loop turn, so that a connection storm does not starve the connections we have.
-const ACCEPT_BATCH: usize = 256;
-/// How long accepting pauses after the process ran out of descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How long a full server waits before it looks for idle connections to close again.
-const RECLAIM_RETRY: Duration = Duration::from_millis(50);
-
-struct Accept {
-    /// The listener had an edge and was not drained to `WouldBlock` yet.
-    ready: bool,
-    /// Out of descriptors: retry at this time, or as soon as a connection closes.
-    paused_until: Option<Instant>,
-    /// Logged the current burst of descriptor exhaustion already.
-    warned: bool,
-    /// At the connection limit with clients waiting and no idle connection to close: look again
-    /// at this time (a scan of every connection is not made on every turn).
-    reclaim_after: Option<Instant>,
-    /// Logged the current burst of reclaiming already.
-    reclaiming: bool,
-}
 
 /// A slab slot: the connection, or the note that another thread has it for now.
 // Nearly every slot holds its connection: boxing it would cost an allocation and an indirection
@@ -97,64 +99,6 @@ pub enum Held {
         #[cfg(feature = "proxy")]
         upstream: (bool, bool),
     },
-}
-
-/// One `--max-conns` for several loops (the shards): a count they reserve from before accepting,
-/// and the pollers to wake when a connection closes at the limit (another shard may have one
-/// waiting in its backlog).
-pub struct SharedLimit {
-    open: std::sync::atomic::AtomicUsize,
-    max: usize,
-    /// A shard wants another to close an idle connection ([`SharedLimit::want_room`]).
-    wanted: std::sync::atomic::AtomicBool,
-    pollers: Vec<Arc<Poller>>,
-}
-
-impl SharedLimit {
-    pub fn new(max: usize, pollers: Vec<Arc<Poller>>) -> SharedLimit {
-        SharedLimit {
-            open: 0.into(),
-            max,
-            wanted: false.into(),
-            pollers,
-        }
-    }
-
-    fn has_room(&self) -> bool {
-        self.open.load(Ordering::Relaxed) < self.max
-    }
-
-    fn reserve(&self) -> bool {
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// A shard at the limit with clients waiting and no idle connection of its own asks the
-    /// others to close one of theirs.
-    fn want_room(&self, me: &Arc<Poller>) {
-        if self.wanted.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        for p in self.pollers.iter().filter(|p| !Arc::ptr_eq(p, me)) {
-            let _ = p.notify();
-        }
-    }
-
-    /// Takes a request made by [`SharedLimit::want_room`], once.
-    fn room_wanted(&self) -> bool {
-        self.wanted.load(Ordering::Relaxed) && self.wanted.swap(false, Ordering::AcqRel)
-    }
-
-    fn release(&self, me: &Arc<Poller>) {
-        if self.open.fetch_sub(1, Ordering::AcqRel) == self.max {
-            for p in self.pollers.iter().filter(|p| !Arc::ptr_eq(p, me)) {
-                let _ = p.notify();
-            }
-        }
-    }
 }
 
 /// How far a stop asked from another thread (or a shard's peer) has gone; it only rises.
@@ -175,13 +119,6 @@ impl Stop {
     pub fn get(&self) -> u8 {
         self.0.load(Ordering::Relaxed)
     }
-}
-
-/// A connection lent to another thread by [`Reactor::take_ready`].
-pub struct Taken {
-    pub key: usize,
-    pub conn: Conn,
-    pub draining: bool,
 }
 
 /// The connection in slot `key` when it is here.
@@ -284,34 +221,6 @@ impl Reactor {
     #[cfg(feature = "proxy")]
     fn upstreams(&self) -> std::sync::MutexGuard<'_, Upstreams> {
         self.upstreams.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The upstream pool, for the threads that drive lent connections.
-    #[cfg(feature = "proxy")]
-    pub fn shared_upstreams(&self) -> Arc<std::sync::Mutex<Upstreams>> {
-        Arc::clone(&self.upstreams)
-    }
-
-    /// Connections will be driven by other threads ([`Reactor::take_ready`]).
-    pub fn lend_connections(&mut self) {
-        self.lent = true;
-    }
-
-    /// Handlers run on the proactor's workers.
-    pub fn set_proactor(&mut self, link: crate::models::proactor::Link) {
-        self.proactor = Some(link);
-    }
-
-    /// Counts connections against a limit shared with other loops.
-    pub fn share_limit(&mut self, limit: Arc<SharedLimit>) {
-        self.limit = Some(limit);
-    }
-
-    fn has_room(&self) -> bool {
-        match &self.limit {
-            Some(l) => l.has_room(),
-            None => self.conns.len() < self.max_conns,
-        }
     }
 
     /// These loops shut down when this one does.
@@ -465,136 +374,6 @@ impl Reactor {
         self.finished
     }
 
-    /// Replies the proactor's workers finished: each goes to its connection, if still open.
-    fn handler_replies(&mut self, now: Instant) {
-        let Some(link) = &self.proactor else {
-            return;
-        };
-        let done = link.take_done();
-        for d in done {
-            if let Some(c) = here(&mut self.conns, d.key).filter(|c| c.generation == d.generation) {
-                let mut env = env!(self, now, d.key);
-                c.handler_replied(&d.head, d.reply.as_reply(), &mut env);
-                self.drive(d.key, now);
-            }
-        }
-        // Workers made room: requests that found their queue full go now, oldest first.
-        while let Some(&(key, generation)) = self.stalled.front() {
-            if let Some(c) = here(&mut self.conns, key).filter(|c| c.generation == generation) {
-                let mut env = env!(self, now, key);
-                if !c.submit_deferred(&mut env) {
-                    break;
-                }
-                c.stalled = false;
-            }
-            self.stalled.pop_front();
-        }
-    }
-
-    /// Lends the next ready connection to the calling thread.
-    pub fn take_ready(&mut self) -> Option<Taken> {
-        while let Some((key, generation)) = self.ready.pop_front() {
-            let Some(Held::Here(c)) = self.conns.get(key) else {
-                continue;
-            };
-            if c.generation != generation {
-                continue;
-            }
-            let away = Held::Away {
-                generation,
-                timer_fired: false,
-                #[cfg(feature = "proxy")]
-                upstream: (false, false),
-            };
-            let Held::Here(mut conn) = std::mem::replace(&mut self.conns[key], away) else {
-                unreachable!("checked above");
-            };
-            conn.queued = false;
-            return Some(Taken {
-                key,
-                conn,
-                draining: self.draining_until.is_some(),
-            });
-        }
-        None
-    }
-
-    /// Takes back a lent connection, with what driving it said, and arms it for its next event.
-    pub fn put_back(&mut self, taken: Taken, mut next: Next) {
-        let Taken { key, mut conn, .. } = taken;
-        let now = Instant::now();
-        let timer_fired = match self.conns.get(key) {
-            Some(Held::Away {
-                generation,
-                timer_fired,
-                #[cfg(feature = "proxy")]
-                upstream,
-            }) if *generation == conn.generation && !self.finished => {
-                #[cfg(feature = "proxy")]
-                if *upstream != (false, false) {
-                    conn.upstream_ready(upstream.0, upstream.1);
-                    if next == Next::Wait {
-                        next = Next::Again;
-                    }
-                }
-                *timer_fired
-            }
-            _ => {
-                // Shutdown finished while it was away.
-                #[cfg(feature = "proxy")]
-                if let Some(up) = conn.take_upstream() {
-                    self.upstreams().close(up, &self.poller);
-                }
-                let _ = self.poller.delete(&conn.sock);
-                return;
-            }
-        };
-        if timer_fired {
-            conn.scheduled = None;
-        }
-        if self.draining_until.is_some() && next != Next::Close {
-            if conn.is_idle() {
-                next = Next::Close;
-            } else {
-                conn.close_after_current();
-            }
-        }
-        self.conns[key] = Held::Here(conn);
-        match next {
-            Next::Close => self.close(key),
-            Next::Again => self.queue(key),
-            Next::Wait => self.arm(key),
-        }
-        if next != Next::Close {
-            self.set_timer(key, now);
-        }
-        let accept_waits = next == Next::Close && self.accept.ready;
-        if !self.ready.is_empty() || self.draining_until.is_some() || accept_waits {
-            // The waiting thread must come and hand it out (or accept the connection waiting for
-            // this one's place, or see that shutdown is done).
-            let _ = self.poller.notify();
-        }
-    }
-
-    /// Re-arms a one-shot registration with the interest the connection has now.
-    fn arm(&mut self, key: usize) {
-        let Some(c) = here(&mut self.conns, key) else {
-            return;
-        };
-        let (read, write) = c.interest();
-        let ev = Event::new(key, read, write);
-        if let Err(e) = self.poller.modify_with_mode(&c.sock, ev, PollMode::Oneshot) {
-            log::debug!("poller modify: {e}");
-        }
-    }
-
-    /// Another thread set a deadline: wake the waiting thread if it would sleep past it.
-    fn wake_for(&self, deadline: Instant) {
-        if self.lent && self.wake_at.is_none_or(|w| deadline < w) {
-            let _ = self.poller.notify();
-        }
-    }
-
     fn queue(&mut self, key: usize) {
         if let Some(c) = here(&mut self.conns, key)
             && !c.queued
@@ -615,18 +394,7 @@ impl Reactor {
             self.wake_at = Some(now);
             return Some(Duration::ZERO);
         }
-        let reclaim = self.accept.reclaim_after.filter(|_| {
-            self.accept.ready && self.accept.paused_until.is_none() && !self.has_room()
-        });
-        self.wake_at = [
-            self.timers.next(),
-            self.accept.paused_until,
-            self.draining_until,
-            reclaim,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        self.wake_at = self.next_deadline();
         self.wake_at.map(|t| t.saturating_duration_since(now))
     }
 
@@ -652,228 +420,6 @@ impl Reactor {
             }
             Next::Wait => self.set_timer(key, now),
         }
-    }
-
-    /// Moves a connection's deadline when its timer kind changes or it made progress.
-    fn set_timer(&mut self, key: usize, now: Instant) {
-        let Some(c) = here(&mut self.conns, key) else {
-            return;
-        };
-        let kind = c.timer_kind();
-        // A body's deadline is overall: progress does not move it.
-        if kind == c.timer && (!c.wrote || kind == TimerKind::Body) {
-            // The deadline stands. If its entry is gone (it fired while the connection was lent
-            // out or queued), push it again: a deadline already past fires on the next turn.
-            if c.scheduled.is_none() {
-                let deadline = c.deadline;
-                c.scheduled = Some(deadline);
-                self.timers.push(deadline, key, c.generation);
-                self.wake_for(deadline);
-            }
-            return;
-        }
-        c.timer = kind;
-        c.wrote = false;
-        c.deadline = now
-            + match kind {
-                TimerKind::Idle => self.cfg.idle_timeout,
-                TimerKind::Request => self.cfg.header_timeout,
-                TimerKind::Send => self.cfg.send_timeout,
-                TimerKind::Linger => self.cfg.linger_timeout,
-                TimerKind::Connect => self.cfg.proxy_connect_timeout,
-                TimerKind::Upstream => self.cfg.proxy_timeout,
-                TimerKind::Body => self.cfg.header_timeout,
-            };
-        if c.scheduled.is_none_or(|s| c.deadline < s) {
-            c.scheduled = Some(c.deadline);
-            self.timers.push(c.deadline, key, c.generation);
-            let deadline = c.deadline;
-            self.wake_for(deadline);
-        }
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some((at, key, generation)) = self.timers.pop_due(now) {
-            let c = match self.conns.get_mut(key) {
-                Some(Held::Here(c)) => c,
-                Some(Held::Away {
-                    generation: g,
-                    timer_fired,
-                    ..
-                }) if *g == generation => {
-                    // Another thread has it; it gets a fresh entry when it comes back.
-                    *timer_fired = true;
-                    continue;
-                }
-                _ => continue,
-            };
-            if c.generation != generation || c.scheduled != Some(at) {
-                continue; // superseded by an earlier entry, or a closed connection's
-            }
-            if c.deadline > now {
-                c.scheduled = Some(c.deadline);
-                self.timers.push(c.deadline, key, generation);
-                continue;
-            }
-            c.scheduled = None;
-            if self.lent && c.queued {
-                // Readiness came in time and a thread will drive it; its deadline is settled
-                // when it is handed back (`put_back` -> `set_timer`).
-                continue;
-            }
-            match c.timer {
-                TimerKind::Request => {
-                    log::debug!("request timeout on connection {key}");
-                    let mut env = env!(self, now, key);
-                    c.request_timed_out(&mut env);
-                    c.writable = true;
-                    c.wrote = true; // what follows gets a deadline from now
-                    self.drive(key, now);
-                }
-                #[cfg(feature = "proxy")]
-                TimerKind::Connect | TimerKind::Upstream | TimerKind::Body => {
-                    let mut env = env!(self, now, key);
-                    c.upstream_timed_out(&mut env);
-                    // The next upstream (failover) or the error answer gets a deadline of its
-                    // own, though the timer kind may stay the same.
-                    c.wrote = true;
-                    self.drive(key, now);
-                }
-                #[cfg(not(feature = "proxy"))]
-                TimerKind::Connect | TimerKind::Upstream | TimerKind::Body => self.close(key),
-                TimerKind::Idle | TimerKind::Send | TimerKind::Linger => self.close(key),
-            }
-        }
-    }
-
-    fn accept(&mut self, now: Instant) {
-        if self.accept.paused_until.is_some_and(|t| t > now) {
-            return;
-        }
-        self.accept.paused_until = None;
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        let fd = listener.as_raw_fd();
-        let mut n = 0;
-        while self.accept.ready && n < ACCEPT_BATCH {
-            if !self.has_room() && !self.make_room(fd, now) {
-                break;
-            }
-            n += 1;
-            if let Some(l) = &self.limit
-                && !l.reserve()
-            {
-                break; // another shard took the last place
-            }
-            let accepted = accept4(fd);
-            if let (Some(l), Err(_)) = (&self.limit, &accepted) {
-                l.release(&self.poller);
-            }
-            match accepted {
-                Ok((sock, peer)) => {
-                    self.accept.warned = false;
-                    if self.has_room() {
-                        self.accept.reclaiming = false;
-                    }
-                    let _ = sock.set_nodelay(true);
-                    let entry = self.conns.vacant_entry();
-                    let key = entry.key();
-                    // Lent connections are armed one-shot when they are first put back.
-                    let (ev, mode) = if self.lent {
-                        (Event::none(key), PollMode::Oneshot)
-                    } else {
-                        (Event::all(key), PollMode::Edge)
-                    };
-                    // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
-                    if let Err(e) = unsafe { self.poller.add_with_mode(&sock, ev, mode) } {
-                        log::error!("cannot watch a new connection: {e}");
-                        if let Some(l) = &self.limit {
-                            l.release(&self.poller);
-                        }
-                        continue;
-                    }
-                    self.next_generation = self.next_generation.wrapping_add(1);
-                    let session = Session::new(peer.map(|a| a.ip()));
-                    let mut conn = Conn::new(sock, self.next_generation, session, now);
-                    conn.deadline = now + self.cfg.idle_timeout;
-                    conn.scheduled = Some(conn.deadline);
-                    self.timers.push(conn.deadline, key, conn.generation);
-                    entry.insert(Held::Here(conn));
-                    // Data often arrives with the handshake: try it now rather than after a wait.
-                    self.drive(key, now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept.ready = false,
-                Err(e) if is_out_of_descriptors(&e) => {
-                    if !self.accept.warned {
-                        log::warn!(
-                            "accept: {e}; pausing accepts until a connection closes ({} open)",
-                            self.conns.len()
-                        );
-                        self.accept.warned = true;
-                    }
-                    self.accept.paused_until = Some(now + ACCEPT_BACKOFF);
-                    return;
-                }
-                // The peer gave up before we accepted, and similar per-connection failures.
-                Err(e) => log::debug!("accept: {e}"),
-            }
-        }
-    }
-
-    /// At the connection limit with a client waiting in the backlog, closes the connections
-    /// that have waited longest for a request (kept-alive ones, and new ones that sent nothing),
-    /// as nginx reuses its idle connections: otherwise a few hundred silent sockets would lock
-    /// every new client out until their idle timeout. True when a place was made.
-    fn make_room(&mut self, listener: i32, now: Instant) -> bool {
-        if self.accept.reclaim_after.is_some_and(|t| t > now) {
-            return false;
-        }
-        self.accept.reclaim_after = None;
-        if !backlog_waiting(listener) {
-            // Nothing waits: the next connection to arrive brings a new edge.
-            self.accept.ready = false;
-            return false;
-        }
-        if !self.accept.reclaiming {
-            log::warn!(
-                "at the connection limit ({} open here): closing idle connections to make room",
-                self.conns.len()
-            );
-            self.accept.reclaiming = true;
-        }
-        if self.close_idle() == 0 {
-            // Another shard may have idle connections where this one has none.
-            if let Some(l) = &self.limit {
-                l.want_room(&self.poller);
-            }
-            self.accept.reclaim_after = Some(now + RECLAIM_RETRY);
-            return false;
-        }
-        self.has_room()
-    }
-
-    /// Closes the connections that have waited longest for a request, a few at a time (enough
-    /// for a burst without emptying the keep-alives); returns how many.
-    fn close_idle(&mut self) -> usize {
-        let mut idle: Vec<(Instant, usize)> = self
-            .conns
-            .iter()
-            .filter_map(|(key, held)| match held {
-                Held::Here(c) if c.timer == TimerKind::Idle && !c.queued && c.is_idle() => {
-                    Some((c.deadline, key))
-                }
-                _ => None,
-            })
-            .collect();
-        let n = (idle.len() / 8).clamp(1, 32).min(idle.len());
-        if n > 0 && n < idle.len() {
-            idle.select_nth_unstable(n - 1);
-        }
-        for &(_, key) in &idle[..n] {
-            self.close(key);
-        }
-        n
     }
 
     fn close(&mut self, key: usize) {
@@ -977,45 +523,4 @@ impl Drop for Reactor {
             let _ = self.poller.delete(s.source());
         }
     }
-}
-
-/// True when a connection waits in the listener's backlog (a zero-timeout poll: made only at
-/// the connection limit, where `accept` would take one we have no place for).
-fn backlog_waiting(listener: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd: listener,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd and a zero timeout; the listener's descriptor is open.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 }
-}
-
-fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-/// accept4 with SOCK_NONBLOCK, saving the fcntl that `TcpListener::accept` would need after it.
-fn accept4(fd: i32) -> io::Result<(TcpStream, Option<SocketAddr>)> {
-    // SAFETY: try_init hands accept4 valid storage and length pointers; on success the returned
-    // descriptor is new and owned by nothing else.
-    let (sock, addr) = unsafe {
-        socket2::SockAddr::try_init(|storage, len| {
-            let s = libc::accept4(
-                fd,
-                storage.cast(),
-                len,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            );
-            if s < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(TcpStream::from_raw_fd(s))
-            }
-        })?
-    };
-    Ok((sock, addr.as_socket()))
 }
