@@ -6,11 +6,15 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
+#[cfg(feature = "models")]
 use std::sync::Arc;
+#[cfg(feature = "models")]
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use polling::{Event, PollMode, Poller};
+#[cfg(feature = "models")]
+use polling::Poller;
+use polling::{Event, PollMode};
 
 use super::{Held, Reactor};
 use crate::conn::{Conn, TimerKind};
@@ -40,6 +44,7 @@ pub(super) struct Accept {
 /// One `--max-conns` for several loops (the shards): a count they reserve from before accepting,
 /// and the pollers to wake when a connection closes at the limit (another shard may have one
 /// waiting in its backlog).
+#[cfg(feature = "models")]
 pub struct SharedLimit {
     open: std::sync::atomic::AtomicUsize,
     max: usize,
@@ -48,6 +53,7 @@ pub struct SharedLimit {
     pollers: Vec<Arc<Poller>>,
 }
 
+#[cfg(feature = "models")]
 impl SharedLimit {
     pub fn new(max: usize, pollers: Vec<Arc<Poller>>) -> SharedLimit {
         SharedLimit {
@@ -82,11 +88,11 @@ impl SharedLimit {
     }
 
     /// Takes a request made by [`SharedLimit::want_room`], once.
-    pub(super) fn room_wanted(&self) -> bool {
+    fn room_wanted(&self) -> bool {
         self.wanted.load(Ordering::Relaxed) && self.wanted.swap(false, Ordering::AcqRel)
     }
 
-    pub(super) fn release(&self, me: &Arc<Poller>) {
+    fn release(&self, me: &Arc<Poller>) {
         if self.open.fetch_sub(1, Ordering::AcqRel) == self.max {
             for p in self.pollers.iter().filter(|p| !Arc::ptr_eq(p, me)) {
                 let _ = p.notify();
@@ -95,17 +101,62 @@ impl SharedLimit {
     }
 }
 
+/// The limit shared by the shards (`sharded`), where this loop takes and gives back its places.
+#[cfg(feature = "models")]
 impl Reactor {
     /// Counts connections against a limit shared with other loops.
     pub fn share_limit(&mut self, limit: Arc<SharedLimit>) {
         self.limit = Some(limit);
     }
 
-    pub(super) fn has_room(&self) -> bool {
-        match &self.limit {
-            Some(l) => l.has_room(),
-            None => self.conns.len() < self.max_conns,
+    /// Takes a place before accepting; false when another shard took the last one.
+    fn reserve_place(&self) -> bool {
+        self.limit.as_ref().is_none_or(|l| l.reserve())
+    }
+
+    /// Gives back a place: a connection closed, or was not made after all.
+    pub(super) fn release_place(&self) {
+        if let Some(l) = &self.limit {
+            l.release(&self.poller);
         }
+    }
+
+    /// Asks the other shards to close an idle connection ([`SharedLimit::want_room`]).
+    fn want_room(&self) {
+        if let Some(l) = &self.limit {
+            l.want_room(&self.poller);
+        }
+    }
+
+    /// Another shard asked for room (once per request).
+    pub(super) fn room_wanted(&self) -> bool {
+        self.limit.as_ref().is_some_and(|l| l.room_wanted())
+    }
+}
+
+/// Without the models each loop has its own `max_conns` only.
+#[cfg(not(feature = "models"))]
+impl Reactor {
+    fn reserve_place(&self) -> bool {
+        true
+    }
+
+    pub(super) fn release_place(&self) {}
+
+    fn want_room(&self) {}
+
+    pub(super) fn room_wanted(&self) -> bool {
+        false
+    }
+}
+
+impl Reactor {
+    pub(super) fn has_room(&self) -> bool {
+        #[cfg(feature = "models")]
+        if let Some(l) = &self.limit {
+            return l.has_room();
+        }
+        self.conns.len() < self.max_conns
     }
 
     pub(super) fn accept(&mut self, now: Instant) {
@@ -117,20 +168,19 @@ impl Reactor {
             return;
         };
         let fd = listener.as_raw_fd();
+        let lent = self.lent();
         let mut n = 0;
         while self.accept.ready && n < ACCEPT_BATCH {
             if !self.has_room() && !self.make_room(fd, now) {
                 break;
             }
             n += 1;
-            if let Some(l) = &self.limit
-                && !l.reserve()
-            {
+            if !self.reserve_place() {
                 break; // another shard took the last place
             }
             let accepted = accept4(fd);
-            if let (Some(l), Err(_)) = (&self.limit, &accepted) {
-                l.release(&self.poller);
+            if accepted.is_err() {
+                self.release_place();
             }
             match accepted {
                 Ok((sock, peer)) => {
@@ -142,7 +192,7 @@ impl Reactor {
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     // Lent connections are armed one-shot when they are first put back.
-                    let (ev, mode) = if self.lent {
+                    let (ev, mode) = if lent {
                         (Event::none(key), PollMode::Oneshot)
                     } else {
                         (Event::all(key), PollMode::Edge)
@@ -150,9 +200,7 @@ impl Reactor {
                     // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
                     if let Err(e) = unsafe { self.poller.add_with_mode(&sock, ev, mode) } {
                         log::error!("cannot watch a new connection: {e}");
-                        if let Some(l) = &self.limit {
-                            l.release(&self.poller);
-                        }
+                        self.release_place();
                         continue;
                     }
                     self.next_generation = self.next_generation.wrapping_add(1);
@@ -206,9 +254,7 @@ impl Reactor {
         }
         if self.close_idle() == 0 {
             // Another shard may have idle connections where this one has none.
-            if let Some(l) = &self.limit {
-                l.want_room(&self.poller);
-            }
+            self.want_room();
             self.accept.reclaim_after = Some(now + RECLAIM_RETRY);
             return false;
         }

@@ -65,9 +65,11 @@ impl Reactor {
     }
 
     pub(super) fn expire(&mut self, now: Instant) {
+        let lent = self.lent();
         while let Some((at, key, generation)) = self.timers.pop_due(now) {
             let c = match self.conns.get_mut(key) {
                 Some(Held::Here(c)) => c,
+                #[cfg(feature = "models")]
                 Some(Held::Away {
                     generation: g,
                     timer_fired,
@@ -88,7 +90,7 @@ impl Reactor {
                 continue;
             }
             c.scheduled = None;
-            if self.lent && c.queued {
+            if lent && c.queued {
                 // Readiness came in time and a thread will drive it; its deadline is settled
                 // when it is handed back (`put_back` -> `set_timer`).
                 continue;

@@ -36,6 +36,16 @@ impl Reactor {
         self.lent = true;
     }
 
+    /// Connections are driven by other threads: the loop queues them rather than drive them.
+    pub(super) fn lent(&self) -> bool {
+        self.lent
+    }
+
+    /// The thread about to `wait` will look at the timers again at `at` (see [`Reactor::wake_for`]).
+    pub(super) fn set_wake_at(&mut self, at: Option<Instant>) {
+        self.wake_at = at;
+    }
+
     /// Handlers run on the proactor's workers.
     pub fn set_proactor(&mut self, link: crate::models::proactor::Link) {
         self.proactor = Some(link);

@@ -22,6 +22,11 @@
 //!   that passed does; `timer.rs`: the heap of deadlines beside the slab;
 //! - `lend.rs`: lending connections to the threads of the pooled models and handing requests to
 //!   the proactor's workers.
+//!
+//! What only the multi-threaded models use is compiled with the cargo feature `models` alone:
+//! `lend.rs`, `Held::Away`, the shared connection limit of the shards and their peers. Where
+//! the loop asks about it, a helper answers (`lent`, `peers`, `release_place`, ...), and without
+//! the feature its stand-in answers "nothing lent, no peer, no shared limit".
 
 use std::collections::VecDeque;
 use std::io;
@@ -74,11 +79,14 @@ macro_rules! env {
 // After `env!`, which they use.
 mod accept;
 mod deadlines;
+#[cfg(feature = "models")]
 mod lend;
 pub mod timer;
 
 use accept::Accept;
+#[cfg(feature = "models")]
 pub use accept::SharedLimit;
+#[cfg(feature = "models")]
 pub use lend::Taken;
 
 const LISTENER: usize = usize::MAX - 1;
@@ -90,6 +98,7 @@ const SIGNALS: usize = usize::MAX - 2;
 #[allow(clippy::large_enum_variant)]
 pub enum Held {
     Here(Conn),
+    #[cfg(feature = "models")]
     Away {
         generation: u32,
         /// Its timer entry fired while it was away (the entry is gone; one must be pushed again).
@@ -123,9 +132,26 @@ impl Stop {
 
 /// The connection in slot `key` when it is here.
 fn here(conns: &mut Slab<Held>, key: usize) -> Option<&mut Conn> {
-    match conns.get_mut(key) {
-        Some(Held::Here(c)) => Some(c),
-        _ => None,
+    conns.get_mut(key).and_then(Held::here)
+}
+
+impl Held {
+    /// The connection, when it is here (without the models it always is).
+    fn here(&mut self) -> Option<&mut Conn> {
+        match self {
+            Held::Here(c) => Some(c),
+            #[cfg(feature = "models")]
+            Held::Away { .. } => None,
+        }
+    }
+
+    /// The connection taken out of its slot, when it was here.
+    fn into_here(self) -> Option<Conn> {
+        match self {
+            Held::Here(c) => Some(c),
+            #[cfg(feature = "models")]
+            Held::Away { .. } => None,
+        }
     }
 }
 
@@ -152,19 +178,25 @@ pub struct Reactor {
     upstreams: Arc<std::sync::Mutex<Upstreams>>,
     /// Connections are driven by other threads (`reactor-pool`, `leader-followers`): an event
     /// queues the connection instead of driving it, and sockets are registered one-shot.
+    #[cfg(feature = "models")]
     lent: bool,
     /// The latest moment the thread in `wait` will look at the timers again (`None`: never);
     /// an earlier deadline set by another thread must wake it.
+    #[cfg(feature = "models")]
     wake_at: Option<Instant>,
-    /// Handlers run on worker threads (`proactor-pool`).
+    /// Handlers run on worker threads (`proactor-pool`). In every build: `env!` reads it (it is
+    /// always `None` without the models).
     proactor: Option<crate::models::proactor::Link>,
     /// Loops to stop with this one (the shards of a sharded server).
+    #[cfg(feature = "models")]
     peers: Vec<crate::ServerHandle>,
     /// Shutdown is complete: connections handed back now are closed.
     finished: bool,
     /// The connection limit shared with other shards, if any (else `max_conns` of this loop).
+    #[cfg(feature = "models")]
     limit: Option<Arc<SharedLimit>>,
     /// Connections whose deferred request found the workers' queue full (`proactor-pool`).
+    #[cfg(feature = "models")]
     stalled: VecDeque<(usize, u32)>,
 }
 
@@ -208,12 +240,17 @@ impl Reactor {
                 cfg.proxy_fail_timeout,
             ))),
             cfg,
+            #[cfg(feature = "models")]
             lent: false,
+            #[cfg(feature = "models")]
             wake_at: None,
             proactor: None,
+            #[cfg(feature = "models")]
             peers: Vec::new(),
             finished: false,
+            #[cfg(feature = "models")]
             stalled: VecDeque::new(),
+            #[cfg(feature = "models")]
             limit: None,
         })
     }
@@ -224,8 +261,14 @@ impl Reactor {
     }
 
     /// These loops shut down when this one does.
+    #[cfg(feature = "models")]
     pub fn set_peers(&mut self, peers: Vec<crate::ServerHandle>) {
         self.peers = peers;
+    }
+
+    #[cfg(feature = "models")]
+    fn peers(&self) -> &[crate::ServerHandle] {
+        &self.peers
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -308,6 +351,7 @@ impl Reactor {
                             self.drive(client, now);
                         }
                         // Another thread drives the client now: it gets the news when back.
+                        #[cfg(feature = "models")]
                         Some((_, Some(Held::Away { upstream, .. }))) => {
                             upstream.0 |= ev.readable;
                             upstream.1 |= ev.writable;
@@ -332,7 +376,7 @@ impl Reactor {
                 self.end_grace(now);
             }
         }
-        if !self.lent {
+        if !self.lent() {
             // Connections that stopped early; ones queued again during this pass wait a turn.
             for _ in 0..self.ready.len() {
                 let Some((key, generation)) = self.ready.pop_front() else {
@@ -346,10 +390,7 @@ impl Reactor {
         }
         self.handler_replies(now);
         // Another shard asked for room (not this one: it has no idle connection itself).
-        if self.accept.reclaim_after.is_none()
-            && self.limit.as_ref().is_some_and(|l| l.room_wanted())
-            && self.close_idle() == 0
-        {
+        if self.accept.reclaim_after.is_none() && self.room_wanted() && self.close_idle() == 0 {
             log::debug!("no idle connection here to make room for another shard");
         }
         // Accept after the batch, so that no event of this batch meets a reused slab key.
@@ -390,17 +431,18 @@ impl Reactor {
             && self.listener.is_some()
             && self.has_room()
             && self.accept.paused_until.is_none_or(|t| t <= now);
-        if (!self.lent && !self.ready.is_empty()) || can_accept {
-            self.wake_at = Some(now);
+        if (!self.lent() && !self.ready.is_empty()) || can_accept {
+            self.set_wake_at(Some(now));
             return Some(Duration::ZERO);
         }
-        self.wake_at = self.next_deadline();
-        self.wake_at.map(|t| t.saturating_duration_since(now))
+        let wake_at = self.next_deadline();
+        self.set_wake_at(wake_at);
+        wake_at.map(|t| t.saturating_duration_since(now))
     }
 
     /// Drives a connection here, or queues it for another thread when connections are lent.
     fn drive(&mut self, key: usize, now: Instant) {
-        if self.lent {
+        if self.lent() {
             return self.queue(key);
         }
         let Some(conn) = here(&mut self.conns, key) else {
@@ -408,6 +450,7 @@ impl Reactor {
         };
         let mut env = env!(self, now, key);
         let next = conn.drive(&mut env);
+        #[cfg(feature = "models")]
         if !conn.stalled && conn.waits_for_worker() {
             conn.stalled = true;
             self.stalled.push_back((key, conn.generation));
@@ -424,7 +467,7 @@ impl Reactor {
 
     fn close(&mut self, key: usize) {
         #[allow(unused_mut)] // the upstream is taken out of it with the proxy only
-        let Held::Here(mut conn) = self.conns.remove(key) else {
+        let Some(mut conn) = self.conns.remove(key).into_here() else {
             unreachable!("only a connection that is here is closed");
         };
         #[cfg(feature = "proxy")]
@@ -435,15 +478,14 @@ impl Reactor {
             log::debug!("poller delete: {e}");
         }
         drop(conn);
-        if let Some(l) = &self.limit {
-            l.release(&self.poller);
-        }
+        self.release_place();
         // A descriptor was freed: accepting may go on at once.
         self.accept.paused_until = None;
         let conns = &self.conns;
         self.timers
             .compact(conns.len(), |at, key, generation| match conns.get(key) {
                 Some(Held::Here(c)) => c.generation == generation && c.scheduled == Some(at),
+                #[cfg(feature = "models")]
                 Some(Held::Away { generation: g, .. }) => *g == generation,
                 None => false,
             });
@@ -458,7 +500,7 @@ impl Reactor {
                 self.conns.len()
             );
             self.draining_until = Some(now);
-            for peer in &self.peers {
+            for peer in self.peers() {
                 peer.stop_now();
             }
         }
@@ -469,7 +511,7 @@ impl Reactor {
             return;
         }
         log::info!("shutting down: finishing {} connections", self.conns.len());
-        for peer in &self.peers {
+        for peer in self.peers() {
             peer.shutdown();
         }
         self.draining_until = Some(now + self.cfg.grace);
@@ -483,11 +525,12 @@ impl Reactor {
         // Connections lent out are told when they come back (`put_back`), and so are those queued
         // to be lent: they may have a request not read yet.
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        let lent = self.lent();
         for key in keys {
             let Some(c) = here(&mut self.conns, key) else {
                 continue;
             };
-            if self.lent && c.queued {
+            if lent && c.queued {
                 continue;
             }
             if c.is_idle() {
@@ -500,12 +543,31 @@ impl Reactor {
     }
 }
 
+/// Without the models nothing is lent to another thread, no handler runs elsewhere and there is
+/// no peer: stand-ins for the helpers of `lend.rs` (and `peers`), which the compiler folds away.
+#[cfg(not(feature = "models"))]
+impl Reactor {
+    fn lent(&self) -> bool {
+        false
+    }
+
+    fn set_wake_at(&mut self, _at: Option<Instant>) {}
+
+    fn wake_for(&self, _deadline: Instant) {}
+
+    fn handler_replies(&mut self, _now: Instant) {}
+
+    fn peers(&self) -> &[crate::ServerHandle] {
+        &[]
+    }
+}
+
 impl Drop for Reactor {
     fn drop(&mut self) {
         #[cfg(feature = "proxy")]
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         for (_, held) in self.conns.iter_mut() {
-            let Held::Here(c) = held else { continue };
+            let Some(c) = held.here() else { continue };
             let _ = self.poller.delete(&c.sock);
             #[cfg(feature = "proxy")]
             if let Some(up) = c.take_upstream() {
