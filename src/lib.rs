@@ -25,7 +25,6 @@ pub mod proxy;
 pub mod reactor;
 pub mod service;
 pub mod signal;
-pub mod timer;
 
 use std::fmt;
 use std::io;

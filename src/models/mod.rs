@@ -1,17 +1,21 @@
 //! The server models (`--model`): the same reactor, connections and protocol core, on different
-//! thread layouts. `single` is [`Reactor::run`] on the calling thread; the others are here.
+//! thread layouts. `single` is [`Reactor::run`](crate::reactor::Reactor::run) on the calling thread; the others are here.
 
+#[cfg(feature = "models")]
 pub mod pooled;
 pub mod proactor;
 pub mod queue;
 
+#[cfg(feature = "models")]
 use std::io;
 
+#[cfg(feature = "models")]
 use crate::reactor::Reactor;
 
 /// `sharded`: one independent loop per thread, each with its own poller, slab and listener.
 /// The kernel spreads connections over the listeners (SO_REUSEPORT); the first loop owns the
 /// signals and stops the others with it.
+#[cfg(feature = "models")]
 pub fn sharded(mut reactors: Vec<Reactor>) -> io::Result<()> {
     let first = reactors.remove(0);
     std::thread::scope(|s| {

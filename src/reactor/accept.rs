@@ -1,0 +1,326 @@
+//! Accepting and the connection limit: `accept4` in batches until `WouldBlock` (a paused accept
+//! after the process ran out of descriptors is retried on a timer, or as soon as a connection
+//! closes), `--max-conns` (this loop's own, or one shared by the shards), and at the limit the
+//! closing of the connections that have waited longest for a request to make room.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+#[cfg(feature = "models")]
+use std::sync::Arc;
+#[cfg(feature = "models")]
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+#[cfg(feature = "models")]
+use polling::Poller;
+use polling::{Event, PollMode};
+
+use super::{Held, Reactor};
+use crate::conn::{Conn, TimerKind};
+
+/// Accepts per loop turn, so that a connection storm does not starve the connections we have.
+const ACCEPT_BATCH: usize = 256;
+/// How long accepting pauses after the process ran out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a full server waits before it looks for idle connections to close again.
+const RECLAIM_RETRY: Duration = Duration::from_millis(50);
+
+pub(super) struct Accept {
+    /// The listener had an edge and was not drained to `WouldBlock` yet.
+    pub(super) ready: bool,
+    /// Out of descriptors: retry at this time, or as soon as a connection closes.
+    pub(super) paused_until: Option<Instant>,
+    /// Logged the current burst of descriptor exhaustion already.
+    pub(super) warned: bool,
+    /// At the connection limit with clients waiting and no idle connection to close: look again
+    /// at this time (a scan of every connection is not made on every turn).
+    pub(super) reclaim_after: Option<Instant>,
+    /// Logged the current burst of reclaiming already.
+    pub(super) reclaiming: bool,
+}
+
+/// One `--max-conns` for several loops (the shards): a count they reserve from before accepting,
+/// and the pollers to wake when a connection closes at the limit (another shard may have one
+/// waiting in its backlog).
+#[cfg(feature = "models")]
+pub struct SharedLimit {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+    /// A shard wants another to close an idle connection ([`SharedLimit::want_room`]).
+    wanted: std::sync::atomic::AtomicBool,
+    pollers: Vec<Arc<Poller>>,
+}
+
+#[cfg(feature = "models")]
+impl SharedLimit {
+    pub fn new(max: usize, pollers: Vec<Arc<Poller>>) -> SharedLimit {
+        SharedLimit {
+            open: 0.into(),
+            max,
+            wanted: false.into(),
+            pollers,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.open.load(Ordering::Relaxed) < self.max
+    }
+
+    fn reserve(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A shard at the limit with clients waiting and no idle connection of its own asks the
+    /// others to close one of theirs.
+    fn want_room(&self, me: &Arc<Poller>) {
+        if self.wanted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for p in self.pollers.iter().filter(|p| !Arc::ptr_eq(p, me)) {
+            let _ = p.notify();
+        }
+    }
+
+    /// Takes a request made by [`SharedLimit::want_room`], once.
+    fn room_wanted(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed) && self.wanted.swap(false, Ordering::AcqRel)
+    }
+
+    fn release(&self, me: &Arc<Poller>) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == self.max {
+            for p in self.pollers.iter().filter(|p| !Arc::ptr_eq(p, me)) {
+                let _ = p.notify();
+            }
+        }
+    }
+}
+
+/// The limit shared by the shards (`sharded`), where this loop takes and gives back its places.
+#[cfg(feature = "models")]
+impl Reactor {
+    /// Counts connections against a limit shared with other loops.
+    pub fn share_limit(&mut self, limit: Arc<SharedLimit>) {
+        self.limit = Some(limit);
+    }
+
+    /// Takes a place before accepting; false when another shard took the last one.
+    fn reserve_place(&self) -> bool {
+        self.limit.as_ref().is_none_or(|l| l.reserve())
+    }
+
+    /// Gives back a place: a connection closed, or was not made after all.
+    pub(super) fn release_place(&self) {
+        if let Some(l) = &self.limit {
+            l.release(&self.poller);
+        }
+    }
+
+    /// Asks the other shards to close an idle connection ([`SharedLimit::want_room`]).
+    fn want_room(&self) {
+        if let Some(l) = &self.limit {
+            l.want_room(&self.poller);
+        }
+    }
+
+    /// Another shard asked for room (once per request).
+    pub(super) fn room_wanted(&self) -> bool {
+        self.limit.as_ref().is_some_and(|l| l.room_wanted())
+    }
+}
+
+/// Without the models each loop has its own `max_conns` only.
+#[cfg(not(feature = "models"))]
+impl Reactor {
+    fn reserve_place(&self) -> bool {
+        true
+    }
+
+    pub(super) fn release_place(&self) {}
+
+    fn want_room(&self) {}
+
+    pub(super) fn room_wanted(&self) -> bool {
+        false
+    }
+}
+
+impl Reactor {
+    pub(super) fn has_room(&self) -> bool {
+        #[cfg(feature = "models")]
+        if let Some(l) = &self.limit {
+            return l.has_room();
+        }
+        self.conns.len() < self.max_conns
+    }
+
+    pub(super) fn accept(&mut self, now: Instant) {
+        if self.accept.paused_until.is_some_and(|t| t > now) {
+            return;
+        }
+        self.accept.paused_until = None;
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let fd = listener.as_raw_fd();
+        let lent = self.lent();
+        let mut n = 0;
+        while self.accept.ready && n < ACCEPT_BATCH {
+            if !self.has_room() && !self.make_room(fd, now) {
+                break;
+            }
+            n += 1;
+            if !self.reserve_place() {
+                break; // another shard took the last place
+            }
+            let accepted = accept4(fd);
+            if accepted.is_err() {
+                self.release_place();
+            }
+            match accepted {
+                Ok((sock, peer)) => {
+                    self.accept.warned = false;
+                    if self.has_room() {
+                        self.accept.reclaiming = false;
+                    }
+                    let _ = sock.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    // Lent connections are armed one-shot when they are first put back.
+                    let (ev, mode) = if lent {
+                        (Event::none(key), PollMode::Oneshot)
+                    } else {
+                        (Event::all(key), PollMode::Edge)
+                    };
+                    // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
+                    if let Err(e) = unsafe { self.poller.add_with_mode(&sock, ev, mode) } {
+                        log::error!("cannot watch a new connection: {e}");
+                        self.release_place();
+                        continue;
+                    }
+                    self.next_generation = self.next_generation.wrapping_add(1);
+                    let peer = peer.map(|a| a.ip());
+                    let mut conn = Conn::new(sock, self.next_generation, peer, now);
+                    conn.deadline = now + self.cfg.idle_timeout;
+                    conn.scheduled = Some(conn.deadline);
+                    self.timers.push(conn.deadline, key, conn.generation);
+                    entry.insert(Held::Here(conn));
+                    // Data often arrives with the handshake: try it now rather than after a wait.
+                    self.drive(key, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept.ready = false,
+                Err(e) if is_out_of_descriptors(&e) => {
+                    if !self.accept.warned {
+                        log::warn!(
+                            "accept: {e}; pausing accepts until a connection closes ({} open)",
+                            self.conns.len()
+                        );
+                        self.accept.warned = true;
+                    }
+                    self.accept.paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                // The peer gave up before we accepted, and similar per-connection failures.
+                Err(e) => log::debug!("accept: {e}"),
+            }
+        }
+    }
+
+    /// At the connection limit with a client waiting in the backlog, closes the connections
+    /// that have waited longest for a request (kept-alive ones, and new ones that sent nothing),
+    /// as nginx reuses its idle connections: otherwise a few hundred silent sockets would lock
+    /// every new client out until their idle timeout. True when a place was made.
+    fn make_room(&mut self, listener: i32, now: Instant) -> bool {
+        if self.accept.reclaim_after.is_some_and(|t| t > now) {
+            return false;
+        }
+        self.accept.reclaim_after = None;
+        if !backlog_waiting(listener) {
+            // Nothing waits: the next connection to arrive brings a new edge.
+            self.accept.ready = false;
+            return false;
+        }
+        if !self.accept.reclaiming {
+            log::warn!(
+                "at the connection limit ({} open here): closing idle connections to make room",
+                self.conns.len()
+            );
+            self.accept.reclaiming = true;
+        }
+        if self.close_idle() == 0 {
+            // Another shard may have idle connections where this one has none.
+            self.want_room();
+            self.accept.reclaim_after = Some(now + RECLAIM_RETRY);
+            return false;
+        }
+        self.has_room()
+    }
+
+    /// Closes the connections that have waited longest for a request, a few at a time (enough
+    /// for a burst without emptying the keep-alives); returns how many.
+    pub(super) fn close_idle(&mut self) -> usize {
+        let mut idle: Vec<(Instant, usize)> = self
+            .conns
+            .iter()
+            .filter_map(|(key, held)| match held {
+                Held::Here(c) if c.timer == TimerKind::Idle && !c.queued && c.is_idle() => {
+                    Some((c.deadline, key))
+                }
+                _ => None,
+            })
+            .collect();
+        let n = (idle.len() / 8).clamp(1, 32).min(idle.len());
+        if n > 0 && n < idle.len() {
+            idle.select_nth_unstable(n - 1);
+        }
+        for &(_, key) in &idle[..n] {
+            self.close(key);
+        }
+        n
+    }
+}
+
+/// True when a connection waits in the listener's backlog (a zero-timeout poll: made only at
+/// the connection limit, where `accept` would take one we have no place for).
+fn backlog_waiting(listener: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: listener,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd and a zero timeout; the listener's descriptor is open.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 }
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// accept4 with SOCK_NONBLOCK, saving the fcntl that `TcpListener::accept` would need after it.
+fn accept4(fd: i32) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+    // SAFETY: try_init hands accept4 valid storage and length pointers; on success the returned
+    // descriptor is new and owned by nothing else.
+    let (sock, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let s = libc::accept4(
+                fd,
+                storage.cast(),
+                len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            );
+            if s < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(TcpStream::from_raw_fd(s))
+            }
+        })?
+    };
+    Ok((sock, addr.as_socket()))
+}

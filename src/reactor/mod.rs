@@ -1,0 +1,577 @@
+//! The event loop: one poller in edge-triggered mode, a slab of connections whose keys are the
+//! poller keys, a ready list for connections that stopped before `WouldBlock`, timers, accept with
+//! back-off, and graceful shutdown.
+//!
+//! One turn of the loop ([`Reactor::run`]): `wait` on the poller for as long as
+//! [`Reactor::wait_timeout`] allows (not at all while the ready list or the listener has work
+//! left), then [`Reactor::after_wait`]: the events (each drives its connection), the ready list,
+//! the replies of the proactor's workers, accepts, and the deadlines that are due. Shutdown is
+//! complete once no connection is left or the grace period is over.
+//!
+//! The single-threaded models call [`Reactor::run`]. The pooled ones (`reactor-pool`,
+//! `leader-followers`) keep the same reactor behind a lock and use its parts: [`Reactor::wait_timeout`]
+//! and [`Reactor::after_wait`] around a `wait` made without the lock, [`Reactor::take_ready`] to
+//! lend a ready connection to another thread, and [`Reactor::put_back`] when it is done with it.
+//! Lent connections are registered one-shot, so no second thread is woken for them meanwhile.
+//!
+//! The parts, by job:
+//! - this file: the [`Reactor`], the loop, driving and closing a connection, shutdown;
+//! - `accept.rs`: accepting (in batches, paused when out of descriptors) and the connection
+//!   limit, with the closing of idle connections to make room at it;
+//! - `deadlines.rs`: each connection's deadline, when the loop must wake, and what a deadline
+//!   that passed does; `timer.rs`: the heap of deadlines beside the slab;
+//! - `lend.rs`: lending connections to the threads of the pooled models and handing requests to
+//!   the proactor's workers.
+//!
+//! What only the multi-threaded models use is compiled with the cargo feature `models` alone:
+//! `lend.rs`, `Held::Away`, the shared connection limit of the shards and their peers. Where
+//! the loop asks about it, a helper answers (`lent`, `peers`, `release_place`, ...), and without
+//! the feature its stand-in answers "nothing lent, no peer, no shared limit".
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use polling::{Event, Events, PollMode, Poller};
+use slab::Slab;
+
+use crate::app::App;
+use crate::config::{Config, Route};
+use crate::conn::{Conn, Env, Next, Pools};
+use crate::http::date::DateCache;
+use crate::http::session::Ctx;
+#[cfg(feature = "proxy")]
+use crate::proxy::upstream::{UPSTREAM_KEYS, Upstreams};
+use crate::signal::SignalPipe;
+use timer::Timers;
+
+/// Everything a connection borrows from the loop, built from disjoint fields so that the
+/// connection itself can stay borrowed from the slab.
+macro_rules! env {
+    ($r:ident, $now:expr, $key:expr) => {
+        Env {
+            ctx: Ctx {
+                now: $now,
+                date: $r.dates.http(),
+                limits: &$r.cfg.limits,
+            },
+            log_date: $r.dates.clf(),
+            routes: &$r.routes,
+            trust_forwarded: $r.cfg.proxy_trust_forwarded,
+            handler: &mut $r.app,
+            pools: &mut $r.pools,
+            budget: $r.cfg.budget,
+            #[cfg(feature = "proxy")]
+            poller: &$r.poller,
+            #[cfg(feature = "proxy")]
+            upstreams: &$r.upstreams,
+            key: $key,
+            draining: $r.draining_until.is_some(),
+            workers: $r.proactor.as_mut(),
+        }
+    };
+}
+
+// After `env!`, which they use.
+mod accept;
+mod deadlines;
+#[cfg(feature = "models")]
+mod lend;
+pub mod timer;
+
+use accept::Accept;
+#[cfg(feature = "models")]
+pub use accept::SharedLimit;
+#[cfg(feature = "models")]
+pub use lend::Taken;
+
+const LISTENER: usize = usize::MAX - 1;
+const SIGNALS: usize = usize::MAX - 2;
+
+/// A slab slot: the connection, or the note that another thread has it for now.
+// Nearly every slot holds its connection: boxing it would cost an allocation and an indirection
+// per connection for the few that are away.
+#[allow(clippy::large_enum_variant)]
+pub enum Held {
+    Here(Conn),
+    #[cfg(feature = "models")]
+    Away {
+        generation: u32,
+        /// Its timer entry fired while it was away (the entry is gone; one must be pushed again).
+        timer_fired: bool,
+        /// Readiness of its upstream connection that came while it was away (edge-triggered:
+        /// it would not come again).
+        #[cfg(feature = "proxy")]
+        upstream: (bool, bool),
+    },
+}
+
+/// How far a stop asked from another thread (or a shard's peer) has gone; it only rises.
+#[derive(Default)]
+pub struct Stop(std::sync::atomic::AtomicU8);
+
+impl Stop {
+    pub const NONE: u8 = 0;
+    /// Finish the connections in flight within the grace period.
+    pub const GRACEFUL: u8 = 1;
+    /// Close everything now.
+    pub const NOW: u8 = 2;
+
+    pub fn request(&self, level: u8) {
+        self.0.fetch_max(level, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The connection in slot `key` when it is here.
+fn here(conns: &mut Slab<Held>, key: usize) -> Option<&mut Conn> {
+    conns.get_mut(key).and_then(Held::here)
+}
+
+impl Held {
+    /// The connection, when it is here (without the models it always is).
+    fn here(&mut self) -> Option<&mut Conn> {
+        match self {
+            Held::Here(c) => Some(c),
+            #[cfg(feature = "models")]
+            Held::Away { .. } => None,
+        }
+    }
+
+    /// The connection taken out of its slot, when it was here.
+    fn into_here(self) -> Option<Conn> {
+        match self {
+            Held::Here(c) => Some(c),
+            #[cfg(feature = "models")]
+            Held::Away { .. } => None,
+        }
+    }
+}
+
+pub struct Reactor {
+    poller: Arc<Poller>,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    conns: Slab<Held>,
+    timers: Timers,
+    ready: VecDeque<(usize, u32)>,
+    pools: Pools,
+    app: App,
+    dates: DateCache,
+    cfg: Arc<Config>,
+    max_conns: usize,
+    accept: Accept,
+    next_generation: u32,
+    stop: Arc<Stop>,
+    signals: Option<SignalPipe>,
+    /// Set once shutdown has begun: the end of the grace period.
+    draining_until: Option<Instant>,
+    routes: Vec<Route>,
+    #[cfg(feature = "proxy")]
+    upstreams: Arc<std::sync::Mutex<Upstreams>>,
+    /// Connections are driven by other threads (`reactor-pool`, `leader-followers`): an event
+    /// queues the connection instead of driving it, and sockets are registered one-shot.
+    #[cfg(feature = "models")]
+    lent: bool,
+    /// The latest moment the thread in `wait` will look at the timers again (`None`: never);
+    /// an earlier deadline set by another thread must wake it.
+    #[cfg(feature = "models")]
+    wake_at: Option<Instant>,
+    /// Handlers run on worker threads (`proactor-pool`). In every build: `env!` reads it (it is
+    /// always `None` without the models).
+    proactor: Option<crate::models::proactor::Link>,
+    /// Loops to stop with this one (the shards of a sharded server).
+    #[cfg(feature = "models")]
+    peers: Vec<crate::ServerHandle>,
+    /// Shutdown is complete: connections handed back now are closed.
+    finished: bool,
+    /// The connection limit shared with other shards, if any (else `max_conns` of this loop).
+    #[cfg(feature = "models")]
+    limit: Option<Arc<SharedLimit>>,
+}
+
+impl Reactor {
+    pub fn new(
+        cfg: Arc<Config>,
+        listener: TcpListener,
+        app: App,
+        max_conns: usize,
+    ) -> io::Result<Reactor> {
+        let poller = Arc::new(Poller::new()?);
+        // SAFETY: the listener is deleted from the poller before it is dropped (shutdown, Drop).
+        unsafe { poller.add_with_mode(&listener, Event::readable(LISTENER), PollMode::Edge)? };
+        Ok(Reactor {
+            poller,
+            local_addr: listener.local_addr()?,
+            listener: Some(listener),
+            conns: Slab::new(),
+            timers: Timers::default(),
+            ready: VecDeque::with_capacity(64),
+            pools: Pools::default(),
+            app,
+            dates: DateCache::default(),
+            max_conns,
+            accept: Accept {
+                ready: true,
+                paused_until: None,
+                warned: false,
+                reclaim_after: None,
+                reclaiming: false,
+            },
+            next_generation: 0,
+            stop: Arc::new(Stop::default()),
+            signals: None,
+            draining_until: None,
+            routes: cfg.proxies.clone(),
+            #[cfg(feature = "proxy")]
+            upstreams: Arc::new(std::sync::Mutex::new(Upstreams::new(
+                cfg.proxies.clone(),
+                cfg.proxy_idle,
+                cfg.proxy_fail_timeout,
+            ))),
+            cfg,
+            #[cfg(feature = "models")]
+            lent: false,
+            #[cfg(feature = "models")]
+            wake_at: None,
+            proactor: None,
+            #[cfg(feature = "models")]
+            peers: Vec::new(),
+            finished: false,
+            #[cfg(feature = "models")]
+            limit: None,
+        })
+    }
+
+    #[cfg(feature = "proxy")]
+    fn upstreams(&self) -> std::sync::MutexGuard<'_, Upstreams> {
+        self.upstreams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// These loops shut down when this one does.
+    #[cfg(feature = "models")]
+    pub fn set_peers(&mut self, peers: Vec<crate::ServerHandle>) {
+        self.peers = peers;
+    }
+
+    #[cfg(feature = "models")]
+    fn peers(&self) -> &[crate::ServerHandle] {
+        &self.peers
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn poller(&self) -> Arc<Poller> {
+        Arc::clone(&self.poller)
+    }
+
+    pub fn stop_flag(&self) -> Arc<Stop> {
+        Arc::clone(&self.stop)
+    }
+
+    /// Makes SIGINT and SIGTERM begin a graceful shutdown.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        let pipe = SignalPipe::install()?;
+        // SAFETY: the pipe lives in `self` and is deleted from the poller in Drop.
+        unsafe {
+            self.poller
+                .add_with_mode(pipe.source(), Event::readable(SIGNALS), PollMode::Edge)?
+        };
+        self.signals = Some(pipe);
+        Ok(())
+    }
+
+    /// Runs the loop on this thread until shutdown is complete.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::new();
+        loop {
+            let timeout = self.wait_timeout(Instant::now());
+            events.clear();
+            self.poller.wait(&mut events, timeout)?;
+            if self.after_wait(&events) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles what one `wait` returned, then the ready list, accepts, finished handler work and
+    /// timers. Returns true once shutdown is complete.
+    pub fn after_wait(&mut self, events: &Events) -> bool {
+        let now = Instant::now();
+        self.dates.update(SystemTime::now());
+        for ev in events.iter() {
+            match ev.key {
+                LISTENER => self.accept.ready = true,
+                SIGNALS => {
+                    let arrived = self.signals.as_ref().map(|s| s.drain()).unwrap_or_default();
+                    if arrived.reopen {
+                        crate::logging::reopen();
+                    }
+                    for _ in 0..arrived.stop {
+                        if self.draining_until.is_some() {
+                            self.end_grace(now);
+                        } else {
+                            self.begin_shutdown(now);
+                        }
+                    }
+                }
+                #[cfg(feature = "proxy")]
+                key if key >= UPSTREAM_KEYS => {
+                    // Owner and idle handling under one lock: a worker may lend the connection
+                    // out the moment the lock is released.
+                    let owner = {
+                        let mut ups = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+                        let owner = ups.owner(key);
+                        if owner.is_none() {
+                            ups.idle_event(key, &self.poller);
+                        }
+                        owner
+                    };
+                    match owner.map(|client| (client, self.conns.get_mut(client))) {
+                        Some((client, Some(Held::Here(c)))) => {
+                            c.upstream_ready(ev.readable, ev.writable);
+                            self.drive(client, now);
+                        }
+                        // Another thread drives the client now: it gets the news when back.
+                        #[cfg(feature = "models")]
+                        Some((_, Some(Held::Away { upstream, .. }))) => {
+                            upstream.0 |= ev.readable;
+                            upstream.1 |= ev.writable;
+                        }
+                        Some((_, None)) | None => {}
+                    }
+                }
+                key => {
+                    if let Some(c) = here(&mut self.conns, key) {
+                        c.readable |= ev.readable;
+                        c.writable |= ev.writable;
+                        self.drive(key, now);
+                    }
+                }
+            }
+        }
+        match self.stop.get() {
+            Stop::NONE => {}
+            Stop::GRACEFUL => self.begin_shutdown(now),
+            _ => {
+                self.begin_shutdown(now);
+                self.end_grace(now);
+            }
+        }
+        if !self.lent() {
+            // Connections that stopped early; ones queued again during this pass wait a turn.
+            for _ in 0..self.ready.len() {
+                let Some((key, generation)) = self.ready.pop_front() else {
+                    break;
+                };
+                if let Some(c) = here(&mut self.conns, key).filter(|c| c.generation == generation) {
+                    c.queued = false;
+                    self.drive(key, now);
+                }
+            }
+        }
+        self.handler_replies(now);
+        // Another shard asked for room (not this one: it has no idle connection itself).
+        if self.accept.reclaim_after.is_none() && self.room_wanted() && self.close_idle() == 0 {
+            log::debug!("no idle connection here to make room for another shard");
+        }
+        // Accept after the batch, so that no event of this batch meets a reused slab key.
+        self.accept(now);
+        self.expire(now);
+        log::logger().flush();
+        if let Some(until) = self.draining_until
+            && (self.conns.is_empty() || now >= until)
+        {
+            if !self.conns.is_empty() {
+                log::warn!(
+                    "grace period over: closing {} connections",
+                    self.conns.len()
+                );
+            }
+            self.finished = true;
+        }
+        self.finished
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn queue(&mut self, key: usize) {
+        if let Some(c) = here(&mut self.conns, key)
+            && !c.queued
+        {
+            c.queued = true;
+            self.ready.push_back((key, c.generation));
+        }
+    }
+
+    /// How long the next `wait` may sleep. With lent connections the ready list is handed out
+    /// by the caller, so it does not shorten the wait here.
+    pub fn wait_timeout(&mut self, now: Instant) -> Option<Duration> {
+        let can_accept = self.accept.ready
+            && self.listener.is_some()
+            && self.has_room()
+            && self.accept.paused_until.is_none_or(|t| t <= now);
+        if (!self.lent() && !self.ready.is_empty()) || can_accept {
+            self.set_wake_at(Some(now));
+            return Some(Duration::ZERO);
+        }
+        let wake_at = self.next_deadline();
+        self.set_wake_at(wake_at);
+        wake_at.map(|t| t.saturating_duration_since(now))
+    }
+
+    /// Drives a connection here, or queues it for another thread when connections are lent.
+    fn drive(&mut self, key: usize, now: Instant) {
+        if self.lent() {
+            return self.queue(key);
+        }
+        let Some(conn) = here(&mut self.conns, key) else {
+            return;
+        };
+        let mut env = env!(self, now, key);
+        let next = conn.drive(&mut env);
+        match next {
+            Next::Close => self.close(key),
+            Next::Again => {
+                self.queue(key);
+                self.set_timer(key, now);
+            }
+            Next::Wait => self.set_timer(key, now),
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        #[allow(unused_mut)] // the upstream is taken out of it with the proxy only
+        let Some(mut conn) = self.conns.remove(key).into_here() else {
+            unreachable!("only a connection that is here is closed");
+        };
+        #[cfg(feature = "proxy")]
+        if let Some(up) = conn.take_upstream() {
+            self.upstreams().close(up, &self.poller);
+        }
+        if let Err(e) = self.poller.delete(&conn.sock) {
+            log::debug!("poller delete: {e}");
+        }
+        drop(conn);
+        self.release_place();
+        // A descriptor was freed: accepting may go on at once.
+        self.accept.paused_until = None;
+        let conns = &self.conns;
+        self.timers
+            .compact(conns.len(), |at, key, generation| match conns.get(key) {
+                Some(Held::Here(c)) => c.generation == generation && c.scheduled == Some(at),
+                #[cfg(feature = "models")]
+                Some(Held::Away { generation: g, .. }) => *g == generation,
+                None => false,
+            });
+    }
+
+    /// A second SIGTERM or SIGINT while draining: the grace period ends now, here and in the
+    /// peers.
+    fn end_grace(&mut self, now: Instant) {
+        if self.draining_until.is_some_and(|t| t > now) {
+            log::warn!(
+                "second stop signal: closing {} connections now",
+                self.conns.len()
+            );
+            self.draining_until = Some(now);
+            for peer in self.peers() {
+                peer.stop_now();
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        log::info!("shutting down: finishing {} connections", self.conns.len());
+        for peer in self.peers() {
+            peer.shutdown();
+        }
+        self.draining_until = Some(now + self.cfg.grace);
+        // Connections already in the backlog were made before the signal: take them (and what
+        // they have sent) rather than reset them when the listener closes.
+        self.accept.ready = true;
+        self.accept(now);
+        if let Some(l) = self.listener.take() {
+            let _ = self.poller.delete(&l);
+        }
+        // Connections lent out are told when they come back (`put_back`), and so are those queued
+        // to be lent: they may have a request not read yet.
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        let lent = self.lent();
+        for key in keys {
+            let Some(c) = here(&mut self.conns, key) else {
+                continue;
+            };
+            if lent && c.queued {
+                continue;
+            }
+            if c.is_idle() {
+                self.close(key);
+            } else {
+                c.close_after_current();
+                self.drive(key, now);
+            }
+        }
+    }
+}
+
+/// Without the models nothing is lent to another thread, no handler runs elsewhere and there is
+/// no peer: stand-ins for the helpers of `lend.rs` (and `peers`), which the compiler folds away.
+#[cfg(not(feature = "models"))]
+impl Reactor {
+    fn lent(&self) -> bool {
+        false
+    }
+
+    fn set_wake_at(&mut self, _at: Option<Instant>) {}
+
+    fn wake_for(&self, _deadline: Instant) {}
+
+    fn handler_replies(&mut self, _now: Instant) {}
+
+    fn peers(&self) -> &[crate::ServerHandle] {
+        &[]
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        #[cfg(feature = "proxy")]
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, held) in self.conns.iter_mut() {
+            let Some(c) = held.here() else { continue };
+            let _ = self.poller.delete(&c.sock);
+            #[cfg(feature = "proxy")]
+            if let Some(up) = c.take_upstream() {
+                upstreams.close(up, &self.poller);
+            }
+        }
+        #[cfg(feature = "proxy")]
+        upstreams.clear(&self.poller);
+        #[cfg(feature = "proxy")]
+        drop(upstreams);
+        if let Some(l) = &self.listener {
+            let _ = self.poller.delete(l);
+        }
+        if let Some(s) = &self.signals {
+            let _ = self.poller.delete(s.source());
+        }
+    }
+}
