@@ -1,13 +1,19 @@
-//! One client connection: its socket, readiness flags, buffers and the protocol session.
+//! One client connection: a transport, what it speaks, and its lifecycle.
 //!
-//! `drive` is the whole transport machine: write what is pending, read while readable, feed the
-//! session, and stop only at `WouldBlock` (the flag is cleared, a new edge will come) or at the
-//! budget (the loop puts the connection on its ready list). The protocol state lives in
-//! [`Session`]; the transport adds one thing of its own, [`Closing`].
+//! - The transport ([`transport`]) moves bytes: plain TCP here, a scripted fake in the tests.
+//!   Readiness flags say what it can do without blocking; they are set by the loop's edges and
+//!   cleared only when a call meets `WouldBlock`.
+//! - What it speaks: an HTTP [`Session`] (the sans-I/O core, which hands out request heads that
+//!   [`route`] answers), with a relay to an upstream while a request is forwarded.
+//! - Its lifecycle ([`Life`]): open, lingering after the last answer, closed; changed in one
+//!   place, `set_life`.
+//!
+//! `drive` is the whole machine: write what is pending, read while readable, feed the session,
+//! and stop only at `WouldBlock` (the flag is cleared, a new edge will come) or at the budget
+//! (the loop puts the connection on its ready list).
 
-use std::io::{self, Read};
-use std::net::{IpAddr, Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io;
+use std::net::{IpAddr, TcpStream};
 use std::time::Instant;
 
 #[cfg(feature = "proxy")]
@@ -25,6 +31,11 @@ use crate::proxy::upstream::Upstreams;
 #[cfg(feature = "proxy")]
 mod relay;
 mod route;
+#[cfg(test)]
+mod tests;
+pub mod transport;
+
+use transport::{Io, Tcp, Transport};
 
 /// Size of a pooled read buffer. A request head must fit (`--max-head` is capped below it).
 pub const READ_BUF: usize = 16 * 1024;
@@ -89,14 +100,33 @@ pub enum TimerKind {
     Body,
 }
 
-/// The transport's own phase beside the session's.
+/// Where a connection is in its life, beside what its protocol is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Closing {
-    /// Serving requests.
-    No,
+pub enum Life {
+    /// Serving: requests, or an answer still being written after the last one.
+    Open,
     /// The last answer is out and our side is shut for writing; what the peer still sends is read
     /// and dropped so that the close does not reset the answer away.
     Lingering,
+    /// Finished: the loop closes it.
+    Closed,
+}
+
+/// The loop's bookkeeping for a connection, kept with it: its generation (so an event or timer
+/// meant for an earlier connection in the same slab slot is ignored), its place on the ready
+/// list, and its deadline.
+#[derive(Debug)]
+pub struct Sched {
+    pub generation: u32,
+    /// On the loop's ready list already.
+    pub queued: bool,
+    /// Which deadline applies; the loop compares it with [`Conn::timer_kind`].
+    pub timer: TimerKind,
+    pub deadline: Instant,
+    /// The deadline of the entry this connection has in the timer heap.
+    pub scheduled: Option<Instant>,
+    /// Bytes moved since the loop last looked (restarts the send timeout).
+    pub wrote: bool,
 }
 
 /// What the loop should do with a connection after driving it.
@@ -144,27 +174,22 @@ impl Env<'_> {
     }
 }
 
-pub struct Conn {
-    pub sock: TcpStream,
-    pub generation: u32,
-    pub readable: bool,
-    pub writable: bool,
-    /// On the loop's ready list already.
-    pub queued: bool,
+pub struct Conn<T = Tcp> {
+    io: T,
+    /// Readiness: the transport can read (write) without blocking, as far as we know. Set by
+    /// the loop's events, cleared when a call meets `WouldBlock`.
+    readable: bool,
+    writable: bool,
+    pub sched: Sched,
     /// The client's address, for the access log and X-Forwarded-For.
     peer: Option<IpAddr>,
     session: Session,
     rbuf: Vec<u8>,
     rlen: usize,
     out: Output,
+    /// The peer closed its side.
     eof: bool,
-    closing: Closing,
-    pub timer: TimerKind,
-    pub deadline: Instant,
-    /// The deadline of the entry this connection has in the timer heap.
-    pub scheduled: Option<Instant>,
-    /// Bytes went out since the loop last looked (restarts the send timeout).
-    pub wrote: bool,
+    life: Life,
     /// The forwarded request in progress, if any.
     #[cfg(feature = "proxy")]
     relay: Option<Box<relay::Relay>>,
@@ -176,28 +201,47 @@ enum Flush {
     Budget,
 }
 
-impl Conn {
+impl Conn<Tcp> {
     pub fn new(sock: TcpStream, generation: u32, peer: Option<IpAddr>, now: Instant) -> Conn {
+        Conn::with_transport(Tcp::new(sock), generation, peer, now)
+    }
+
+    /// The socket, for the poller.
+    pub fn socket(&self) -> &TcpStream {
+        self.io.socket()
+    }
+}
+
+impl<T: Transport> Conn<T> {
+    pub fn with_transport(io: T, generation: u32, peer: Option<IpAddr>, now: Instant) -> Conn<T> {
         Conn {
-            sock,
-            generation,
+            io,
             readable: true,
             writable: true,
-            queued: false,
+            sched: Sched {
+                generation,
+                queued: false,
+                timer: TimerKind::Idle,
+                deadline: now,
+                scheduled: None,
+                wrote: false,
+            },
             peer,
             session: Session::new(),
             rbuf: Vec::new(),
             rlen: 0,
             out: Output::default(),
             eof: false,
-            closing: Closing::No,
-            timer: TimerKind::Idle,
-            deadline: now,
-            scheduled: None,
-            wrote: false,
+            life: Life::Open,
             #[cfg(feature = "proxy")]
             relay: None,
         }
+    }
+
+    /// Readiness the loop saw (edge-triggered: it only adds).
+    pub fn set_ready(&mut self, readable: bool, writable: bool) {
+        self.readable |= readable;
+        self.writable |= writable;
     }
 
     /// True while nothing of a request is in hand (for graceful shutdown).
@@ -307,7 +351,7 @@ impl Conn {
                     Ok(Flush::Budget) => return Next::Again,
                     Err(e) => {
                         log::debug!("write: {e}");
-                        return Next::Close;
+                        return self.set_life(Life::Closed);
                     }
                 }
             }
@@ -330,18 +374,17 @@ impl Conn {
             let backlog = self.out.buf.len() - self.out.pos >= OUTPUT_HIGH_WATER;
             if self.readable && !self.eof && room && !backlog && !self.session.is_closed() {
                 self.ensure_rbuf(env);
-                match self.sock.read(&mut self.rbuf[self.rlen..]) {
-                    Ok(0) => self.eof = true,
-                    Ok(n) => {
+                match self.io.read(&mut self.rbuf[self.rlen..]) {
+                    Io::Closed => self.eof = true,
+                    Io::Done(n) => {
                         self.rlen += n;
                         budget = budget.saturating_sub(n);
                         self.feed(env);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
+                    Io::WouldBlock => self.readable = false,
+                    Io::Error(e) => {
                         log::debug!("read: {e}");
-                        return Next::Close;
+                        return self.set_life(Life::Closed);
                     }
                 }
                 progress = true;
@@ -351,7 +394,7 @@ impl Conn {
             }
             if self.eof && self.out.is_empty() && !self.awaiting_answer() {
                 // The peer is gone and every complete request it sent has been answered.
-                return Next::Close;
+                return self.set_life(Life::Closed);
             }
             if !progress {
                 return Next::Wait;
@@ -391,7 +434,7 @@ impl Conn {
                 if let Some(link) = env.workers.as_deref_mut() {
                     link.submit(crate::models::proactor::Job {
                         key: env.key,
-                        generation: self.generation,
+                        generation: self.sched.generation,
                         head,
                     });
                 }
@@ -402,70 +445,71 @@ impl Conn {
     /// After the last answer: shut our side, then read and drop until the peer closes.
     fn linger(&mut self, env: &mut Env<'_>, budget: &mut usize) -> Next {
         if self.eof {
-            return Next::Close;
+            return self.set_life(Life::Closed);
         }
-        if self.closing == Closing::No {
-            self.closing = Closing::Lingering;
-            let _ = self.sock.shutdown(Shutdown::Write);
+        if self.life == Life::Open {
+            self.set_life(Life::Lingering);
         }
         self.rlen = 0;
         self.ensure_rbuf(env);
         while self.readable {
-            match self.sock.read(&mut self.rbuf) {
-                Ok(0) => return Next::Close,
-                Ok(n) => {
+            match self.io.read(&mut self.rbuf) {
+                Io::Done(n) => {
                     *budget = budget.saturating_sub(n);
                     if *budget == 0 {
                         return Next::Again;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Next::Close,
+                Io::WouldBlock => self.readable = false,
+                Io::Closed | Io::Error(_) => return self.set_life(Life::Closed),
             }
         }
         if env.draining {
-            return Next::Close;
+            return self.set_life(Life::Closed);
         }
         self.park_input(env);
         Next::Wait
     }
 
-    /// Writes pending output: buffer bytes with `send`, file ranges with `sendfile`.
+    /// The one place the lifecycle changes; says what the loop should do next. Entering
+    /// `Lingering` shuts our side for writing (the FIN goes after the last answer).
+    fn set_life(&mut self, life: Life) -> Next {
+        log::trace!("connection {:?} -> {life:?}", self.life);
+        if life == Life::Lingering && self.life != Life::Lingering {
+            self.io.shutdown_write();
+        }
+        self.life = life;
+        match life {
+            Life::Closed => Next::Close,
+            Life::Open | Life::Lingering => Next::Wait,
+        }
+    }
+
+    /// Writes pending output: buffer bytes, then the file range after them, and so on.
     fn flush(&mut self, budget: &mut usize) -> io::Result<Flush> {
-        let fd = self.sock.as_raw_fd();
         loop {
             let out = &mut self.out;
             let limit = out.files.front().map_or(out.buf.len(), |f| f.at);
             let sent = if out.pos < limit {
                 // A file range follows: MSG_MORE lets the head share a segment with its start.
-                let flags = libc::MSG_NOSIGNAL
-                    | if out.files.is_empty() {
-                        0
-                    } else {
-                        libc::MSG_MORE
-                    };
-                let chunk = &out.buf[out.pos..limit];
-                // SAFETY: `chunk` is valid for reads of its length; `fd` is our open socket.
-                let r = sys(unsafe { libc::send(fd, chunk.as_ptr().cast(), chunk.len(), flags) })?;
-                if let Sys::Done(n) = r {
+                let more = !out.files.is_empty();
+                let r = self.io.write(&out.buf[out.pos..limit], more);
+                if let Io::Done(n) = r {
                     out.pos += n;
                 }
                 r
             } else if let Some(seg) = out.files.front_mut() {
                 let want = seg.len.min((*budget).max(64 * 1024) as u64).min(1 << 30) as usize;
-                let mut off = seg.offset as libc::off_t;
-                // SAFETY: both descriptors are open; `off` is a valid offset pointer.
-                let r = sys(unsafe { libc::sendfile(fd, seg.file.as_raw_fd(), &mut off, want) })?;
+                let r = self.io.send_file(&seg.file, seg.offset, want);
                 match r {
-                    Sys::Done(0) => {
+                    Io::Done(0) => {
                         // The file shrank under us: the promised length cannot be kept.
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
                             "file truncated while sent",
                         ));
                     }
-                    Sys::Done(n) => {
+                    Io::Done(n) => {
                         seg.offset += n as u64;
                         seg.len -= n as u64;
                         if seg.len == 0 {
@@ -480,10 +524,11 @@ impl Conn {
                 return Ok(Flush::Done);
             };
             match sent {
-                Sys::Blocked => return Ok(Flush::Blocked),
-                Sys::Interrupted => continue,
-                Sys::Done(n) => {
-                    self.wrote = true;
+                Io::WouldBlock => return Ok(Flush::Blocked),
+                Io::Error(e) => return Err(e),
+                Io::Closed => return Err(io::ErrorKind::WriteZero.into()),
+                Io::Done(n) => {
+                    self.sched.wrote = true;
                     *budget = budget.saturating_sub(n);
                     if *budget == 0 && !self.out.is_empty() {
                         return Ok(Flush::Budget);
@@ -504,7 +549,7 @@ impl Conn {
                 kind
             };
         }
-        if self.closing == Closing::Lingering || (self.session.is_closed() && self.out.is_empty()) {
+        if self.life == Life::Lingering || (self.session.is_closed() && self.out.is_empty()) {
             TimerKind::Linger
         } else if !self.out.is_empty() {
             TimerKind::Send
@@ -513,24 +558,5 @@ impl Conn {
         } else {
             TimerKind::Idle
         }
-    }
-}
-
-enum Sys {
-    Done(usize),
-    Blocked,
-    Interrupted,
-}
-
-/// A send/sendfile return value, sorted.
-fn sys(n: isize) -> io::Result<Sys> {
-    if n >= 0 {
-        return Ok(Sys::Done(n as usize));
-    }
-    let e = io::Error::last_os_error();
-    match e.kind() {
-        io::ErrorKind::WouldBlock => Ok(Sys::Blocked),
-        io::ErrorKind::Interrupted => Ok(Sys::Interrupted),
-        _ => Err(e),
     }
 }

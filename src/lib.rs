@@ -12,6 +12,8 @@
 //! The protocol core ([`http`]) does no I/O, so it runs unchanged in unit tests and fuzz targets;
 //! sockets, files and the poller live in [`reactor`], [`conn`] and [`files`].
 #![forbid(unsafe_op_in_unsafe_fn)]
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod app;
 pub mod config;

@@ -8,10 +8,9 @@
 //! pool), failed before any byte of an answer (we answer 502/504 ourselves), or aborted after
 //! bytes were sent (the client connection closes).
 
-use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 
+use super::transport::{self, Io, Transport};
 use super::{Conn, Env, TimerKind, route};
 use crate::http::access::Line;
 use crate::http::chunked::Decoder;
@@ -132,7 +131,7 @@ impl Relay {
     }
 }
 
-impl Conn {
+impl<T: Transport> Conn<T> {
     pub(super) fn start_relay(&mut self, start: Start) {
         self.relay = Some(Box::new(Relay::new(start)));
     }
@@ -255,7 +254,7 @@ impl Conn {
                 r.to_up.extend_from_slice(&self.rbuf[..n]);
                 self.rbuf.copy_within(n..self.rlen, 0);
                 self.rlen -= n;
-                self.wrote = true;
+                self.sched.wrote = true;
                 Ok(true)
             }
             Err(e) => {
@@ -272,28 +271,15 @@ impl Conn {
         let up = r.up.as_mut().expect("connected");
         let mut sent = false;
         while up.writable && r.to_up_pos < r.to_up.len() {
-            let chunk = &r.to_up[r.to_up_pos..];
-            // SAFETY: `chunk` is valid for reads of its length; the socket is open.
-            let n = unsafe {
-                libc::send(
-                    up.lent.sock.as_raw_fd(),
-                    chunk.as_ptr().cast(),
-                    chunk.len(),
-                    libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                r.to_up_pos += n as usize;
-                sent = true;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::WouldBlock => up.writable = false,
-                io::ErrorKind::Interrupted => {}
-                _ => {
+            match transport::send(&up.lent.sock, &r.to_up[r.to_up_pos..], false) {
+                Io::Done(n) => {
+                    r.to_up_pos += n;
+                    sent = true;
+                }
+                Io::WouldBlock => up.writable = false,
+                Io::Closed | Io::Error(_) => {
                     // The upstream went away; what it said before (if anything) is read next.
-                    log::debug!("send to {}: {e}", up.lent.addr);
+                    log::debug!("send to {} failed", up.lent.addr);
                     up.writable = false;
                     r.to_up_pos = r.to_up.len();
                 }
@@ -325,16 +311,15 @@ impl Conn {
                 return Ok(moved);
             }
             let mut buf = [0u8; 16 * 1024];
-            match (&up.lent.sock).read(&mut buf) {
-                Ok(0) => return Err(self.upstream_eof(env)),
-                Ok(n) => {
+            match transport::recv(&up.lent.sock, &mut buf) {
+                Io::Closed => return Err(self.upstream_eof(env)),
+                Io::Done(n) => {
                     r.from_up.extend_from_slice(&buf[..n]);
-                    self.wrote = true;
+                    self.sched.wrote = true;
                     moved = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => up.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
+                Io::WouldBlock => up.readable = false,
+                Io::Error(e) => {
                     log::debug!("read from {}: {e}", up.lent.addr);
                     return Err(self.upstream_eof(env));
                 }
@@ -615,5 +600,5 @@ impl Conn {
 /// read that took the response.
 fn drained(sock: &std::net::TcpStream) -> bool {
     let mut byte = [0u8; 1];
-    matches!((&*sock).read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    matches!(transport::recv(sock, &mut byte), Io::WouldBlock)
 }

@@ -4,8 +4,8 @@
 //! closing of the connections that have waited longest for a request to make room.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 #[cfg(feature = "models")]
 use std::sync::Arc;
 #[cfg(feature = "models")]
@@ -177,7 +177,10 @@ impl Reactor {
             if !self.reserve_place() {
                 break; // another shard took the last place
             }
-            let accepted = accept4(fd);
+            let Some(listener) = &self.listener else {
+                break;
+            };
+            let accepted = accept4(listener);
             if accepted.is_err() {
                 self.release_place();
             }
@@ -205,9 +208,10 @@ impl Reactor {
                     self.next_generation = self.next_generation.wrapping_add(1);
                     let peer = peer.map(|a| a.ip());
                     let mut conn = Conn::new(sock, self.next_generation, peer, now);
-                    conn.deadline = now + self.cfg.idle_timeout;
-                    conn.scheduled = Some(conn.deadline);
-                    self.timers.push(conn.deadline, key, conn.generation);
+                    conn.sched.deadline = now + self.cfg.idle_timeout;
+                    conn.sched.scheduled = Some(conn.sched.deadline);
+                    self.timers
+                        .push(conn.sched.deadline, key, conn.sched.generation);
                     entry.insert(Held::Here(conn));
                     // Data often arrives with the handshake: try it now rather than after a wait.
                     self.drive(key, now);
@@ -267,8 +271,10 @@ impl Reactor {
             .conns
             .iter()
             .filter_map(|(key, held)| match held {
-                Held::Here(c) if c.timer == TimerKind::Idle && !c.queued && c.is_idle() => {
-                    Some((c.deadline, key))
+                Held::Here(c)
+                    if c.sched.timer == TimerKind::Idle && !c.sched.queued && c.is_idle() =>
+                {
+                    Some((c.sched.deadline, key))
                 }
                 _ => None,
             })
@@ -304,23 +310,8 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 }
 
 /// accept4 with SOCK_NONBLOCK, saving the fcntl that `TcpListener::accept` would need after it.
-fn accept4(fd: i32) -> io::Result<(TcpStream, Option<SocketAddr>)> {
-    // SAFETY: try_init hands accept4 valid storage and length pointers; on success the returned
-    // descriptor is new and owned by nothing else.
-    let (sock, addr) = unsafe {
-        socket2::SockAddr::try_init(|storage, len| {
-            let s = libc::accept4(
-                fd,
-                storage.cast(),
-                len,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            );
-            if s < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(TcpStream::from_raw_fd(s))
-            }
-        })?
-    };
-    Ok((sock, addr.as_socket()))
+fn accept4(listener: &TcpListener) -> io::Result<(TcpStream, Option<SocketAddr>)> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    let (sock, addr) = socket2::SockRef::from(listener).accept4(flags)?;
+    Ok((sock.into(), addr.as_socket()))
 }

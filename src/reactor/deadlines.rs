@@ -33,20 +33,20 @@ impl Reactor {
         };
         let kind = c.timer_kind();
         // A body's deadline is overall: progress does not move it.
-        if kind == c.timer && (!c.wrote || kind == TimerKind::Body) {
+        if kind == c.sched.timer && (!c.sched.wrote || kind == TimerKind::Body) {
             // The deadline stands. If its entry is gone (it fired while the connection was lent
             // out or queued), push it again: a deadline already past fires on the next turn.
-            if c.scheduled.is_none() {
-                let deadline = c.deadline;
-                c.scheduled = Some(deadline);
-                self.timers.push(deadline, key, c.generation);
+            if c.sched.scheduled.is_none() {
+                let deadline = c.sched.deadline;
+                c.sched.scheduled = Some(deadline);
+                self.timers.push(deadline, key, c.sched.generation);
                 self.wake_for(deadline);
             }
             return;
         }
-        c.timer = kind;
-        c.wrote = false;
-        c.deadline = now
+        c.sched.timer = kind;
+        c.sched.wrote = false;
+        c.sched.deadline = now
             + match kind {
                 TimerKind::Idle => self.cfg.idle_timeout,
                 TimerKind::Request => self.cfg.header_timeout,
@@ -56,10 +56,10 @@ impl Reactor {
                 TimerKind::Upstream => self.cfg.proxy_timeout,
                 TimerKind::Body => self.cfg.header_timeout,
             };
-        if c.scheduled.is_none_or(|s| c.deadline < s) {
-            c.scheduled = Some(c.deadline);
-            self.timers.push(c.deadline, key, c.generation);
-            let deadline = c.deadline;
+        if c.sched.scheduled.is_none_or(|s| c.sched.deadline < s) {
+            c.sched.scheduled = Some(c.sched.deadline);
+            self.timers.push(c.sched.deadline, key, c.sched.generation);
+            let deadline = c.sched.deadline;
             self.wake_for(deadline);
         }
     }
@@ -81,27 +81,27 @@ impl Reactor {
                 }
                 _ => continue,
             };
-            if c.generation != generation || c.scheduled != Some(at) {
+            if c.sched.generation != generation || c.sched.scheduled != Some(at) {
                 continue; // superseded by an earlier entry, or a closed connection's
             }
-            if c.deadline > now {
-                c.scheduled = Some(c.deadline);
-                self.timers.push(c.deadline, key, generation);
+            if c.sched.deadline > now {
+                c.sched.scheduled = Some(c.sched.deadline);
+                self.timers.push(c.sched.deadline, key, generation);
                 continue;
             }
-            c.scheduled = None;
-            if lent && c.queued {
+            c.sched.scheduled = None;
+            if lent && c.sched.queued {
                 // Readiness came in time and a thread will drive it; its deadline is settled
                 // when it is handed back (`put_back` -> `set_timer`).
                 continue;
             }
-            match c.timer {
+            match c.sched.timer {
                 TimerKind::Request => {
                     log::debug!("request timeout on connection {key}");
                     let mut env = env!(self, now, key);
                     c.request_timed_out(&mut env);
-                    c.writable = true;
-                    c.wrote = true; // what follows gets a deadline from now
+                    c.set_ready(false, true);
+                    c.sched.wrote = true; // what follows gets a deadline from now
                     self.drive(key, now);
                 }
                 #[cfg(feature = "proxy")]
@@ -110,7 +110,7 @@ impl Reactor {
                     c.upstream_timed_out(&mut env);
                     // The next upstream (failover) or the error answer gets a deadline of its
                     // own, though the timer kind may stay the same.
-                    c.wrote = true;
+                    c.sched.wrote = true;
                     self.drive(key, now);
                 }
                 #[cfg(not(feature = "proxy"))]

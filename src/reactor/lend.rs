@@ -58,7 +58,9 @@ impl Reactor {
         };
         let done = link.take_done();
         for d in done {
-            if let Some(c) = here(&mut self.conns, d.key).filter(|c| c.generation == d.generation) {
+            if let Some(c) =
+                here(&mut self.conns, d.key).filter(|c| c.sched.generation == d.generation)
+            {
                 let mut env = env!(self, now, d.key);
                 c.handler_replied(&d.head, d.reply.as_reply(), &mut env);
                 self.drive(d.key, now);
@@ -76,7 +78,7 @@ impl Reactor {
             let Some(Held::Here(c)) = self.conns.get(key) else {
                 continue;
             };
-            if c.generation != generation {
+            if c.sched.generation != generation {
                 continue;
             }
             let away = Held::Away {
@@ -88,7 +90,7 @@ impl Reactor {
             let Held::Here(mut conn) = std::mem::replace(&mut self.conns[key], away) else {
                 unreachable!("checked above");
             };
-            conn.queued = false;
+            conn.sched.queued = false;
             return Some(Taken {
                 key,
                 conn,
@@ -108,7 +110,7 @@ impl Reactor {
                 timer_fired,
                 #[cfg(feature = "proxy")]
                 upstream,
-            }) if *generation == conn.generation && !self.finished => {
+            }) if *generation == conn.sched.generation && !self.finished => {
                 #[cfg(feature = "proxy")]
                 if *upstream != (false, false) {
                     conn.upstream_ready(upstream.0, upstream.1);
@@ -124,12 +126,12 @@ impl Reactor {
                 if let Some(up) = conn.take_upstream() {
                     self.upstreams().close(up, &self.poller);
                 }
-                let _ = self.poller.delete(&conn.sock);
+                let _ = self.poller.delete(conn.socket());
                 return;
             }
         };
         if timer_fired {
-            conn.scheduled = None;
+            conn.sched.scheduled = None;
         }
         if self.draining_until.is_some() && next != Next::Close {
             if conn.is_idle() {
@@ -162,7 +164,10 @@ impl Reactor {
         };
         let (read, write) = c.interest();
         let ev = Event::new(key, read, write);
-        if let Err(e) = self.poller.modify_with_mode(&c.sock, ev, PollMode::Oneshot) {
+        if let Err(e) = self
+            .poller
+            .modify_with_mode(c.socket(), ev, PollMode::Oneshot)
+        {
             log::debug!("poller modify: {e}");
         }
     }

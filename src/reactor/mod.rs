@@ -355,8 +355,7 @@ impl Reactor {
                 }
                 key => {
                     if let Some(c) = here(&mut self.conns, key) {
-                        c.readable |= ev.readable;
-                        c.writable |= ev.writable;
+                        c.set_ready(ev.readable, ev.writable);
                         self.drive(key, now);
                     }
                 }
@@ -376,8 +375,10 @@ impl Reactor {
                 let Some((key, generation)) = self.ready.pop_front() else {
                     break;
                 };
-                if let Some(c) = here(&mut self.conns, key).filter(|c| c.generation == generation) {
-                    c.queued = false;
+                if let Some(c) =
+                    here(&mut self.conns, key).filter(|c| c.sched.generation == generation)
+                {
+                    c.sched.queued = false;
                     self.drive(key, now);
                 }
             }
@@ -411,10 +412,10 @@ impl Reactor {
 
     fn queue(&mut self, key: usize) {
         if let Some(c) = here(&mut self.conns, key)
-            && !c.queued
+            && !c.sched.queued
         {
-            c.queued = true;
-            self.ready.push_back((key, c.generation));
+            c.sched.queued = true;
+            self.ready.push_back((key, c.sched.generation));
         }
     }
 
@@ -463,7 +464,7 @@ impl Reactor {
         if let Some(up) = conn.take_upstream() {
             self.upstreams().close(up, &self.poller);
         }
-        if let Err(e) = self.poller.delete(&conn.sock) {
+        if let Err(e) = self.poller.delete(conn.socket()) {
             log::debug!("poller delete: {e}");
         }
         drop(conn);
@@ -473,7 +474,9 @@ impl Reactor {
         let conns = &self.conns;
         self.timers
             .compact(conns.len(), |at, key, generation| match conns.get(key) {
-                Some(Held::Here(c)) => c.generation == generation && c.scheduled == Some(at),
+                Some(Held::Here(c)) => {
+                    c.sched.generation == generation && c.sched.scheduled == Some(at)
+                }
                 #[cfg(feature = "models")]
                 Some(Held::Away { generation: g, .. }) => *g == generation,
                 None => false,
@@ -519,7 +522,7 @@ impl Reactor {
             let Some(c) = here(&mut self.conns, key) else {
                 continue;
             };
-            if lent && c.queued {
+            if lent && c.sched.queued {
                 continue;
             }
             if c.is_idle() {
@@ -557,7 +560,7 @@ impl Drop for Reactor {
         let mut upstreams = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         for (_, held) in self.conns.iter_mut() {
             let Some(c) = held.here() else { continue };
-            let _ = self.poller.delete(&c.sock);
+            let _ = self.poller.delete(c.socket());
             #[cfg(feature = "proxy")]
             if let Some(up) = c.take_upstream() {
                 upstreams.close(up, &self.poller);

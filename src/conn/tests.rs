@@ -1,0 +1,401 @@
+//! The connection machine over a scripted transport: every read and write goes the way the
+//! script says (short, `WouldBlock`, EOF, reset), and the bytes a client would see are checked.
+//! Readiness is delivered as the loop would: an edge sets both flags and the connection is
+//! driven again, a bounded number of times.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read as _, Seek, SeekFrom, Write as _};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::transport::{Io, Transport};
+use super::{Conn, Env, Next, Pools};
+use crate::app::Handler;
+use crate::http::request::Request;
+use crate::http::response::{Body, Reply};
+use crate::http::session::{Ctx, Limits};
+
+/// What the next read returns.
+enum Read {
+    Data(&'static [u8]),
+    Block,
+    Eof,
+    Reset,
+}
+
+/// What the next write does: take at most `n` bytes, block, or fail.
+#[derive(Clone, Copy)]
+enum Write {
+    Take(usize),
+    Block,
+    Reset,
+}
+
+#[derive(Default)]
+struct State {
+    reads: VecDeque<Read>,
+    /// Writes, in turn; when empty every write takes all it is given.
+    writes: VecDeque<Write>,
+    written: Vec<u8>,
+    shut: bool,
+}
+
+/// The scripted transport; the test keeps a second handle on its state.
+#[derive(Clone, Default)]
+struct Script(Rc<RefCell<State>>);
+
+impl Script {
+    fn new(reads: Vec<Read>, writes: Vec<Write>) -> Script {
+        Script(Rc::new(RefCell::new(State {
+            reads: reads.into(),
+            writes: writes.into(),
+            ..State::default()
+        })))
+    }
+
+    fn written(&self) -> Vec<u8> {
+        self.0.borrow().written.clone()
+    }
+
+    fn take(&self, have: usize) -> Result<usize, Io> {
+        match self.0.borrow_mut().writes.pop_front() {
+            None => Ok(have),
+            Some(Write::Take(n)) => Ok(n.min(have)),
+            Some(Write::Block) => Err(Io::WouldBlock),
+            Some(Write::Reset) => Err(Io::Error(io::ErrorKind::ConnectionReset.into())),
+        }
+    }
+}
+
+impl Transport for Script {
+    fn read(&mut self, buf: &mut [u8]) -> Io {
+        let mut st = self.0.borrow_mut();
+        match st.reads.pop_front() {
+            // The script ran out: nothing more has arrived.
+            None | Some(Read::Block) => Io::WouldBlock,
+            Some(Read::Eof) => {
+                st.reads.push_front(Read::Eof);
+                Io::Closed
+            }
+            Some(Read::Reset) => Io::Error(io::ErrorKind::ConnectionReset.into()),
+            Some(Read::Data(d)) => {
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                if n < d.len() {
+                    st.reads.push_front(Read::Data(&d[n..]));
+                }
+                Io::Done(n)
+            }
+        }
+    }
+
+    fn write(&mut self, buf: &[u8], _more: bool) -> Io {
+        match self.take(buf.len()) {
+            Ok(n) => {
+                self.0.borrow_mut().written.extend_from_slice(&buf[..n]);
+                Io::Done(n)
+            }
+            Err(io) => io,
+        }
+    }
+
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> Io {
+        let n = match self.take(len) {
+            Ok(n) => n,
+            Err(io) => return io,
+        };
+        let mut f = file;
+        let mut chunk = vec![0; n];
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        let got = f.read(&mut chunk).unwrap();
+        self.0.borrow_mut().written.extend_from_slice(&chunk[..got]);
+        Io::Done(got)
+    }
+
+    fn shutdown_write(&mut self) {
+        self.0.borrow_mut().shut = true;
+    }
+}
+
+/// `/a` is "A"; `/file` is the test file (sent by `send_file`); other methods 405.
+struct Fake {
+    file: Arc<File>,
+    len: u64,
+}
+
+impl Handler for Fake {
+    fn handle<'s>(&'s mut self, req: &Request<'_>, _: Instant) -> Reply<'s> {
+        match (req.method_str, req.path()) {
+            ("GET", "/file") => Reply {
+                status: 200,
+                headers: b"",
+                len: self.len,
+                body: Body::File {
+                    file: Arc::clone(&self.file),
+                    offset: 0,
+                },
+            },
+            ("GET", _) => Reply {
+                status: 200,
+                headers: b"",
+                len: 1,
+                body: Body::Bytes(b"A"),
+            },
+            _ => Reply::text(405, b""),
+        }
+    }
+}
+
+/// A file of `len` pseudo-random bytes, and its content.
+fn test_file(len: usize) -> (Arc<File>, Vec<u8>) {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("edgeserve-conn-test-{}-{n}", std::process::id()));
+    let content: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    let mut f = File::create(&path).unwrap();
+    f.write_all(&content).unwrap();
+    let f = File::open(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    (Arc::new(f), content)
+}
+
+/// Drives `conn` as the loop would: after each turn that waits, an edge (both flags) and
+/// another turn, until it closes or `turns` run out. Returns how it ended.
+fn run(conn: &mut Conn<Script>, handler: &mut Fake, turns: usize) -> Next {
+    let limits = Limits::default();
+    let mut pools = Pools::default();
+    #[cfg(feature = "proxy")]
+    let poller = polling::Poller::new().unwrap();
+    #[cfg(feature = "proxy")]
+    let upstreams = std::sync::Mutex::new(crate::proxy::upstream::Upstreams::new(
+        Vec::new(),
+        4,
+        std::time::Duration::from_secs(1),
+    ));
+    let mut last = Next::Wait;
+    for _ in 0..turns {
+        let mut env = Env {
+            ctx: Ctx {
+                now: Instant::now(),
+                date: b"Thu, 01 Jan 1970 00:00:00 GMT",
+                limits: &limits,
+            },
+            log_date: "-",
+            routes: &[],
+            trust_forwarded: false,
+            handler,
+            pools: &mut pools,
+            // Small, so that the budget's early stops are exercised too.
+            budget: 4096,
+            #[cfg(feature = "proxy")]
+            poller: &poller,
+            #[cfg(feature = "proxy")]
+            upstreams: &upstreams,
+            key: 0,
+            draining: false,
+            workers: None,
+        };
+        last = conn.drive(&mut env);
+        if last == Next::Close {
+            break;
+        }
+        conn.set_ready(true, true);
+    }
+    last
+}
+
+fn conn(script: &Script) -> Conn<Script> {
+    Conn::with_transport(script.clone(), 1, None, Instant::now())
+}
+
+/// Responses in `wire`, as (status, body) pairs, framed by Content-Length.
+fn responses(mut wire: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !wire.is_empty() {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(n)) = resp.parse(wire) else {
+            panic!("not a response: {:?}", String::from_utf8_lossy(wire));
+        };
+        let len: usize = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+            .unwrap_or(0);
+        out.push((resp.code.unwrap(), wire[n..n + len].to_vec()));
+        wire = &wire[n + len..];
+    }
+    out
+}
+
+fn handler() -> Fake {
+    let (file, content) = test_file(100_000);
+    Fake {
+        file,
+        len: content.len() as u64,
+    }
+}
+
+#[test]
+fn a_request_split_by_would_block_everywhere_is_answered_once() {
+    let script = Script::new(
+        vec![
+            Read::Block,
+            Read::Data(b"GET /a HT"),
+            Read::Block,
+            Read::Data(b"TP/1.1\r\nHo"),
+            Read::Block,
+            Read::Data(b"st: x\r\n\r\n"),
+        ],
+        [Write::Block, Write::Take(1), Write::Block]
+            .into_iter()
+            .chain(std::iter::repeat_n(Write::Take(3), 100))
+            .collect(),
+    );
+    let mut c = conn(&script);
+    let next = run(&mut c, &mut handler(), 200);
+    assert_eq!(
+        next,
+        Next::Wait,
+        "the connection stays open for the next request"
+    );
+    assert_eq!(responses(&script.written()), [(200, b"A".to_vec())]);
+    assert!(c.is_idle());
+}
+
+#[test]
+fn short_writes_of_a_file_deliver_every_byte_in_order() {
+    let mut h = handler();
+    let (_, content) = test_file(100_000);
+    let script = Script::new(
+        vec![Read::Data(
+            b"GET /file HTTP/1.1\r\nHost: x\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        )],
+        (0..2000)
+            .map(|i| {
+                if i % 3 == 0 {
+                    Write::Block
+                } else {
+                    Write::Take(777)
+                }
+            })
+            .collect(),
+    );
+    let mut c = conn(&script);
+    run(&mut c, &mut h, 3000);
+    let got = responses(&script.written());
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, 200);
+    assert!(got[0].1 == content, "the file body differs");
+    assert_eq!(got[1], (200, b"A".to_vec()));
+}
+
+#[test]
+fn eof_inside_a_head_closes_without_an_answer() {
+    let script = Script::new(
+        vec![Read::Data(b"GET /a HTTP/1.1\r\nHo"), Read::Eof],
+        vec![],
+    );
+    let mut c = conn(&script);
+    assert_eq!(run(&mut c, &mut handler(), 10), Next::Close);
+    assert!(script.written().is_empty());
+}
+
+#[test]
+fn eof_after_pipelined_requests_answers_them_all_first() {
+    let script = Script::new(
+        vec![
+            Read::Data(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Read::Eof,
+        ],
+        vec![Write::Block, Write::Take(10), Write::Block],
+    );
+    let mut c = conn(&script);
+    assert_eq!(run(&mut c, &mut handler(), 50), Next::Close);
+    assert_eq!(
+        responses(&script.written()),
+        [(200, b"A".to_vec()), (200, b"A".to_vec())]
+    );
+}
+
+#[test]
+fn a_reset_inside_a_body_closes() {
+    let script = Script::new(
+        vec![
+            Read::Data(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"),
+            Read::Block,
+            Read::Reset,
+        ],
+        vec![],
+    );
+    let mut c = conn(&script);
+    assert_eq!(run(&mut c, &mut handler(), 10), Next::Close);
+    // The answer (405) went out before the body was read; nothing after it.
+    assert_eq!(responses(&script.written()).len(), 1);
+}
+
+#[test]
+fn a_write_error_closes() {
+    let script = Script::new(
+        vec![Read::Data(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")],
+        vec![Write::Take(100), Write::Block, Write::Reset],
+    );
+    let mut c = conn(&script);
+    assert_eq!(run(&mut c, &mut handler(), 10), Next::Close);
+}
+
+/// After an answer that closes, our side is shut (FIN), what the client still sends is read and
+/// dropped, and its EOF ends the connection.
+#[test]
+fn a_closing_answer_lingers_until_the_client_closes() {
+    let script = Script::new(
+        vec![
+            Read::Data(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nmore junk"),
+            Read::Block,
+            Read::Data(b"still more"),
+            Read::Block,
+        ],
+        vec![],
+    );
+    let mut c = conn(&script);
+    assert_eq!(run(&mut c, &mut handler(), 5), Next::Wait);
+    assert_eq!(responses(&script.written()), [(200, b"A".to_vec())]);
+    assert!(
+        script.0.borrow().shut,
+        "the write side is shut after the answer"
+    );
+    assert_eq!(c.timer_kind(), super::TimerKind::Linger);
+    script.0.borrow_mut().reads.push_back(Read::Eof);
+    assert_eq!(run(&mut c, &mut handler(), 5), Next::Close);
+}
+
+/// A client that pipelines without reading fills our output to the high-water mark, and then
+/// its further requests wait unread (memory stays bounded); when it reads, they are answered.
+#[test]
+fn a_client_that_does_not_read_is_not_read_either() {
+    static MANY: std::sync::LazyLock<Vec<u8>> =
+        std::sync::LazyLock::new(|| b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3000));
+    let script = Script::new(
+        vec![Read::Data(MANY.as_slice())],
+        std::iter::repeat_n(Write::Block, 50).collect(),
+    );
+    let mut c = conn(&script);
+    let mut h = handler();
+    run(&mut c, &mut h, 50);
+    assert!(script.written().is_empty());
+    let queued = c.out.buf.len() - c.out.pos;
+    assert!(
+        queued <= super::OUTPUT_HIGH_WATER + 1024,
+        "{queued} bytes of output queued for a client that reads nothing"
+    );
+    assert!(
+        script.0.borrow().reads.front().is_some(),
+        "every request was read while nothing could be written"
+    );
+    run(&mut c, &mut h, 1000);
+    assert_eq!(responses(&script.written()).len(), 3000);
+}
