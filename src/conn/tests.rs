@@ -162,63 +162,100 @@ fn test_file(len: usize) -> (Arc<File>, Vec<u8>) {
     (Arc::new(f), content)
 }
 
-/// Drives `conn` as the loop would: after each turn that waits, an edge (both flags) and
-/// another turn, until it closes or `turns` run out. Returns how it ended.
-fn run(conn: &mut Conn<Script>, handler: &mut Fake, turns: usize) -> Next {
-    let limits = Limits::default();
-    let mut pools = Pools::default();
+/// What the loop lends a connection, kept across turns (the upstream pool lives here).
+struct Harness {
+    handler: Fake,
+    limits: Limits,
+    pools: Pools,
+    routes: Vec<crate::config::Route>,
     #[cfg(feature = "proxy")]
-    let poller = polling::Poller::new().unwrap();
+    poller: polling::Poller,
     #[cfg(feature = "proxy")]
-    let upstreams = std::sync::Mutex::new(crate::proxy::upstream::Upstreams::new(
-        Vec::new(),
-        4,
-        std::time::Duration::from_secs(1),
-    ));
-    let mut last = Next::Wait;
-    for _ in 0..turns {
-        let mut env = Env {
-            ctx: Ctx {
-                now: Instant::now(),
-                date: b"Thu, 01 Jan 1970 00:00:00 GMT",
-                limits: &limits,
-            },
-            log_date: "-",
-            routes: &[],
-            trust_forwarded: false,
-            handler,
-            pools: &mut pools,
-            // Small, so that the budget's early stops are exercised too.
-            budget: 4096,
+    upstreams: std::sync::Mutex<crate::proxy::upstream::Upstreams>,
+}
+
+impl Harness {
+    fn new(routes: Vec<crate::config::Route>) -> Harness {
+        Harness {
+            handler: handler(),
+            limits: Limits::default(),
+            pools: Pools::default(),
             #[cfg(feature = "proxy")]
-            poller: &poller,
+            poller: polling::Poller::new().unwrap(),
             #[cfg(feature = "proxy")]
-            upstreams: &upstreams,
-            key: 0,
-            draining: false,
-            workers: None,
-        };
-        last = conn.drive(&mut env);
-        if last == Next::Close {
-            break;
+            upstreams: std::sync::Mutex::new(crate::proxy::upstream::Upstreams::new(
+                routes.clone(),
+                4,
+                std::time::Duration::from_secs(1),
+            )),
+            routes,
         }
-        conn.set_ready(true, true);
     }
-    last
+
+    /// Drives `conn` as the loop would: after each turn, an edge (both flags) and another turn,
+    /// until it closes or `turns` run out. Returns how it ended. With routes, upstream readiness
+    /// comes with every edge too (spurious edges are harmless: the relay reads and writes until
+    /// `WouldBlock`), and a turn that waits gives the real upstream socket a moment.
+    fn run(&mut self, conn: &mut Conn<Script>, turns: usize) -> Next {
+        let mut last = Next::Wait;
+        for _ in 0..turns {
+            let mut env = Env {
+                ctx: Ctx {
+                    now: Instant::now(),
+                    date: b"Thu, 01 Jan 1970 00:00:00 GMT",
+                    limits: &self.limits,
+                },
+                log_date: "-",
+                routes: &self.routes,
+                trust_forwarded: false,
+                handler: &mut self.handler,
+                pools: &mut self.pools,
+                // Small, so that the budget's early stops are exercised too.
+                budget: 4096,
+                #[cfg(feature = "proxy")]
+                poller: &self.poller,
+                #[cfg(feature = "proxy")]
+                upstreams: &self.upstreams,
+                key: 0,
+                draining: false,
+                workers: None,
+            };
+            last = conn.drive(&mut env);
+            if last == Next::Close {
+                break;
+            }
+            conn.set_ready(true, true);
+            #[cfg(feature = "proxy")]
+            if !self.routes.is_empty() {
+                conn.upstream_ready(true, true);
+                if last == Next::Wait {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+        last
+    }
+}
+
+/// Drives `conn` over the static handler (see [`Harness::run`]).
+fn run(conn: &mut Conn<Script>, turns: usize) -> Next {
+    Harness::new(Vec::new()).run(conn, turns)
 }
 
 fn conn(script: &Script) -> Conn<Script> {
     Conn::with_transport(script.clone(), 1, None, Instant::now())
 }
 
-/// Responses in `wire`, as (status, body) pairs, framed by Content-Length.
+/// The complete responses in `wire`, as (status, body) pairs, framed by Content-Length.
 fn responses(mut wire: &[u8]) -> Vec<(u16, Vec<u8>)> {
     let mut out = Vec::new();
     while !wire.is_empty() {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut resp = httparse::Response::new(&mut headers);
-        let Ok(httparse::Status::Complete(n)) = resp.parse(wire) else {
-            panic!("not a response: {:?}", String::from_utf8_lossy(wire));
+        let n = match resp.parse(wire) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => break, // the rest is still on its way
+            Err(e) => panic!("not a response ({e}): {:?}", String::from_utf8_lossy(wire)),
         };
         let len: usize = resp
             .headers
@@ -226,6 +263,9 @@ fn responses(mut wire: &[u8]) -> Vec<(u16, Vec<u8>)> {
             .find(|h| h.name.eq_ignore_ascii_case("content-length"))
             .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
             .unwrap_or(0);
+        if wire.len() < n + len {
+            break;
+        }
         out.push((resp.code.unwrap(), wire[n..n + len].to_vec()));
         wire = &wire[n + len..];
     }
@@ -257,7 +297,7 @@ fn a_request_split_by_would_block_everywhere_is_answered_once() {
             .collect(),
     );
     let mut c = conn(&script);
-    let next = run(&mut c, &mut handler(), 200);
+    let next = run(&mut c, 200);
     assert_eq!(
         next,
         Next::Wait,
@@ -269,7 +309,6 @@ fn a_request_split_by_would_block_everywhere_is_answered_once() {
 
 #[test]
 fn short_writes_of_a_file_deliver_every_byte_in_order() {
-    let mut h = handler();
     let (_, content) = test_file(100_000);
     let script = Script::new(
         vec![Read::Data(
@@ -286,7 +325,7 @@ fn short_writes_of_a_file_deliver_every_byte_in_order() {
             .collect(),
     );
     let mut c = conn(&script);
-    run(&mut c, &mut h, 3000);
+    run(&mut c, 3000);
     let got = responses(&script.written());
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].0, 200);
@@ -301,7 +340,7 @@ fn eof_inside_a_head_closes_without_an_answer() {
         vec![],
     );
     let mut c = conn(&script);
-    assert_eq!(run(&mut c, &mut handler(), 10), Next::Close);
+    assert_eq!(run(&mut c, 10), Next::Close);
     assert!(script.written().is_empty());
 }
 
@@ -315,7 +354,7 @@ fn eof_after_pipelined_requests_answers_them_all_first() {
         vec![Write::Block, Write::Take(10), Write::Block],
     );
     let mut c = conn(&script);
-    assert_eq!(run(&mut c, &mut handler(), 50), Next::Close);
+    assert_eq!(run(&mut c, 50), Next::Close);
     assert_eq!(
         responses(&script.written()),
         [(200, b"A".to_vec()), (200, b"A".to_vec())]
@@ -333,7 +372,7 @@ fn a_reset_inside_a_body_closes() {
         vec![],
     );
     let mut c = conn(&script);
-    assert_eq!(run(&mut c, &mut handler(), 10), Next::Close);
+    assert_eq!(run(&mut c, 10), Next::Close);
     // The answer (405) went out before the body was read; nothing after it.
     assert_eq!(responses(&script.written()).len(), 1);
 }
@@ -345,7 +384,7 @@ fn a_write_error_closes() {
         vec![Write::Take(100), Write::Block, Write::Reset],
     );
     let mut c = conn(&script);
-    assert_eq!(run(&mut c, &mut handler(), 10), Next::Close);
+    assert_eq!(run(&mut c, 10), Next::Close);
 }
 
 /// After an answer that closes, our side is shut (FIN), what the client still sends is read and
@@ -362,7 +401,7 @@ fn a_closing_answer_lingers_until_the_client_closes() {
         vec![],
     );
     let mut c = conn(&script);
-    assert_eq!(run(&mut c, &mut handler(), 5), Next::Wait);
+    assert_eq!(run(&mut c, 5), Next::Wait);
     assert_eq!(responses(&script.written()), [(200, b"A".to_vec())]);
     assert!(
         script.0.borrow().shut,
@@ -370,7 +409,7 @@ fn a_closing_answer_lingers_until_the_client_closes() {
     );
     assert_eq!(c.timer_kind(), super::TimerKind::Linger);
     script.0.borrow_mut().reads.push_back(Read::Eof);
-    assert_eq!(run(&mut c, &mut handler(), 5), Next::Close);
+    assert_eq!(run(&mut c, 5), Next::Close);
 }
 
 /// A client that pipelines without reading fills our output to the high-water mark, and then
@@ -384,8 +423,7 @@ fn a_client_that_does_not_read_is_not_read_either() {
         std::iter::repeat_n(Write::Block, 50).collect(),
     );
     let mut c = conn(&script);
-    let mut h = handler();
-    run(&mut c, &mut h, 50);
+    run(&mut c, 50);
     assert!(script.written().is_empty());
     let queued = c.out.buf.len() - c.out.pos;
     assert!(
@@ -396,6 +434,89 @@ fn a_client_that_does_not_read_is_not_read_either() {
         script.0.borrow().reads.front().is_some(),
         "every request was read while nothing could be written"
     );
-    run(&mut c, &mut h, 1000);
+    run(&mut c, 1000);
     assert_eq!(responses(&script.written()).len(), 3000);
+}
+
+/// The relay over a scripted client: the request body is dripped with `WouldBlock` between
+/// pieces, the client takes the answer a few bytes at a time, and the upstream (a real socket
+/// on 127.0.0.1) sends its answer in pieces. The client gets the upstream's answer, framed,
+/// and the next request on the same connection is served.
+#[cfg(feature = "proxy")]
+#[test]
+fn the_relay_over_short_reads_and_writes() {
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"hello") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "client side closed early: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        for piece in [
+            &b"HTTP/1.1 200 OK\r\nContent-Le"[..],
+            b"ngth: 6\r\n\r\nwor",
+            b"ld!",
+        ] {
+            s.write_all(piece).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        got
+    });
+    let routes = [crate::config::Route {
+        prefix: "/up/".into(),
+        upstreams: vec![addr],
+    }];
+    let script = Script::new(
+        vec![
+            Read::Data(b"POST /up/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhe"),
+            Read::Block,
+            Read::Data(b"llo"),
+            Read::Block,
+            Read::Block,
+        ],
+        (0..200)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Write::Block
+                } else {
+                    Write::Take(7)
+                }
+            })
+            .collect(),
+    );
+    let mut c = conn(&script);
+    let mut harness = Harness::new(routes.to_vec());
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while responses(&script.written()).is_empty() && Instant::now() < deadline {
+        harness.run(&mut c, 10);
+    }
+    let seen = String::from_utf8(upstream.join().unwrap()).unwrap();
+    assert!(
+        seen.starts_with("POST /up/x HTTP/1.1\r\nHost: h\r\n"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("Content-Length: 5\r\n") && seen.ends_with("\r\n\r\nhello"),
+        "{seen}"
+    );
+    assert_eq!(responses(&script.written()), [(200, b"world!".to_vec())]);
+    // The connection serves on.
+    script
+        .0
+        .borrow_mut()
+        .reads
+        .push_back(Read::Data(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"));
+    harness.run(&mut c, 200);
+    assert_eq!(responses(&script.written()).len(), 2);
 }
