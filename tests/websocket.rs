@@ -908,7 +908,12 @@ fn backpressure_upstream_to_a_client_that_stops_reading() {
             Duration::from_secs(150),
         )
     });
-    assert!(r.ok, "flood: {}\nstderr: {}", r.line, tail(&r.stderr, 1500));
+    assert!(
+        r.ok,
+        "flood: {} (the server's RSS grew by {growth} KiB meanwhile)\nstderr: {}",
+        r.line,
+        tail(&r.stderr, 1500)
+    );
     assert!(
         echo.wait_line(
             |l| l.starts_with("STALLED /ws/flood"),
@@ -948,7 +953,7 @@ fn backpressure_client_to_an_upstream_that_stops_reading() {
     });
     assert!(
         r.ok,
-        "upload: {}\nstderr: {}",
+        "upload: {} (the server's RSS grew by {growth} KiB meanwhile)\nstderr: {}",
         r.line,
         tail(&r.stderr, 1500)
     );
@@ -1349,4 +1354,82 @@ fn every_model_carries_tunnels() {
         );
         assert!(r.ok, "--model {model}, close: {}", r.line);
     }
+}
+
+/// A tunnel has its own upstream connection: an upgrade never goes on a pooled (kept-alive)
+/// connection, and a plain request never on a tunnel's.
+#[test]
+fn tunnels_never_use_the_upstream_pool() {
+    let up = RawUpstream::start(|s, head, mut rest| {
+        let mut head = head.to_string();
+        let mut nth = 0;
+        loop {
+            if head_is_upgrade(&head) {
+                if nth > 0 {
+                    return Err(format!(
+                        "an upgrade on a reused upstream connection: {head:?}"
+                    ));
+                }
+                s.write_all(SWITCH).map_err(|e| e.to_string())?;
+                // Echo until EOF.
+                let mut chunk = [0u8; 8192];
+                if !rest.is_empty() {
+                    s.write_all(&rest).map_err(|e| e.to_string())?;
+                }
+                loop {
+                    match read_retrying(s, &mut chunk) {
+                        Ok(0) => return Ok("tunnel".into()),
+                        Ok(n) => s.write_all(&chunk[..n]).map_err(|e| e.to_string())?,
+                        Err(e) => return Err(format!("tunnel read: {e}")),
+                    }
+                }
+            }
+            if nth > 0 && !has_field(&head, "host") {
+                return Err(format!(
+                    "bytes that are no request on a reused connection: {head:?}"
+                ));
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
+                .map_err(|e| e.to_string())?;
+            nth += 1;
+            match read_head(s, &mut rest) {
+                Ok(h) => head = h,
+                Err(_) => return Ok(format!("{nth} plain requests")),
+            }
+        }
+    });
+    let front = Front::start(up.addr, &[]);
+    let mut plain = front.client();
+    let r = plain.get("/ws/first");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"plain"[..]), "{r:?}");
+    // The first upstream connection is now idle in the pool; the upgrade must not take it.
+    let mut c = front.client();
+    c.send(&upgrade_req("/ws/tunnel"));
+    let r = c.head();
+    assert_eq!(r.status, 101, "{r:?}");
+    c.send(b"echo me");
+    assert_eq!(c.take(7), b"echo me");
+    assert_eq!(
+        up.heads().len(),
+        2,
+        "the upgrade must open its own upstream connection: {:?}",
+        up.heads()
+    );
+    // Plain requests while the tunnel is open and after it closed go elsewhere.
+    assert_eq!(plain.get("/ws/second").body, b"plain");
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let (rest, _) = c.read_to_close();
+    assert!(rest.is_empty(), "{rest:?}");
+    for i in 0..3 {
+        let r = front.client().get(&format!("/ws/after-{i}"));
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"plain"[..]), "{r:?}");
+    }
+    let errors: Vec<String> = up
+        .outcomes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.as_ref().err().cloned())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
 }
