@@ -1433,3 +1433,160 @@ fn tunnels_never_use_the_upstream_pool() {
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Attacks on the tunnel (raw sockets against scripted upstreams)
+// ---------------------------------------------------------------------------------------------
+
+/// An upgrade with a body (`Upgrade: h2c` on a POST): the body goes upstream with the request,
+/// and once the upstream switched, bytes flow raw both ways. Any `Upgrade` is tunnelled.
+#[test]
+fn an_h2c_upgrade_with_a_body_forwards_the_body_then_tunnels() {
+    let up = RawUpstream::start(|s, head, mut rest| {
+        let lower = head.to_ascii_lowercase();
+        if !lower.contains("\r\nupgrade: h2c\r\n") || !lower.contains("\r\nconnection: upgrade\r\n")
+        {
+            return Err(format!("not an h2c upgrade: {head:?}"));
+        }
+        read_at_least(s, &mut rest, 5)?;
+        if rest != b"hello" {
+            return Err(format!("body: {:?}", String::from_utf8_lossy(&rest)));
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let mut more = Vec::new();
+        read_at_least(s, &mut more, 4)?;
+        if more != b"ping" {
+            return Err(format!("ping: {:?}", String::from_utf8_lossy(&more)));
+        }
+        s.write_all(b"pong").map_err(|e| e.to_string())?;
+        Ok("h2c".into())
+    });
+    let front = Front::start(up.addr, &[]);
+    let mut c = front.client();
+    c.send(
+        b"POST /ws/h2c HTTP/1.1\r\nHost: test\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+HTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    let r = c.head();
+    assert_eq!(r.status, 101, "{r:?}");
+    assert_eq!(r.header("upgrade"), Some("h2c"), "{r:?}");
+    c.send(b"ping");
+    assert_eq!(c.take(4), b"pong");
+    up.script_ok(Duration::from_secs(10));
+}
+
+/// A 101 without `Upgrade` is passed on as it came (as nginx does): the client judges it.
+#[test]
+fn a_101_without_upgrade_is_passed_on() {
+    let up = RawUpstream::start(|s, _head, _rest| {
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut got = Vec::new();
+        read_at_least(s, &mut got, 3)?;
+        s.write_all(&got).map_err(|e| e.to_string())?;
+        Ok("echoed".into())
+    });
+    let front = Front::start(up.addr, &[]);
+    let mut c = front.client();
+    c.send(&upgrade_req("/ws/bare-101"));
+    let r = c.head();
+    assert_eq!(r.status, 101, "{r:?}");
+    assert_eq!(r.header("upgrade"), None, "{r:?}");
+    c.send(b"abc");
+    assert_eq!(c.take(3), b"abc");
+    up.script_ok(Duration::from_secs(10));
+}
+
+/// A 101 to a request that asked for no upgrade is a broken answer: 502.
+#[test]
+fn a_101_to_a_plain_request_is_502() {
+    let up = RawUpstream::start(|s, _head, _rest| {
+        s.write_all(SWITCH).map_err(|e| e.to_string())?;
+        Ok("switched unasked".into())
+    });
+    let front = Front::start(up.addr, &[]);
+    let mut c = front.client();
+    c.send(b"GET /ws/plain HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 502, "{r:?}");
+}
+
+/// A client that resets its connection mid-tunnel: the upstream connection is closed, the
+/// tunnel's place is given back (`--max-tunnels 1`: the next upgrade succeeds) and its access
+/// line says 101 with the bytes each way.
+#[test]
+fn a_client_reset_mid_tunnel_closes_the_upstream_and_frees_the_place() {
+    let up = RawUpstream::start(|s, _head, _rest| {
+        s.write_all(SWITCH).map_err(|e| e.to_string())?;
+        s.write_all(b"hi").map_err(|e| e.to_string())?;
+        let mut chunk = [0u8; 64];
+        loop {
+            match read_retrying(s, &mut chunk) {
+                Ok(0) => return Ok("EOF".into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok("reset".into()),
+                Err(e) => return Err(format!("no end of the upstream connection: {e}")),
+            }
+        }
+    });
+    let site = Site::new("ws-reset");
+    let log = site.base.path().join("access.log");
+    let front = Front::start(
+        up.addr,
+        &["--max-tunnels", "1", "--access-log", log.to_str().unwrap()],
+    );
+    let mut c = front.client();
+    c.send(&upgrade_req("/ws/reset"));
+    assert_eq!(c.head().status, 101);
+    assert_eq!(c.take(2), b"hi");
+    c.send(b"xyz");
+    std::thread::sleep(Duration::from_millis(100));
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid linger struct and its size, on an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&c.stream),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(c); // RST
+    up.script_ok(Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = front.client();
+        c.send(&upgrade_req("/ws/after-reset"));
+        let r = c.head();
+        if r.status == 101 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reset tunnel kept its place: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("/ws/reset ")) {
+            break l.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access line: {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(line.contains(" 101 2 "), "{line}");
+    assert!(
+        line.ends_with(&format!("upstream={} up=3", up.addr)),
+        "{line}"
+    );
+}

@@ -330,6 +330,9 @@ impl Conn {
             // Client bytes into the upstream's window.
             if t.upward == Half::Open && self.readable && t.pending_up() < WINDOW {
                 t.compact();
+                if t.to_up.capacity() == 0 {
+                    t.to_up = env.pools.write_buf();
+                }
                 match self.sock.read(&mut chunk) {
                     Ok(0) => {
                         self.eof = true;
@@ -350,10 +353,15 @@ impl Conn {
                 progress = true;
             }
             if !progress {
+                // An idle tunnel holds no buffer (DESIGN principle 6).
                 if self.out.is_empty() && self.out.buf.capacity() > 0 {
-                    // An idle tunnel holds no output buffer.
                     env.pools.put_write(std::mem::take(&mut self.out.buf));
                     self.out.clear();
+                }
+                let t = self.tunnel.as_deref_mut().expect("tunnel");
+                if t.pending_up() == 0 && t.to_up.capacity() > 0 {
+                    env.pools.put_write(std::mem::take(&mut t.to_up));
+                    t.to_up_pos = 0;
                 }
                 return Next::Wait;
             }
