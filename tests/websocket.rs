@@ -1590,3 +1590,31 @@ fn a_client_reset_mid_tunnel_closes_the_upstream_and_frees_the_place() {
         "{line}"
     );
 }
+
+/// A tunnel closed at the end of the grace period still gets its access line (written as the
+/// loop closes it, flushed before the process exits).
+#[test]
+fn a_tunnel_closed_by_shutdown_is_logged() {
+    let echo = EchoServer::start();
+    let site = Site::new("ws-grace-log");
+    let log = site.base.path().join("access.log");
+    let mut front = Front::start(
+        echo.addr(),
+        &["--grace", "500ms", "--access-log", log.to_str().unwrap()],
+    );
+    let mut c = open_raw_tunnel(&front, "/ws/grace-log");
+    front.server.signal(libc::SIGTERM);
+    let _ = c.read_to_close();
+    let status = front
+        .server
+        .wait(Duration::from_secs(5))
+        .expect("exit after the grace period");
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("/ws/grace-log"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text:?}");
+    assert!(lines[0].contains(" 101 "), "{text:?}");
+}
