@@ -1618,3 +1618,39 @@ fn a_tunnel_closed_by_shutdown_is_logged() {
     assert_eq!(lines.len(), 1, "{text:?}");
     assert!(lines[0].contains(" 101 "), "{text:?}");
 }
+
+/// The upstream closes its whole socket while the client still talks: the client gets what
+/// the upstream said and its EOF; what the client sends then meets the closed upstream, and the
+/// tunnel ends at once (not at the tunnel timeout).
+#[test]
+fn an_upstream_gone_ends_the_tunnel_when_the_client_writes() {
+    let up = RawUpstream::start(|s, _head, _rest| {
+        s.write_all(SWITCH).map_err(|e| e.to_string())?;
+        s.write_all(b"bye").map_err(|e| e.to_string())?;
+        Ok("closed".into())
+    });
+    let front = Front::start(up.addr, &["--tunnel-timeout", "30s"]);
+    let mut c = front.client();
+    c.send(&upgrade_req("/ws/gone"));
+    assert_eq!(c.head().status, 101);
+    assert_eq!(c.take(3), b"bye");
+    let mut b = [0u8; 16];
+    assert_eq!(
+        c.read_some(&mut b).ok(),
+        Some(0),
+        "EOF after the upstream's bytes"
+    );
+    up.script_ok(Duration::from_secs(10));
+    let t0 = Instant::now();
+    let _ = c.try_send(b"more");
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = c.try_send(b"more");
+    // Our side stays open: only the proxy's close makes a send fail (a reset).
+    while c.try_send(b"x").is_ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the tunnel to a closed upstream stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

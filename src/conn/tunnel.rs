@@ -285,8 +285,13 @@ impl Conn {
                 t.upward = Half::Shut;
                 progress = true;
             }
-            if t.upward == Half::Shut && t.downward == Half::Shut {
-                return Next::Close;
+            if t.upward == Half::Shut {
+                // No client byte is taken any more (the upstream may be gone before the
+                // client's EOF): the one-shot models must not wait for reading either.
+                self.eof = true;
+                if t.downward == Half::Shut {
+                    return Next::Close;
+                }
             }
             if budget == 0 {
                 return Next::Again;
