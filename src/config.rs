@@ -64,6 +64,11 @@ pub struct Config {
     /// Believe the client's X-Forwarded-For, X-Real-IP and Forwarded (it is a proxy of ours):
     /// extend the chain rather than replace it.
     pub proxy_trust_forwarded: bool,
+    /// A tunnel (a proxied connection after `101 Switching Protocols`) with no byte either way
+    /// for this long is closed; so is the open half of a half-closed one.
+    pub tunnel_timeout: Duration,
+    /// Most tunnels open at once in the whole server; `None`: a quarter of the connection limit.
+    pub max_tunnels: Option<usize>,
     /// Where handlers run and how many loops there are.
     pub model: Model,
     /// Threads for the models that have several; 0 means the available parallelism.
@@ -145,6 +150,8 @@ impl Default for Config {
             proxy_idle: 32,
             proxy_fail_timeout: Duration::from_secs(10),
             proxy_trust_forwarded: false,
+            tunnel_timeout: Duration::from_secs(60),
+            max_tunnels: None,
             model: Model::Single,
             workers: 0,
             bench_routes: false,
@@ -186,6 +193,8 @@ Usage: edgeserve [OPTIONS] [DIR]
   --proxy-fail-timeout T  skip a failed upstream for        [10s]
   --proxy-trust-forwarded keep the client's X-Forwarded-For, X-Real-IP and
                           Forwarded (only behind a proxy of yours)
+  --tunnel-timeout T      idle WebSocket/Upgrade tunnel     [60s]
+  --max-tunnels N         most tunnels open at once         [max-conns / 4]
   --model NAME            single, proactor-pool, reactor-pool, sharded
                           or leader-followers               [single]
   --workers N             threads for the other models      [available cores]
@@ -282,6 +291,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--proxy-idle" => c.proxy_idle = number(&flag, &value()?, 0, 4096)? as usize,
             "--proxy-fail-timeout" => c.proxy_fail_timeout = duration(&flag, &value()?)?,
             "--proxy-trust-forwarded" => c.proxy_trust_forwarded = true,
+            "--tunnel-timeout" => c.tunnel_timeout = duration(&flag, &value()?)?,
+            "--max-tunnels" => c.max_tunnels = Some(number(&flag, &value()?, 0, 1 << 24)? as usize),
             "--model" => {
                 let v = value()?;
                 c.model = Model::parse(&v).ok_or_else(|| {
@@ -305,7 +316,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             extra => return Err(format!("unexpected argument {extra:?} (see --help)")),
         }
     }
-    if c.header_timeout.is_zero() || c.idle_timeout.is_zero() || c.send_timeout.is_zero() {
+    if c.header_timeout.is_zero()
+        || c.idle_timeout.is_zero()
+        || c.send_timeout.is_zero()
+        || c.tunnel_timeout.is_zero()
+    {
         return Err("timeouts must be greater than zero".into());
     }
     Ok(Command::Run(Box::new(c)))
@@ -318,6 +333,12 @@ impl Config {
             return self.workers;
         }
         std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+
+    /// Most tunnels open at once, given the connection limit in force (`--max-conns` or the one
+    /// derived from the descriptor limit).
+    pub fn tunnel_limit(&self, max_conns: usize) -> usize {
+        self.max_tunnels.unwrap_or((max_conns / 4).max(1))
     }
 
     /// The mime table: built in, plus `--mime-types`.
@@ -430,6 +451,12 @@ mod tests {
         assert_eq!(c.header_timeout, Duration::from_millis(250));
         assert_eq!(c.root, PathBuf::from("www"));
         assert_eq!(c.max_conns, Some(10));
+        assert_eq!(c.tunnel_limit(10), 2);
+        assert_eq!(c.tunnel_limit(1), 1);
+        let c = run(&["--tunnel-timeout", "1s", "--max-tunnels=0"]).unwrap();
+        assert_eq!(c.tunnel_timeout, Duration::from_secs(1));
+        assert_eq!((c.max_tunnels, c.tunnel_limit(1000)), (Some(0), 0));
+        assert_eq!(Config::default().tunnel_limit(1000), 250);
         assert!(matches!(
             parse_args(["--help".to_string()]),
             Ok(Command::Help)
@@ -490,6 +517,8 @@ mod tests {
             &["--root"],
             &["a", "b"],
             &["--max-headers", "1000"],
+            &["--tunnel-timeout", "0"],
+            &["--max-tunnels", "-1"],
         ] {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");

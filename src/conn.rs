@@ -34,6 +34,10 @@ mod route;
 #[cfg(test)]
 mod tests;
 pub mod transport;
+#[cfg(feature = "proxy")]
+mod tunnel;
+#[cfg(feature = "proxy")]
+pub use tunnel::TunnelLimit;
 
 use transport::{Io, Tcp, Transport};
 
@@ -98,6 +102,9 @@ pub enum TimerKind {
     /// the body began to be forwarded. Bytes do not restart it (a byte every few seconds would
     /// hold a client and an upstream connection forever).
     Body,
+    /// A tunnel (after 101): no byte either way for `--tunnel-timeout` closes it. Bytes either
+    /// way restart it.
+    Tunnel,
 }
 
 /// Where a connection is in its life, beside what its protocol is doing.
@@ -157,6 +164,9 @@ pub struct Env<'a> {
     /// Shared with the worker threads of the pooled models, hence the lock (uncontended in
     /// the single-threaded ones). Taken per call, never across a call that takes it again.
     pub upstreams: &'a Mutex<Upstreams>,
+    /// The places for tunnels, shared by the whole server (`--max-tunnels`).
+    #[cfg(feature = "proxy")]
+    pub tunnels: &'a std::sync::Arc<TunnelLimit>,
     /// This connection's slab key (the owner recorded for its upstream connection, the address
     /// of a deferred handler's reply).
     pub key: usize,
@@ -193,6 +203,9 @@ pub struct Conn<T = Tcp> {
     /// The forwarded request in progress, if any.
     #[cfg(feature = "proxy")]
     relay: Option<Box<relay::Relay>>,
+    /// After a relayed 101: the connection is a tunnel (the session reads nothing more).
+    #[cfg(feature = "proxy")]
+    tunnel: Option<Box<tunnel::Tunnel>>,
 }
 
 enum Flush {
@@ -235,6 +248,8 @@ impl<T: Transport> Conn<T> {
             life: Life::Open,
             #[cfg(feature = "proxy")]
             relay: None,
+            #[cfg(feature = "proxy")]
+            tunnel: None,
         }
     }
 
@@ -246,7 +261,18 @@ impl<T: Transport> Conn<T> {
 
     /// True while nothing of a request is in hand (for graceful shutdown).
     pub fn is_idle(&self) -> bool {
-        self.out.is_empty() && !self.session.in_request(self.rlen) && !self.relaying()
+        self.out.is_empty()
+            && !self.session.in_request(self.rlen)
+            && !self.relaying()
+            && !self.is_tunnel()
+    }
+
+    /// A tunnel carries bytes both ways (it is never idle in the graceful-shutdown sense).
+    fn is_tunnel(&self) -> bool {
+        #[cfg(feature = "proxy")]
+        return self.tunnelling();
+        #[cfg(not(feature = "proxy"))]
+        false
     }
 
     pub fn close_after_current(&mut self) {
@@ -298,7 +324,16 @@ impl<T: Transport> Conn<T> {
     }
 
     pub fn drive(&mut self, env: &mut Env<'_>) -> Next {
+        #[cfg(feature = "proxy")]
+        if self.tunnelling() {
+            return self.drive_tunnel(env);
+        }
         let next = self.turn(env);
+        // A 101 made it a tunnel during this turn: the tunnel's turn follows.
+        #[cfg(feature = "proxy")]
+        if self.tunnelling() && next != Next::Close {
+            return self.drive_tunnel(env);
+        }
         // A relay keeps its buffer while it waits: its windows are larger anyway.
         if next == Next::Wait && !self.relaying() {
             self.park_input(env);
@@ -342,6 +377,10 @@ impl<T: Transport> Conn<T> {
                 match self.drive_relay(env) {
                     relay::Step::Idle => {}
                     relay::Step::Progress | relay::Step::CloseClient => progress = true,
+                }
+                // The session is done (`upgrade`): the tunnel takes over, not the linger.
+                if self.tunnelling() {
+                    return Next::Again;
                 }
             }
             if !self.out.is_empty() && self.writable {
@@ -540,6 +579,9 @@ impl<T: Transport> Conn<T> {
 
     /// Which timeout applies now (the loop sets `deadline` from it).
     pub fn timer_kind(&self) -> TimerKind {
+        if self.is_tunnel() {
+            return TimerKind::Tunnel;
+        }
         #[cfg(feature = "proxy")]
         if let Some(kind) = self.relay_timer() {
             // A slow client holds the upstream back: its send timeout rules then.

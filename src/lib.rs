@@ -182,8 +182,12 @@ impl Server {
                     .collect::<Result<Vec<_>, _>>()?;
                 let pollers = shards.iter().map(|r| r.poller()).collect();
                 let limit = Arc::new(reactor::SharedLimit::new(max_conns, pollers));
+                #[cfg(feature = "proxy")]
+                let tunnels = shards[0].tunnels();
                 for r in &mut shards {
                     r.share_limit(Arc::clone(&limit));
+                    #[cfg(feature = "proxy")]
+                    r.share_tunnels(Arc::clone(&tunnels));
                 }
                 let peers = shards[1..].iter().map(ServerHandle::of).collect();
                 shards[0].set_peers(peers);

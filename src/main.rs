@@ -38,7 +38,11 @@ fn main() -> ExitCode {
         return fail(&e.to_string());
     }
     log::info!("listening on http://{}", server.local_addr());
-    match server.run() {
+    let ran = server.run();
+    // Lines written as the loops closed what was left (a tunnel's line, at the end of the grace
+    // period) are still buffered.
+    log::logger().flush();
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("event loop: {e}")),
     }

@@ -86,6 +86,7 @@ fn serialize(req: &Request<'_>) -> Vec<u8> {
         range,
         if_range,
         expect_continue,
+        upgrade,
     } = *req;
     let mut v = Vec::new();
     v.extend_from_slice(method_str.as_bytes());
@@ -120,6 +121,11 @@ fn serialize(req: &Request<'_>) -> Vec<u8> {
         (Version::Http11, false) => header("Connection", b"close"),
         (Version::Http10, true) => header("Connection", b"keep-alive"),
         _ => {}
+    }
+    if upgrade {
+        // Only HTTP/1.1 parses as an upgrade; a second Connection field adds its token.
+        header("Upgrade", b"websocket");
+        header("Connection", b"upgrade");
     }
     for (name, value) in [
         ("If-None-Match", if_none_match),

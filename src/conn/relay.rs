@@ -7,10 +7,16 @@
 //! its framing. It ends in one of three ways: done (the upstream connection may go back to the
 //! pool), failed before any byte of an answer (we answer 502/504 ourselves), or aborted after
 //! bytes were sent (the client connection closes).
+//!
+//! An upgrade request (WebSocket, h2c, ...) is relayed the same way on an upstream connection of
+//! its own (never from the pool, never back to it). A 101 answer to it hands the client
+//! connection and the upstream connection over to a [`super::tunnel::Tunnel`]; any other answer
+//! is an ordinary one.
 
 use std::net::SocketAddr;
 
 use super::transport::{self, Io, Transport};
+use super::tunnel::{Tunnel, TunnelPlace};
 use super::{Conn, Env, TimerKind, route};
 use crate::http::access::Line;
 use crate::http::chunked::Decoder;
@@ -30,6 +36,8 @@ pub struct Start {
     pub has_body: bool,
     /// The client's request line, for the access log.
     pub line: Box<[u8]>,
+    /// An upgrade request, with the place it holds among the tunnels allowed.
+    pub upgrade: Option<TunnelPlace>,
 }
 
 pub struct Relay {
@@ -57,12 +65,16 @@ pub struct Relay {
     /// 408/413/400 when the request body failed.
     failure: u16,
     reusable: bool,
+    /// An upgrade request: a 101 turns the exchange into a tunnel, which takes this place.
+    upgrade: Option<TunnelPlace>,
 }
 
-struct Up {
-    lent: Lent,
-    readable: bool,
-    writable: bool,
+/// The upstream connection and its readiness flags (edge-triggered: cleared only on
+/// `WouldBlock`).
+pub(super) struct Up {
+    pub(super) lent: Lent,
+    pub(super) readable: bool,
+    pub(super) writable: bool,
 }
 
 enum Resp {
@@ -107,6 +119,7 @@ impl Relay {
             bytes: 0,
             failure: 502,
             reusable: false,
+            upgrade: start.upgrade,
         }
     }
 
@@ -137,7 +150,11 @@ impl<T: Transport> Conn<T> {
     }
 
     /// The upstream connection, for the loop to close before this connection goes.
+    /// A tunnel ends here (its access line is written).
     pub fn take_upstream(&mut self) -> Option<Lent> {
+        if let Some(mut t) = self.tunnel.take() {
+            return t.take_upstream();
+        }
         self.relay
             .as_mut()
             .and_then(|r| r.up.take())
@@ -147,6 +164,9 @@ impl<T: Transport> Conn<T> {
     pub fn upstream_ready(&mut self, readable: bool, writable: bool) {
         if let Some(r) = &mut self.relay {
             r.set_ready(readable, writable);
+        }
+        if let Some(t) = &mut self.tunnel {
+            t.set_ready(readable, writable);
         }
     }
 
@@ -341,7 +361,16 @@ impl<T: Transport> Conn<T> {
                     Ok(Some((head, n))) => {
                         r.from_up.drain(..n);
                         if head.status == 101 {
-                            return Err(self.bad_upstream(env, "101 without an upgrade asked for"));
+                            if r.upgrade.is_none() {
+                                return Err(
+                                    self.bad_upstream(env, "101 without an upgrade asked for")
+                                );
+                            }
+                            // The head says `Connection: upgrade`; the tunnel begins behind it.
+                            self.out.buf.extend_from_slice(&head.head);
+                            self.out.buf.extend_from_slice(b"\r\n");
+                            self.switch_to_tunnel(env);
+                            return Err(Step::Progress);
                         }
                         if head.status < 200 && http10 {
                             // HTTP/1.0 has no interim answers (RFC 9110 §15.2): a 1.0 client
@@ -481,8 +510,10 @@ impl<T: Transport> Conn<T> {
     fn connect_next(&mut self, env: &mut Env<'_>) {
         let r = self.relay.as_deref_mut().expect("relay");
         let picked = env.upstreams().pick(r.route, &r.tried, env.ctx.now);
+        // An upgrade never takes a pooled connection: it will not give it back.
+        let pooled_ok = r.upgrade.is_none();
         match picked {
-            Some(addr) => self.connect_to(addr, true, env),
+            Some(addr) => self.connect_to(addr, pooled_ok, env),
             None => self.fail(env),
         }
     }
@@ -570,7 +601,8 @@ impl<T: Transport> Conn<T> {
                 && r.to_up_pos == r.to_up.len()
                 && r.from_up.is_empty()
                 && (!up.readable || drained(&up.lent.sock));
-            if clean && !self.session.relay_body_pending() {
+            // An upgrade's connection heard `Connection: upgrade`: it is not pooled.
+            if clean && !self.session.relay_body_pending() && r.upgrade.is_none() {
                 env.upstreams().put_idle(up.lent, env.poller);
             } else {
                 env.upstreams().close(up.lent, env.poller);
@@ -580,6 +612,30 @@ impl<T: Transport> Conn<T> {
             .session
             .relay_done(&env.ctx, r.status, r.bytes, Line::Raw(&r.line));
         route::log(env, self.peer, &x, Some(&name));
+    }
+
+    /// The upstream switched protocols (101, its head queued for the client): the relay ends
+    /// and a tunnel takes the upstream connection, the bytes either side already buffered past
+    /// the heads, and the place among the tunnels.
+    fn switch_to_tunnel(&mut self, env: &mut Env<'_>) {
+        let mut r = self.relay.take().expect("relay");
+        let up = r.up.take().expect("connected");
+        let place = r.upgrade.take().expect("an upgrade");
+        let name = up.lent.addr.to_string();
+        let started = self.session.upgrade(env.ctx.now);
+        // Client bytes not sent yet (a request body's end), then those read past the request.
+        let mut to_up = r.to_up.split_off(r.to_up_pos);
+        to_up.extend_from_slice(&self.rbuf[..self.rlen]);
+        self.rlen = 0;
+        self.park_input(env);
+        // Upstream bytes past the 101 go to the client after its head.
+        self.out.buf.extend_from_slice(&r.from_up);
+        let early_down = r.from_up.len() as u64;
+        let tunnel = Tunnel::new(
+            up, to_up, early_down, self.eof, r.line, name, self.peer, started, place,
+        );
+        self.tunnel = Some(Box::new(tunnel));
+        self.sched.wrote = true;
     }
 
     /// Which deadline applies while relaying.

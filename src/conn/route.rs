@@ -89,6 +89,23 @@ fn forward(
         log::debug!("not forwarded: {why}");
         return Some(refuse(session, out, peer, head, env));
     }
+    // An upgrade takes a place among the tunnels now (handshakes in flight count); over the
+    // limit it is answered 503 and the connection goes on.
+    let upgrade = if req.upgrade {
+        match env.tunnels.take() {
+            Some(place) => Some(place),
+            None => {
+                log::debug!("upgrade refused: --max-tunnels reached");
+                let reply =
+                    crate::http::response::Reply::text(503, b"Content-Type: text/plain\r\n");
+                let x = session.respond(reply, out, &env.ctx, Line::Raw(request_line(head)));
+                log(env, peer, &x, None);
+                return Some(Routed::Answered);
+            }
+        }
+    } else {
+        None
+    };
     session.await_answer(true);
     Some(Routed::Forward(super::relay::Start {
         route,
@@ -96,6 +113,7 @@ fn forward(
         head: up_head,
         has_body: req.body != crate::http::request::BodyFraming::None,
         line: request_line(head).into(),
+        upgrade,
     }))
 }
 

@@ -172,6 +172,8 @@ struct Harness {
     poller: polling::Poller,
     #[cfg(feature = "proxy")]
     upstreams: std::sync::Mutex<crate::proxy::upstream::Upstreams>,
+    #[cfg(feature = "proxy")]
+    tunnels: Arc<super::TunnelLimit>,
 }
 
 impl Harness {
@@ -188,6 +190,8 @@ impl Harness {
                 4,
                 std::time::Duration::from_secs(1),
             )),
+            #[cfg(feature = "proxy")]
+            tunnels: Arc::new(super::TunnelLimit::new(4)),
             routes,
         }
     }
@@ -216,6 +220,8 @@ impl Harness {
                 poller: &self.poller,
                 #[cfg(feature = "proxy")]
                 upstreams: &self.upstreams,
+                #[cfg(feature = "proxy")]
+                tunnels: &self.tunnels,
                 key: 0,
                 draining: false,
                 workers: None,

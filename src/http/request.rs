@@ -83,6 +83,10 @@ pub struct Request<'a> {
     pub if_range: Option<&'a [u8]>,
     /// `Expect: 100-continue`: the client may hold its body back until told to send it.
     pub expect_continue: bool,
+    /// An HTTP/1.1 request with an `Upgrade` field and the `upgrade` token in `Connection`
+    /// (RFC 9110 §7.8): the connection may switch protocols after the answer. HTTP/1.0 has no
+    /// upgrades (a 1.0 proxy could have passed the fields on without understanding them).
+    pub upgrade: bool,
 }
 
 impl Request<'_> {
@@ -208,7 +212,9 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
         range: None,
         if_range: None,
         expect_continue: false,
+        upgrade: false,
     };
+    let (mut upgrade_field, mut connection_upgrade) = (false, false);
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut saw_te = false;
@@ -227,6 +233,7 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
             6 if name.eq_ignore_ascii_case(b"expect") => {
                 out.expect_continue = value.eq_ignore_ascii_case(b"100-continue")
             }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => upgrade_field |= !trim(value).is_empty(),
             8 if name.eq_ignore_ascii_case(b"if-range") => out.if_range = Some(value),
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 for token in list(value) {
@@ -236,6 +243,8 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
                         && version == Version::Http10
                     {
                         out.keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        connection_upgrade = true;
                     }
                 }
             }
@@ -270,6 +279,7 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
             _ => {}
         }
     }
+    out.upgrade = version == Version::Http11 && upgrade_field && connection_upgrade;
     if hosts > 1 {
         return Err(HeadError::Bad("repeated Host"));
     }
@@ -468,6 +478,31 @@ mod tests {
         assert_eq!(r.path(), "/a");
         assert!(r.keep_alive);
         assert_eq!(r.body, BodyFraming::None);
+    }
+
+    #[test]
+    fn upgrade_needs_http11_the_field_and_the_connection_token() {
+        let up = |s: &str| p(s).unwrap().upgrade;
+        assert!(up(
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        ));
+        assert!(up(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, upgrade\r\nUpgrade: h2c\r\n\r\n"
+        ));
+        assert!(up(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nConnection: UPGRADE\r\nupgrade: x\r\n\r\n"
+        ));
+        for plain in [
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: \r\nConnection: upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrades\r\n\r\n",
+            "GET / HTTP/1.0\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Upgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        ] {
+            assert!(!up(plain), "{plain:?}");
+        }
     }
 
     #[test]

@@ -433,9 +433,11 @@ impl Session {
     }
 
     /// The connection stops speaking HTTP after the answer being relayed (101 Switching
-    /// Protocols): the session reads nothing more.
-    pub fn upgrade(&mut self) {
+    /// Protocols): the session reads nothing more. Returns when the request's first byte came
+    /// (`now` if unknown), for the access line written when the new protocol ends.
+    pub fn upgrade(&mut self, now: Instant) -> Instant {
         self.phase = Phase::Closed;
+        self.started.take().unwrap_or(now)
     }
 
     /// Takes request body bytes from `input` for the caller to relay: `Ok((n, done))` where the

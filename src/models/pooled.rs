@@ -41,6 +41,8 @@ pub struct Worker {
     poller: Arc<Poller>,
     #[cfg(feature = "proxy")]
     upstreams: Arc<Mutex<Upstreams>>,
+    #[cfg(feature = "proxy")]
+    tunnels: Arc<crate::conn::TunnelLimit>,
 }
 
 impl Worker {
@@ -55,6 +57,8 @@ impl Worker {
             poller: reactor.poller(),
             #[cfg(feature = "proxy")]
             upstreams: reactor.shared_upstreams(),
+            #[cfg(feature = "proxy")]
+            tunnels: reactor.tunnels(),
         })
     }
 
@@ -76,6 +80,8 @@ impl Worker {
             poller: &self.poller,
             #[cfg(feature = "proxy")]
             upstreams: &self.upstreams,
+            #[cfg(feature = "proxy")]
+            tunnels: &self.tunnels,
             key: t.key,
             draining: t.draining,
             workers: None,

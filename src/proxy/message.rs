@@ -26,7 +26,7 @@ pub struct ResponseHead {
     /// The upstream connection may carry another request after this response.
     pub reusable: bool,
     /// The head rewritten for the client (without its final CRLF, so `Connection: close` can
-    /// still be added).
+    /// still be added). A 101 keeps its `Upgrade` field and says `Connection: upgrade`.
     pub head: Vec<u8>,
 }
 
@@ -106,6 +106,9 @@ const FORWARDED_FIELDS: [&str; 5] = [
 /// of Content-Length or Transfer-Encoding (`Transfer_Encoding`, `Content--Length`), which some
 /// servers read as the real one, and a GET or HEAD with a body, which some servers ignore and
 /// would then read as the next request on the pooled connection.
+///
+/// An upgrade (`req.upgrade`) keeps its `Upgrade` field and gets `Connection: upgrade`: both
+/// are hop-by-hop, and asked of this hop again. Any other request loses them.
 pub fn request_head(
     out: &mut Vec<u8>,
     raw: &[u8],
@@ -170,10 +173,19 @@ pub fn request_head(
             zero_length |= h.name.eq_ignore_ascii_case("content-length");
             continue;
         }
+        if req.upgrade && name.eq_ignore_ascii_case("upgrade") {
+            // Hop-by-hop, but the upgrade is asked of the upstream too (with a `Connection`
+            // below that names only it).
+            push_field(out, h.name.as_bytes(), h.value);
+            continue;
+        }
         if hop_by_hop(h.name, &tokens) {
             continue;
         }
         push_field(out, h.name.as_bytes(), h.value);
+    }
+    if req.upgrade {
+        push_field(out, b"Connection", b"upgrade");
     }
     match req.body {
         BodyFraming::None if zero_length => push_field(out, b"Content-Length", b"0"),
@@ -277,6 +289,7 @@ pub fn response_head(
         return Err(UpstreamError::Malformed("malformed status code"));
     }
     let tokens = connection_tokens(resp.headers);
+    let switching = status == 101;
     let mut length: Option<u64> = None;
     let mut te = false;
     let mut chunked = false;
@@ -316,7 +329,9 @@ pub fn response_head(
                 continue;
             }
         }
-        if hop_by_hop(h.name, &tokens) {
+        if switching && h.name.eq_ignore_ascii_case("upgrade") {
+            // The protocol switched to, for the client (re-added with `Connection` below).
+        } else if hop_by_hop(h.name, &tokens) {
             continue;
         }
         head.extend_from_slice(h.name.as_bytes());
@@ -328,6 +343,9 @@ pub fn response_head(
         return Err(UpstreamError::Malformed(
             "both Content-Length and Transfer-Encoding",
         ));
+    }
+    if switching {
+        head.extend_from_slice(b"Connection: upgrade\r\n");
     }
     let closes = tokens.iter().any(|t| t.eq_ignore_ascii_case(b"close"));
     let keep_alive = if minor == 1 {
@@ -349,7 +367,8 @@ pub fn response_head(
             None => Framing::Close,
         }
     };
-    let reusable = keep_alive && framing != Framing::Close;
+    // After a 101 the connection speaks another protocol: never HTTP again.
+    let reusable = keep_alive && framing != Framing::Close && !switching;
     Ok(Some((
         ResponseHead {
             status,
@@ -540,6 +559,52 @@ mod tests {
             .unwrap();
         assert_eq!((h.status, h.framing), (100, Framing::None));
         assert_eq!(resp("HTTP/1.1 200 OK\r\nContent-Le", Method::Get), Ok(None));
+    }
+
+    #[test]
+    fn only_an_upgrade_keeps_upgrade_and_connection_upgrade_upstream() {
+        let raw = "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: k\r\nKeep-Alive: 5\r\n\r\n";
+        assert_eq!(
+            req_head(raw, None),
+            "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nConnection: upgrade\r\nX-Forwarded-For: -\r\nX-Forwarded-Proto: http\r\n\r\n"
+        );
+        for plain in [
+            "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n",
+            "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n\r\n",
+            "GET /ws HTTP/1.0\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        ] {
+            let out = req_head(plain, None).to_ascii_lowercase();
+            assert!(!out.contains("\r\nupgrade:"), "{plain:?}: {out}");
+            assert!(!out.contains("\r\nconnection:"), "{plain:?}: {out}");
+        }
+    }
+
+    #[test]
+    fn a_101_keeps_upgrade_and_says_connection_upgrade() {
+        let raw = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: a\r\nKeep-Alive: 5\r\n\r\nearly";
+        let (h, n) = resp(raw, Method::Get).unwrap().unwrap();
+        assert_eq!(
+            (h.status, h.framing, h.reusable),
+            (101, Framing::None, false)
+        );
+        assert_eq!(n, raw.len() - 5);
+        assert_eq!(
+            String::from_utf8(h.head).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\nConnection: upgrade\r\n"
+        );
+        // Without Upgrade it is passed on as it came (the client judges it), still a switch.
+        let (h, _) = resp("HTTP/1.1 101 OK\r\n\r\n", Method::Get)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.head, b"HTTP/1.1 101 OK\r\nConnection: upgrade\r\n");
+        // Any other answer loses both.
+        let (h, _) = resp(
+            "HTTP/1.1 200 OK\r\nUpgrade: websocket\r\nConnection: upgrade\r\nContent-Length: 0\r\n\r\n",
+            Method::Get,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.head, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n");
     }
 
     #[test]

@@ -55,6 +55,7 @@ impl Reactor {
                 TimerKind::Connect => self.cfg.proxy_connect_timeout,
                 TimerKind::Upstream => self.cfg.proxy_timeout,
                 TimerKind::Body => self.cfg.header_timeout,
+                TimerKind::Tunnel => self.cfg.tunnel_timeout,
             };
         if c.sched.scheduled.is_none_or(|s| c.sched.deadline < s) {
             c.sched.scheduled = Some(c.sched.deadline);
@@ -115,6 +116,10 @@ impl Reactor {
                 }
                 #[cfg(not(feature = "proxy"))]
                 TimerKind::Connect | TimerKind::Upstream | TimerKind::Body => self.close(key),
+                TimerKind::Tunnel => {
+                    log::debug!("tunnel idle on connection {key}: closed");
+                    self.close(key);
+                }
                 TimerKind::Idle | TimerKind::Send | TimerKind::Linger => self.close(key),
             }
         }

@@ -68,6 +68,8 @@ macro_rules! env {
             poller: &$r.poller,
             #[cfg(feature = "proxy")]
             upstreams: &$r.upstreams,
+            #[cfg(feature = "proxy")]
+            tunnels: &$r.tunnels,
             key: $key,
             draining: $r.draining_until.is_some(),
             workers: $r.proactor.as_mut(),
@@ -175,6 +177,9 @@ pub struct Reactor {
     routes: Vec<Route>,
     #[cfg(feature = "proxy")]
     upstreams: Arc<std::sync::Mutex<Upstreams>>,
+    /// The places for tunnels: this loop's and its threads', or shared by the shards.
+    #[cfg(feature = "proxy")]
+    tunnels: Arc<crate::conn::TunnelLimit>,
     /// Connections are driven by other threads (`reactor-pool`, `leader-followers`): an event
     /// queues the connection instead of driving it, and sockets are registered one-shot.
     #[cfg(feature = "models")]
@@ -235,6 +240,8 @@ impl Reactor {
                 cfg.proxy_idle,
                 cfg.proxy_fail_timeout,
             ))),
+            #[cfg(feature = "proxy")]
+            tunnels: Arc::new(crate::conn::TunnelLimit::new(cfg.tunnel_limit(max_conns))),
             cfg,
             #[cfg(feature = "models")]
             lent: false,
@@ -247,6 +254,18 @@ impl Reactor {
             #[cfg(feature = "models")]
             limit: None,
         })
+    }
+
+    /// The places for tunnels, for the threads that drive lent connections.
+    #[cfg(feature = "proxy")]
+    pub fn tunnels(&self) -> Arc<crate::conn::TunnelLimit> {
+        Arc::clone(&self.tunnels)
+    }
+
+    /// One `--max-tunnels` for several loops (the shards).
+    #[cfg(feature = "proxy")]
+    pub fn share_tunnels(&mut self, tunnels: Arc<crate::conn::TunnelLimit>) {
+        self.tunnels = tunnels;
     }
 
     #[cfg(feature = "proxy")]
