@@ -119,6 +119,46 @@ pub enum Life {
     Closed,
 }
 
+/// What a connection speaks now, beside its HTTP session (which hands out requests while the
+/// slot is `Http`, awaits the relay's answer during `Relay`, and has stepped aside for good
+/// once a `Tunnel` carries the bytes).
+enum Slot {
+    /// HTTP/1.1, answered here.
+    Http,
+    /// HTTP/1.1, with the request in progress forwarded upstream.
+    #[cfg(feature = "proxy")]
+    Relay(Box<relay::Relay>),
+    /// Bytes both ways after a relayed 101 (WebSocket, any Upgrade).
+    #[cfg(feature = "proxy")]
+    Tunnel(Box<tunnel::Tunnel>),
+}
+
+/// The relay in `slot`, if that is what it holds (a function of the field alone, so the rest of
+/// the connection stays usable while it is borrowed).
+#[cfg(feature = "proxy")]
+fn relay_in(slot: &mut Slot) -> Option<&mut relay::Relay> {
+    match slot {
+        Slot::Relay(r) => Some(r),
+        _ => None,
+    }
+}
+
+#[cfg(feature = "proxy")]
+fn relay_of(slot: &Slot) -> Option<&relay::Relay> {
+    match slot {
+        Slot::Relay(r) => Some(r),
+        _ => None,
+    }
+}
+
+#[cfg(feature = "proxy")]
+fn tunnel_in(slot: &mut Slot) -> Option<&mut tunnel::Tunnel> {
+    match slot {
+        Slot::Tunnel(t) => Some(t),
+        _ => None,
+    }
+}
+
 /// The loop's bookkeeping for a connection, kept with it: its generation (so an event or timer
 /// meant for an earlier connection in the same slab slot is ignored), its place on the ready
 /// list, and its deadline.
@@ -200,12 +240,10 @@ pub struct Conn<T = Tcp> {
     /// The peer closed its side.
     eof: bool,
     life: Life,
-    /// The forwarded request in progress, if any.
-    #[cfg(feature = "proxy")]
-    relay: Option<Box<relay::Relay>>,
-    /// After a relayed 101: the connection is a tunnel (the session reads nothing more).
-    #[cfg(feature = "proxy")]
-    tunnel: Option<Box<tunnel::Tunnel>>,
+    /// What the connection speaks beyond its HTTP session (see [`Slot`]). Without the proxy
+    /// it is always `Http`.
+    #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
+    slot: Slot,
 }
 
 enum Flush {
@@ -246,10 +284,7 @@ impl<T: Transport> Conn<T> {
             out: Output::default(),
             eof: false,
             life: Life::Open,
-            #[cfg(feature = "proxy")]
-            relay: None,
-            #[cfg(feature = "proxy")]
-            tunnel: None,
+            slot: Slot::Http,
         }
     }
 
@@ -290,7 +325,7 @@ impl<T: Transport> Conn<T> {
     /// A request is being forwarded upstream.
     fn relaying(&self) -> bool {
         #[cfg(feature = "proxy")]
-        return self.relay.is_some();
+        return matches!(self.slot, Slot::Relay(_));
         #[cfg(not(feature = "proxy"))]
         false
     }
@@ -372,7 +407,7 @@ impl<T: Transport> Conn<T> {
         loop {
             let mut progress = false;
             #[cfg(feature = "proxy")]
-            if self.relay.is_some() {
+            if self.relaying() {
                 self.ensure_out(env);
                 match self.drive_relay(env) {
                     relay::Step::Idle => {}

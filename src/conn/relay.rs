@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use super::transport::{self, Io, Transport};
 use super::tunnel::{Tunnel, TunnelPlace};
-use super::{Conn, Env, TimerKind, route};
+use super::{Conn, Env, Slot, TimerKind, relay_in, relay_of, route};
 use crate::http::access::Line;
 use crate::http::chunked::Decoder;
 use crate::http::request::Method;
@@ -145,34 +145,45 @@ impl Relay {
 }
 
 impl<T: Transport> Conn<T> {
+    /// Ends the relay: the slot is plain HTTP again.
+    fn take_relay(&mut self) -> Box<Relay> {
+        match std::mem::replace(&mut self.slot, Slot::Http) {
+            Slot::Relay(r) => r,
+            _ => unreachable!("no relay to take"),
+        }
+    }
+
     pub(super) fn start_relay(&mut self, start: Start) {
-        self.relay = Some(Box::new(Relay::new(start)));
+        self.slot = Slot::Relay(Box::new(Relay::new(start)));
     }
 
     /// The upstream connection, for the loop to close before this connection goes.
     /// A tunnel ends here (its access line is written).
     pub fn take_upstream(&mut self) -> Option<Lent> {
-        if let Some(mut t) = self.tunnel.take() {
-            return t.take_upstream();
+        match &mut self.slot {
+            Slot::Http => None,
+            Slot::Relay(r) => r.up.take().map(|u| u.lent),
+            Slot::Tunnel(t) => {
+                let up = t.take_upstream();
+                self.slot = Slot::Http;
+                up
+            }
         }
-        self.relay
-            .as_mut()
-            .and_then(|r| r.up.take())
-            .map(|u| u.lent)
     }
 
     pub fn upstream_ready(&mut self, readable: bool, writable: bool) {
-        if let Some(r) = &mut self.relay {
-            r.set_ready(readable, writable);
-        }
-        if let Some(t) = &mut self.tunnel {
-            t.set_ready(readable, writable);
+        match &mut self.slot {
+            Slot::Http => {}
+            Slot::Relay(r) => r.set_ready(readable, writable),
+            Slot::Tunnel(t) => t.set_ready(readable, writable),
         }
     }
 
     /// The connect, request body or response deadline passed (whichever `relay_timer` chose).
     pub fn upstream_timed_out(&mut self, env: &mut Env<'_>) {
-        let Some(r) = &mut self.relay else { return };
+        let Some(r) = relay_in(&mut self.slot) else {
+            return;
+        };
         if !r.connecting() && self.session.relay_body_pending() {
             log::debug!("request body too slow while forwarding");
             self.body_failed(env, 408);
@@ -196,7 +207,7 @@ impl<T: Transport> Conn<T> {
     /// far as the client's window allows.
     pub(super) fn drive_relay(&mut self, env: &mut Env<'_>) -> Step {
         let mut progress = false;
-        if self.relay.as_ref().is_some_and(|r| r.up.is_none()) {
+        if relay_of(&self.slot).is_some_and(|r| r.up.is_none()) {
             self.connect_next(env);
             progress = true;
         }
@@ -214,7 +225,7 @@ impl<T: Transport> Conn<T> {
             Ok(moved) => progress |= moved,
             Err(step) => return step,
         }
-        if matches!(self.relay.as_ref().map(|r| &r.resp), Some(Resp::Done)) {
+        if relay_of(&self.slot).is_some_and(|r| matches!(r.resp, Resp::Done)) {
             self.finish(env);
             return Step::Progress;
         }
@@ -224,7 +235,7 @@ impl<T: Transport> Conn<T> {
     /// Whether the upstream connection is established: `Some(false)` while the connect is in
     /// progress, `None` when the relay moved on (another upstream, or an answer of its own).
     fn connected(&mut self, env: &mut Env<'_>) -> Option<bool> {
-        let r = self.relay.as_deref_mut()?;
+        let r = relay_in(&mut self.slot)?;
         let up = r.up.as_mut()?;
         if !up.lent.connecting {
             return Some(true);
@@ -261,7 +272,7 @@ impl<T: Transport> Conn<T> {
         if !self.session.relay_body_pending() || self.rlen == 0 {
             return Ok(false);
         }
-        let r = self.relay.as_deref_mut().expect("relay");
+        let r = relay_in(&mut self.slot).expect("relay");
         let take = self
             .rlen
             .min(WINDOW.saturating_sub(r.to_up.len() - r.to_up_pos));
@@ -287,7 +298,7 @@ impl<T: Transport> Conn<T> {
 
     /// Sends what the upstream window holds, until it is empty or the socket is full.
     fn send_up(&mut self) -> bool {
-        let r = self.relay.as_deref_mut().expect("relay");
+        let r = relay_in(&mut self.slot).expect("relay");
         let up = r.up.as_mut().expect("connected");
         let mut sent = false;
         while up.writable && r.to_up_pos < r.to_up.len() {
@@ -316,7 +327,7 @@ impl<T: Transport> Conn<T> {
     fn receive(&mut self, env: &mut Env<'_>) -> Result<bool, Step> {
         let mut moved = false;
         loop {
-            let r = self.relay.as_deref_mut().expect("relay");
+            let r = relay_in(&mut self.slot).expect("relay");
             if matches!(r.resp, Resp::Done) {
                 return Ok(moved);
             }
@@ -324,7 +335,7 @@ impl<T: Transport> Conn<T> {
                 moved = true;
                 continue;
             }
-            let r = self.relay.as_deref_mut().expect("relay");
+            let r = relay_in(&mut self.slot).expect("relay");
             let up = r.up.as_mut().expect("connected");
             let backlog = self.out.buf.len() - self.out.pos;
             if !up.readable || backlog >= WINDOW || r.from_up.len() >= WINDOW {
@@ -349,7 +360,7 @@ impl<T: Transport> Conn<T> {
 
     /// Moves upstream bytes into the client's output: `Ok(true)` when some moved.
     fn relay_bytes(&mut self, env: &mut Env<'_>) -> Result<bool, Step> {
-        let r = self.relay.as_deref_mut().expect("relay");
+        let r = relay_in(&mut self.slot).expect("relay");
         match &mut r.resp {
             Resp::Head => {
                 // An HTTP/1.0 client knows neither chunked bodies nor interim answers.
@@ -455,7 +466,7 @@ impl<T: Transport> Conn<T> {
 
     /// The upstream closed (or failed) its side.
     fn upstream_eof(&mut self, env: &mut Env<'_>) -> Step {
-        let r = self.relay.as_deref_mut().expect("relay");
+        let r = relay_in(&mut self.slot).expect("relay");
         match r.resp {
             Resp::Close => {
                 r.resp = Resp::Done;
@@ -494,7 +505,7 @@ impl<T: Transport> Conn<T> {
     }
 
     fn bad_upstream(&mut self, env: &mut Env<'_>, why: &str) -> Step {
-        let r = self.relay.as_deref_mut().expect("relay");
+        let r = relay_in(&mut self.slot).expect("relay");
         log::warn!("bad answer from upstream {}: {why}", r.name());
         if r.sent {
             self.abort(env);
@@ -508,7 +519,7 @@ impl<T: Transport> Conn<T> {
 
     /// Connects to the next upstream of the route, or fails the request when none is left.
     fn connect_next(&mut self, env: &mut Env<'_>) {
-        let r = self.relay.as_deref_mut().expect("relay");
+        let r = relay_in(&mut self.slot).expect("relay");
         let picked = env.upstreams().pick(r.route, &r.tried, env.ctx.now);
         // An upgrade never takes a pooled connection: it will not give it back.
         let pooled_ok = r.upgrade.is_none();
@@ -519,7 +530,7 @@ impl<T: Transport> Conn<T> {
     }
 
     fn connect_to(&mut self, addr: SocketAddr, pooled_ok: bool, env: &mut Env<'_>) {
-        let r = self.relay.as_deref_mut().expect("relay");
+        let r = relay_in(&mut self.slot).expect("relay");
         r.tried.push(addr);
         let lent = env.upstreams().lend(addr, env.key, env.poller, pooled_ok);
         match lent {
@@ -558,7 +569,7 @@ impl<T: Transport> Conn<T> {
     /// close when nothing of an answer went out yet, else just close. The upstream connection,
     /// holding part of a request, is closed either way.
     fn body_failed(&mut self, env: &mut Env<'_>, status: u16) {
-        let r = self.relay.as_deref_mut().expect("relay");
+        let r = relay_in(&mut self.slot).expect("relay");
         if r.sent {
             self.abort(env);
         } else {
@@ -569,7 +580,7 @@ impl<T: Transport> Conn<T> {
 
     /// No upstream could answer: answer 502/504 ourselves (or the status `failure` names).
     fn fail(&mut self, env: &mut Env<'_>) {
-        let mut r = self.relay.take().expect("relay");
+        let mut r = self.take_relay();
         if let Some(up) = r.up.take() {
             env.upstreams().close(up.lent, env.poller);
         }
@@ -582,7 +593,7 @@ impl<T: Transport> Conn<T> {
 
     /// The answer broke off after bytes of it went out: the client connection closes.
     fn abort(&mut self, env: &mut Env<'_>) {
-        let mut r = self.relay.take().expect("relay");
+        let mut r = self.take_relay();
         if let Some(up) = r.up.take() {
             env.upstreams().close(up.lent, env.poller);
         }
@@ -594,7 +605,7 @@ impl<T: Transport> Conn<T> {
 
     /// The answer is complete: the upstream connection goes back to the pool if it can.
     fn finish(&mut self, env: &mut Env<'_>) {
-        let mut r = self.relay.take().expect("relay");
+        let mut r = self.take_relay();
         let name = r.name();
         if let Some(up) = r.up.take() {
             let clean = r.reusable
@@ -618,7 +629,7 @@ impl<T: Transport> Conn<T> {
     /// and a tunnel takes the upstream connection, the bytes either side already buffered past
     /// the heads, and the place among the tunnels.
     fn switch_to_tunnel(&mut self, env: &mut Env<'_>) {
-        let mut r = self.relay.take().expect("relay");
+        let mut r = self.take_relay();
         let up = r.up.take().expect("connected");
         let place = r.upgrade.take().expect("an upgrade");
         let name = up.lent.addr.to_string();
@@ -634,13 +645,13 @@ impl<T: Transport> Conn<T> {
         let tunnel = Tunnel::new(
             up, to_up, early_down, self.eof, r.line, name, self.peer, started, place,
         );
-        self.tunnel = Some(Box::new(tunnel));
+        self.slot = Slot::Tunnel(Box::new(tunnel));
         self.sched.wrote = true;
     }
 
     /// Which deadline applies while relaying.
     pub(super) fn relay_timer(&self) -> Option<TimerKind> {
-        let r = self.relay.as_ref()?;
+        let r = relay_of(&self.slot)?;
         Some(if r.connecting() {
             TimerKind::Connect
         } else if self.session.relay_body_pending() {

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::relay::{Up, WINDOW};
 use super::transport::{self, Io, Transport};
-use super::{Conn, Env, Flush, Life, Next};
+use super::{Conn, Env, Flush, Life, Next, Slot, tunnel_in};
 use crate::http::access::Line;
 use crate::http::session::Exchange;
 use crate::proxy::upstream::Lent;
@@ -219,7 +219,7 @@ impl Drop for Tunnel {
 impl<T: Transport> Conn<T> {
     /// True while the connection is a tunnel.
     pub(super) fn tunnelling(&self) -> bool {
-        self.tunnel.is_some()
+        matches!(self.slot, Slot::Tunnel(_))
     }
 
     /// One turn of a tunnel: write to the client, send to the upstream, then read either side as
@@ -242,7 +242,7 @@ impl<T: Transport> Conn<T> {
                     }
                 }
             }
-            let t = self.tunnel.as_deref_mut().expect("tunnel");
+            let t = tunnel_in(&mut self.slot).expect("tunnel");
             if self.out.is_empty() && t.downward == Half::Ending {
                 self.io.shutdown_write();
                 t.downward = Half::Shut;
@@ -349,7 +349,7 @@ impl<T: Transport> Conn<T> {
                     env.pools.put_write(std::mem::take(&mut self.out.buf));
                     self.out.clear();
                 }
-                let t = self.tunnel.as_deref_mut().expect("tunnel");
+                let t = tunnel_in(&mut self.slot).expect("tunnel");
                 if t.pending_up() == 0 && t.to_up.capacity() > 0 {
                     env.pools.put_write(std::mem::take(&mut t.to_up));
                     t.to_up_pos = 0;
