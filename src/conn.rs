@@ -214,6 +214,7 @@ pub struct Env<'a> {
     /// to read.
     pub draining: bool,
     /// The way to the proactor's workers, when handlers run there.
+    #[cfg(feature = "models")]
     pub workers: Option<&'a mut crate::models::proactor::Link>,
 }
 
@@ -492,6 +493,8 @@ impl<T: Transport> Conn<T> {
                     let (session, out) = (&mut self.session, &mut self.out);
                     match route::route(session, out, self.peer, head, &req, env) {
                         route::Routed::Answered => {}
+                        // (Answered is all there is without the proxy and the models.)
+                        #[allow(unreachable_patterns)]
                         elsewhere => break elsewhere,
                     }
                 }
@@ -504,6 +507,7 @@ impl<T: Transport> Conn<T> {
             route::Routed::Answered => {}
             #[cfg(feature = "proxy")]
             route::Routed::Forward(start) => self.start_relay(start),
+            #[cfg(feature = "models")]
             route::Routed::Defer(head) => {
                 if let Some(link) = env.workers.as_deref_mut() {
                     link.submit(crate::models::proactor::Job {

@@ -21,6 +21,7 @@ pub enum Routed {
     #[cfg(feature = "proxy")]
     Forward(super::relay::Start),
     /// The head (copied) goes to a worker thread.
+    #[cfg(feature = "models")]
     Defer(Box<[u8]>),
 }
 
@@ -29,6 +30,11 @@ pub fn route(
     session: &mut Session,
     out: &mut Output,
     peer: Option<IpAddr>,
+    // Only forwarding and deferring need the head's bytes.
+    #[cfg_attr(
+        not(any(feature = "proxy", feature = "models")),
+        allow(unused_variables)
+    )]
     head: &[u8],
     req: &Request<'_>,
     env: &mut Env<'_>,
@@ -37,6 +43,7 @@ pub fn route(
     if let Some(routed) = forward(session, out, peer, head, req, env) {
         return routed;
     }
+    #[cfg(feature = "models")]
     if env.workers.is_some() {
         session.await_answer(false);
         return Routed::Defer(head.into());

@@ -224,6 +224,7 @@ impl Harness {
                 tunnels: &self.tunnels,
                 key: 0,
                 draining: false,
+                #[cfg(feature = "models")]
                 workers: None,
             };
             last = conn.drive(&mut env);

@@ -3,7 +3,9 @@
 
 #[cfg(feature = "models")]
 pub mod pooled;
+#[cfg(feature = "models")]
 pub mod proactor;
+#[cfg(feature = "models")]
 pub mod queue;
 
 #[cfg(feature = "models")]

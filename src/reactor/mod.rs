@@ -72,6 +72,7 @@ macro_rules! env {
             tunnels: &$r.tunnels,
             key: $key,
             draining: $r.draining_until.is_some(),
+            #[cfg(feature = "models")]
             workers: $r.proactor.as_mut(),
         }
     };
@@ -190,6 +191,7 @@ pub struct Reactor {
     wake_at: Option<Instant>,
     /// Handlers run on worker threads (`proactor-pool`). In every build: `env!` reads it (it is
     /// always `None` without the models).
+    #[cfg(feature = "models")]
     proactor: Option<crate::models::proactor::Link>,
     /// Loops to stop with this one (the shards of a sharded server).
     #[cfg(feature = "models")]
@@ -247,6 +249,7 @@ impl Reactor {
             lent: false,
             #[cfg(feature = "models")]
             wake_at: None,
+            #[cfg(feature = "models")]
             proactor: None,
             #[cfg(feature = "models")]
             peers: Vec::new(),
