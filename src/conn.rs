@@ -3,8 +3,10 @@
 //! - The transport ([`transport`]) moves bytes: plain TCP here, a scripted fake in the tests.
 //!   Readiness flags say what it can do without blocking; they are set by the loop's edges and
 //!   cleared only when a call meets `WouldBlock`.
-//! - What it speaks: an HTTP [`Session`] (the sans-I/O core, which hands out request heads that
-//!   [`route`] answers), with a relay to an upstream while a request is forwarded.
+//! - What it speaks (`Slot`): HTTP, answered here; HTTP with the request in progress relayed to
+//!   an upstream (`relay`); or, after a relayed 101, a tunnel carrying bytes both ways
+//!   (`tunnel`). Beside the slot, the HTTP [`Session`] (the sans-I/O core) hands out request
+//!   heads, which `route` answers.
 //! - Its lifecycle ([`Life`]): open, lingering after the last answer, closed; changed in one
 //!   place, `set_life`.
 //!

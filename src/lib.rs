@@ -4,13 +4,16 @@
 //! ```text
 //! listener ──accept (drain until WouldBlock)──▶ slab<Conn> (key = poller key)
 //! poller.wait(edge) ─▶ readiness flags on Conn ─▶ Conn::drive()
-//!     read until WouldBlock (budgeted) ─▶ Session (sans-I/O): bytes ─▶ requests ─▶ Files
-//!     output: [head bytes | file range] ─▶ send / sendfile until WouldBlock
-//!     keep-alive ─▶ back to reading   |   close ─▶ slab slot freed
+//!     transport (plain TCP): read / write / sendfile, one result type (Io)
+//!     protocol slot: HTTP session (sans-I/O: bytes in, events out) ─▶ route: files | relay
+//!                    relay to an upstream ─▶ on 101: tunnel (bytes both ways)
+//!     output: [head bytes | file range] ─▶ transport
+//!     lifecycle: open ─▶ lingering ─▶ closed (the slab slot is freed)
 //! ```
 //!
-//! The protocol core ([`http`]) does no I/O, so it runs unchanged in unit tests and fuzz targets;
-//! sockets, files and the poller live in [`reactor`], [`conn`] and [`files`].
+//! The protocol core ([`http`]) does no I/O and imports nothing else of the server, so it runs
+//! unchanged in unit tests and fuzz targets; sockets, files and the poller live in [`reactor`],
+//! [`conn`], [`files`] and [`proxy`].
 #![forbid(unsafe_op_in_unsafe_fn)]
 // Every unsafe block says why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
