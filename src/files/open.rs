@@ -5,6 +5,11 @@
 //! (the race a `canonicalize` + `starts_with` + `open` sequence has) cannot lead outside.
 //! Symlinks that stay inside the root still work; one leading outside fails with EXDEV.
 //! The kind of what was opened comes from `fstat` on the descriptor, never from the path.
+//!
+//! Where `openat2` is missing (Linux before 5.6, which small boards still run; valgrind; some
+//! seccomp sandboxes) the file is opened relative to the root's descriptor and the descriptor
+//! itself is checked: its real path (`/proc/self/fd/N`) must lie below the root's. That is
+//! race-free too (what is checked is what was opened), at the cost of one `readlink` per open.
 
 use std::ffi::CString;
 use std::fs::{File, Metadata};
@@ -19,6 +24,8 @@ pub struct Root {
     fd: OwnedFd,
     /// RESOLVE_BENEATH: refuse symlinks (and anything else) leading outside the root.
     beneath: bool,
+    /// Without `openat2`: the root's real path, which every opened file's must start with.
+    fallback: Option<std::path::PathBuf>,
 }
 
 /// What a path below the root names.
@@ -37,6 +44,15 @@ impl Root {
     /// the kernel has no `openat2` (before Linux 5.6): serving without it would reopen the race
     /// this module exists to close.
     pub fn new(path: &Path, follow_symlinks_outside: bool) -> io::Result<Root> {
+        Root::open_root(path, follow_symlinks_outside, false)
+    }
+
+    /// `new`, or with `checked_only` the way it works where `openat2` is missing (for tests).
+    fn open_root(
+        path: &Path,
+        follow_symlinks_outside: bool,
+        checked_only: bool,
+    ) -> io::Result<Root> {
         let c = CString::new(path.as_os_str().as_bytes())?;
         // SAFETY: `c` is a valid NUL-terminated path; the flags ask for no file creation.
         let fd = unsafe {
@@ -50,17 +66,34 @@ impl Root {
         }
         // SAFETY: `fd` was just returned by open(2) and is owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let root = Root {
+        let mut root = Root {
             fd,
             beneath: !follow_symlinks_outside,
+            fallback: None,
         };
-        match root.openat2(c".") {
-            Ok(_) => Ok(root),
+        let probe = if checked_only {
+            Err(io::Error::from_raw_os_error(libc::ENOSYS))
+        } else {
+            root.openat2(c".").map(drop)
+        };
+        match probe {
+            Ok(()) => Ok(root),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-                Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("openat2(2) is unavailable ({e}); Linux 5.6 or later is needed"),
-                ))
+                let real = std::fs::canonicalize(path)?;
+                // The check needs /proc: without it there is no safe way to serve.
+                std::fs::read_link(format!("/proc/self/fd/{}", root.fd.as_raw_fd())).map_err(
+                    |p| {
+                        io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!("openat2(2) is unavailable ({e}) and so is /proc ({p})"),
+                        )
+                    },
+                )?;
+                log::warn!(
+                    "openat2(2) is unavailable ({e}): checking the real path of every file opened"
+                );
+                root.fallback = Some(real);
+                Ok(root)
             }
             Err(e) => Err(e),
         }
@@ -75,7 +108,10 @@ impl Root {
         } else {
             CString::new(rel).map_err(|_| io::Error::from(io::ErrorKind::InvalidFilename))?
         };
-        let file = self.openat2(&c)?;
+        let file = match &self.fallback {
+            None => self.openat2(&c)?,
+            Some(real_root) => self.openat_checked(&c, real_root)?,
+        };
         let meta = file.metadata()?;
         if meta.is_dir() {
             Ok(Opened::Dir)
@@ -85,6 +121,28 @@ impl Root {
             // A FIFO, socket or device: opened without blocking (O_NONBLOCK), never served.
             Err(io::Error::from(io::ErrorKind::PermissionDenied))
         }
+    }
+
+    /// Opens `rel` below the root with plain `openat`, then checks where the descriptor really
+    /// leads (unless symlinks may leave the root): below the root, or refused as `openat2`
+    /// refuses it (EXDEV).
+    fn openat_checked(&self, rel: &std::ffi::CStr, real_root: &Path) -> io::Result<File> {
+        let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+        // SAFETY: a valid directory descriptor and a NUL-terminated relative path; the flags
+        // create nothing.
+        let fd = unsafe { libc::openat(self.fd.as_raw_fd(), rel.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        let file = unsafe { File::from_raw_fd(fd) };
+        if self.beneath {
+            let real = std::fs::read_link(format!("/proc/self/fd/{fd}"))?;
+            if !real.starts_with(real_root) {
+                return Err(io::Error::from_raw_os_error(libc::EXDEV));
+            }
+        }
+        Ok(file)
     }
 
     fn openat2(&self, rel: &std::ffi::CStr) -> io::Result<File> {
@@ -118,5 +176,110 @@ impl Root {
             }
         }
         Err(io::Error::from_raw_os_error(libc::EAGAIN))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree(tag: &str) -> std::path::PathBuf {
+        let base =
+            std::env::temp_dir().join(format!("edgeserve-open-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("root/d")).unwrap();
+        std::fs::create_dir_all(base.join("out")).unwrap();
+        std::fs::write(base.join("root/d/f"), b"inside").unwrap();
+        std::fs::write(base.join("out/f"), b"SECRET").unwrap();
+        symlink("d", base.join("root/near")).unwrap();
+        symlink(base.join("out"), base.join("root/far")).unwrap();
+        base
+    }
+
+    fn content(o: io::Result<Opened>) -> io::Result<Vec<u8>> {
+        match o? {
+            Opened::File(mut f, _) => {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut v)?;
+                Ok(v)
+            }
+            Opened::Dir => Ok(b"dir".to_vec()),
+        }
+    }
+
+    /// Both ways of opening agree: a symlink inside the root is followed, one leading out is
+    /// refused (EXDEV), and `--follow-symlinks` lets it out.
+    #[test]
+    fn symlinks_leading_out_are_refused_either_way() {
+        let base = tree("modes");
+        for checked in [false, true] {
+            let root = Root::open_root(&base.join("root"), false, checked).unwrap();
+            assert_eq!(
+                content(root.open(b"near/f")).unwrap(),
+                b"inside",
+                "checked {checked}"
+            );
+            let err = content(root.open(b"far/f")).unwrap_err();
+            assert_eq!(
+                err.raw_os_error(),
+                Some(libc::EXDEV),
+                "checked {checked}: {err}"
+            );
+            let free = Root::open_root(&base.join("root"), true, checked).unwrap();
+            assert_eq!(
+                content(free.open(b"far/f")).unwrap(),
+                b"SECRET",
+                "checked {checked}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// The fallback checks what it opened, not a name: a directory swapped for a symlink to the
+    /// outside while files are opened through it never yields the outside file.
+    #[test]
+    fn the_checked_fallback_has_no_race() {
+        let base = tree("race");
+        let root = Root::open_root(&base.join("root"), false, true).unwrap();
+        let (a, b) = (base.join("root/d"), base.join("root/far"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let stop = std::sync::Arc::clone(&stop);
+            let (a, b) = (
+                CString::new(a.as_os_str().as_bytes()).unwrap(),
+                CString::new(b.as_os_str().as_bytes()).unwrap(),
+            );
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 200_000 {
+                    // SAFETY: two valid NUL-terminated paths and a flag this kernel knows.
+                    unsafe {
+                        libc::renameat2(
+                            libc::AT_FDCWD,
+                            a.as_ptr(),
+                            libc::AT_FDCWD,
+                            b.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                    n += 1;
+                }
+            })
+        };
+        let (mut inside, mut refused) = (0, 0);
+        for _ in 0..5000 {
+            match content(root.open(b"d/f")) {
+                Ok(v) => {
+                    assert_eq!(v, b"inside", "served the outside file");
+                    inside += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(refused > 0 || inside > 0);
+        let _ = std::fs::remove_dir_all(&base);
     }
 }
