@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -22,6 +23,15 @@ struct Logger {
     access_path: Option<PathBuf>,
     level: LevelFilter,
     color: bool,
+}
+
+/// An access log is open: checked once per request, before anything is formatted (cheaper
+/// than asking the `log` facade, which calls the logger through a vtable).
+static ACCESS_ON: AtomicBool = AtomicBool::new(false);
+
+/// True when access lines go somewhere.
+pub fn access_enabled() -> bool {
+    ACCESS_ON.load(Ordering::Relaxed)
 }
 
 /// The installed logger, for [`reopen`].
@@ -52,6 +62,7 @@ pub fn init(access: &AccessLog, level: LevelFilter) -> Result<(), String> {
     };
     if log::set_logger(logger).is_ok() {
         log::set_max_level(max);
+        ACCESS_ON.store(logger.access.is_some(), Ordering::Relaxed);
         let _ = LOGGER.set(logger);
     }
     Ok(())
@@ -130,12 +141,12 @@ thread_local! {
 /// `upstream` names the server a proxied answer came from. Nothing is formatted when the
 /// access log is off.
 pub fn access(peer: Option<IpAddr>, date: &str, x: &Exchange<'_>, upstream: Option<&str>) {
-    if !log::log_enabled!(target: ACCESS, Level::Info) {
+    if !access_enabled() {
         return;
     }
     LINE.with_borrow_mut(|buf| {
         buf.clear();
-        access::format(buf, peer, date, x.line, x.status, x.bytes, x.took);
+        access::format(buf, peer, date, x.line, x.status, x.bytes, x.took());
         if let Some(up) = upstream {
             buf.extend_from_slice(b" upstream=");
             buf.extend_from_slice(up.as_bytes());

@@ -33,7 +33,7 @@ const BIG: usize = 40 * 1024;
 /// The access line of an exchange, as the server formats it (no peer, date `-`).
 fn access_line(x: &Exchange<'_>) -> String {
     let mut buf = Vec::new();
-    access::format(&mut buf, None, "-", x.line, x.status, x.bytes, x.took);
+    access::format(&mut buf, None, "-", x.line, x.status, x.bytes, x.took());
     String::from_utf8(buf).expect("access lines are ASCII")
 }
 

@@ -28,7 +28,8 @@ impl Io {
         match r {
             Ok(0) => Io::Closed,
             Ok(n) => Io::Done(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Io::WouldBlock,
+            // The raw code, not `kind()`: this is the end of every drain, once per edge.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Io::WouldBlock,
             Err(e) => Io::Error(e),
         }
     }
@@ -38,7 +39,7 @@ impl Io {
 fn retrying(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
     loop {
         match f() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
             r => return r,
         }
     }

@@ -190,7 +190,7 @@ impl Tunnel {
     /// The access line: status 101, the bytes that went to the client, the time since the
     /// request's first byte, the upstream and the bytes that went to it.
     fn log(&self) {
-        if !log::log_enabled!(target: crate::logging::ACCESS, log::Level::Info) {
+        if !crate::logging::access_enabled() {
             return;
         }
         let dates = crate::http::date::DateCache::default();
@@ -198,7 +198,8 @@ impl Tunnel {
             line: Line::Raw(&self.line),
             status: 101,
             bytes: self.bytes_down,
-            took: self.started.elapsed(),
+            started: self.started,
+            answered: Instant::now(),
         };
         let upstream = format!("{} up={}", self.upstream, self.bytes_up);
         crate::logging::access(self.peer, dates.clf(), &x, Some(&upstream));

@@ -67,8 +67,17 @@ pub struct Exchange<'a> {
     pub status: u16,
     /// Body bytes sent (0 for HEAD).
     pub bytes: u64,
-    /// From the request's first byte to its answer being queued.
-    pub took: Duration,
+    /// When the request's first byte arrived, and when its answer was queued.
+    pub started: Instant,
+    pub answered: Instant,
+}
+
+impl Exchange<'_> {
+    /// From the request's first byte to its answer being queued (worked out only when a line
+    /// is written: most servers log nothing).
+    pub fn took(&self) -> Duration {
+        self.answered.saturating_duration_since(self.started)
+    }
 }
 
 /// Output queued beyond this many bytes stops the parsing of further pipelined requests until the
@@ -554,12 +563,12 @@ impl Session {
         status: u16,
         bytes: u64,
     ) -> Exchange<'l> {
-        let started = self.started.take().unwrap_or(ctx.now);
         Exchange {
             line,
             status,
             bytes,
-            took: ctx.now.saturating_duration_since(started),
+            started: self.started.take().unwrap_or(ctx.now),
+            answered: ctx.now,
         }
     }
 }
