@@ -1,6 +1,8 @@
 //! `files::path::resolve`: whatever it accepts is a relative path of plain segments (none empty,
 //! `.`, `..`, or holding `/`, `\` or NUL) that stays below the root once joined to it, and
-//! percent-encoding its segments again resolves to the same path. No file system access.
+//! percent-encoding its segments again resolves to the same path. The file cache's key agrees:
+//! `normalize_into` gives a normal path (`is_normal`), a normal path is its own key, and every
+//! accepted path's key names the same segments. No file system access.
 //!
 //! Input: the request path (bytes taken as UTF-8, lossily; real targets are ASCII).
 #![no_main]
@@ -8,11 +10,24 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use edgeserve::files::path::resolve;
+use edgeserve::files::path::{is_normal, normalize_into, resolve};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let path = String::from_utf8_lossy(data);
+    let mut key = Vec::new();
+    let keyed = normalize_into(&path, &mut key).is_ok();
+    assert_eq!(keyed, resolve(&path).is_ok(), "{path:?}: the cache key and resolve disagree");
+    if is_normal(&path) {
+        assert_eq!(key, path.as_bytes(), "{path:?} is normal but keys as {key:?}");
+    }
+    // (Decoded segments may be any bytes; `is_normal` judges text.)
+    if keyed && let Ok(key) = String::from_utf8(key.clone()) {
+        assert!(
+            is_normal(&key) || key.contains('%') || key.contains('\\'),
+            "{path:?} keys as {key:?}, not normal"
+        );
+    }
     let Ok(rel) = resolve(&path) else { return };
     assert!(path.starts_with('/'), "accepted a path without a leading /");
     assert!(rel.is_relative(), "{rel:?}");

@@ -113,7 +113,7 @@ pub struct Files {
     fd_budget: usize,
     /// Entries unused for this long are dropped at the next sweep.
     idle: Duration,
-    last_sweep: Instant,
+    next_sweep: Instant,
     /// The answer for a request that could not be cached, and its descriptor until the reply
     /// takes it.
     transient: Option<Entry>,
@@ -182,7 +182,7 @@ impl Files {
         Ok(Files {
             fd_budget: descriptor_budget(cfg.cache_entries, nofile()),
             idle: (cfg.cache_valid * IDLE_INTERVALS).max(MIN_IDLE),
-            last_sweep: Instant::now(),
+            next_sweep: Instant::now(),
             cfg,
             root,
             index: HashMap::default(),
@@ -250,10 +250,11 @@ impl Files {
     /// Every `idle / 4`, drops the entries unused for `idle`, closing their descriptors: a full
     /// scan, but at most four per idle period, so a few nanoseconds a request amortised.
     fn sweep(&mut self, now: Instant) {
-        if now.duration_since(self.last_sweep) < self.idle / 4 {
+        // A comparison, not a subtraction: this runs on every request.
+        if now < self.next_sweep {
             return;
         }
-        self.last_sweep = now;
+        self.next_sweep = now + self.idle / 4;
         let idle = self.idle;
         self.retain(|e| now.duration_since(e.used) < idle);
         self.transient = None;

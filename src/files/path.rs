@@ -47,17 +47,24 @@ fn segments(path: &str) -> Result<Vec<Vec<u8>>, PathError> {
 /// no `%`, `\` or NUL, no empty, `.` or `..` segment (a final empty one, the trailing slash
 /// of a directory, is fine). A cheap scan, no allocation: the hot path's test.
 pub fn is_normal(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    if rest.bytes().any(|b| matches!(b, b'%' | b'\\' | 0)) {
+    // One pass over the bytes (this runs on every request): each segment is judged at the `/`
+    // that ends it, the end of the path counting as one.
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
         return false;
     }
-    let mut segs = rest.split('/').peekable();
-    while let Some(seg) = segs.next() {
-        let last = segs.peek().is_none();
-        if matches!(seg, "." | "..") || (seg.is_empty() && !last) {
-            return false;
+    let mut start = 1;
+    for i in 1..=b.len() {
+        match b.get(i).copied().unwrap_or(b'/') {
+            b'%' | b'\\' | 0 => return false,
+            b'/' => {
+                let seg = &b[start..i];
+                if seg == b"." || seg == b".." || (seg.is_empty() && i < b.len()) {
+                    return false;
+                }
+                start = i + 1;
+            }
+            _ => {}
         }
     }
     true
