@@ -1,7 +1,8 @@
 //! Upstream response heads: `proxy::message::response_head` never panics, and a head it accepts
 //! is rewritten into one that tells the client exactly the framing the relay will use. The
-//! client head (plus the `Connection` line the relay adds and the final CRLF) parses with
-//! httparse as a response with the same status, holds no `Connection` of the upstream's, and its
+//! client head (plus the `Connection` line the relay adds and the final CRLF; a 101 has its own
+//! `Connection: upgrade`) parses with httparse as a response with the same status, holds no
+//! `Connection` of the upstream's, and its
 //! Content-Length / Transfer-Encoding agree with the returned `Framing` (for an HTTP/1.0 client,
 //! `dechunk`, a chunked body is decoded and runs to the close, so no Transfer-Encoding is left).
 //!
@@ -26,8 +27,15 @@ fn check(data: &[u8], method: Method, dechunk: bool) {
         return;
     };
     assert!(n <= data.len() && n > 0);
+    // A 101 says `Connection: upgrade` itself (the relay hands it to a tunnel as it is);
+    // every other head gets the relay's own Connection line.
+    let switching = head.status == 101;
     let mut client = head.head.clone();
-    client.extend_from_slice(b"Connection: keep-alive\r\n\r\n");
+    if switching {
+        client.extend_from_slice(b"\r\n");
+    } else {
+        client.extend_from_slice(b"Connection: keep-alive\r\n\r\n");
+    }
     let mut headers = [httparse::EMPTY_HEADER; 160];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(&client) {
@@ -46,7 +54,8 @@ fn check(data: &[u8], method: Method, dechunk: bool) {
             .map(|h| h.value)
             .collect::<Vec<_>>()
     };
-    assert_eq!(field("connection"), [b"keep-alive"], "upstream Connection leaked");
+    let ours: &[u8] = if switching { b"upgrade" } else { b"keep-alive" };
+    assert_eq!(field("connection"), [ours], "upstream Connection leaked");
     let lengths: Vec<u64> = field("content-length")
         .iter()
         .map(|v| std::str::from_utf8(v).unwrap().parse().unwrap())
