@@ -317,6 +317,19 @@ impl<T: Transport> Conn<T> {
         self.session.close_after_current(self.rlen);
     }
 
+    /// Shutdown has begun: answers from now on close. What the client sent before is still read
+    /// (the readiness flag is set: a read that finds nothing clears it), so a request it had
+    /// begun is finished rather than cut.
+    pub fn begin_shutdown(&mut self) {
+        self.session.stop_keep_alive();
+        self.readable = true;
+    }
+
+    /// True once [`Conn::begin_shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.session.is_stopping()
+    }
+
     /// The request-head deadline passed: answer 408 and close.
     pub fn request_timed_out(&mut self, env: &mut Env<'_>) {
         self.ensure_out(env);

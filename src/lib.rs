@@ -114,6 +114,11 @@ impl ServerHandle {
         self.request(reactor::Stop::NOW);
     }
 
+    /// True once every loop of the server has finished.
+    pub fn is_done(&self) -> bool {
+        self.loops.iter().all(|(_, stop)| stop.is_done())
+    }
+
     fn request(&self, level: u8) {
         for (poller, stop) in &self.loops {
             stop.request(level);

@@ -214,6 +214,16 @@ impl Session {
         matches!(self.phase, Phase::Awaiting { .. })
     }
 
+    /// No response from now on keeps the connection open (shutdown has begun).
+    pub fn stop_keep_alive(&mut self) {
+        self.keep_alive_allowed = false;
+    }
+
+    /// True once [`Session::stop_keep_alive`] (or `close_after_current`) was called.
+    pub fn is_stopping(&self) -> bool {
+        !self.keep_alive_allowed
+    }
+
     /// Makes the next response the last (graceful shutdown). An idle session closes at once.
     pub fn close_after_current(&mut self, buffered: usize) {
         self.keep_alive_allowed = false;

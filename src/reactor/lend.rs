@@ -134,7 +134,12 @@ impl Reactor {
             conn.sched.scheduled = None;
         }
         if self.draining_until.is_some() && next != Next::Close {
-            if conn.is_idle() {
+            if !conn.is_shutting_down() {
+                // Back for the first time since shutdown began: it reads once more what it was
+                // sent before (bytes may have come after the thread's last read), then decides.
+                conn.begin_shutdown();
+                next = Next::Again;
+            } else if conn.is_idle() {
                 next = Next::Close;
             } else {
                 conn.close_after_current();

@@ -91,6 +91,9 @@ pub use accept::SharedLimit;
 #[cfg(feature = "models")]
 pub use lend::Taken;
 
+/// How often a loop that is done but waits for its peers looks at them.
+const PEER_POLL: Duration = Duration::from_millis(50);
+
 const LISTENER: usize = usize::MAX - 1;
 const SIGNALS: usize = usize::MAX - 2;
 
@@ -114,7 +117,11 @@ pub enum Held {
 
 /// How far a stop asked from another thread (or a shard's peer) has gone; it only rises.
 #[derive(Default)]
-pub struct Stop(std::sync::atomic::AtomicU8);
+pub struct Stop {
+    level: std::sync::atomic::AtomicU8,
+    /// The loop has finished (its `run` returns).
+    done: std::sync::atomic::AtomicBool,
+}
 
 impl Stop {
     pub const NONE: u8 = 0;
@@ -124,11 +131,19 @@ impl Stop {
     pub const NOW: u8 = 2;
 
     pub fn request(&self, level: u8) {
-        self.0.fetch_max(level, Ordering::Relaxed);
+        self.level.fetch_max(level, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> u8 {
-        self.0.load(Ordering::Relaxed)
+        self.level.load(Ordering::Relaxed)
+    }
+
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
     }
 }
 
@@ -282,6 +297,11 @@ impl Reactor {
         self.peers = peers;
     }
 
+    /// A peer loop (another shard) is still finishing its connections.
+    fn peers_busy(&self) -> bool {
+        self.peers().iter().any(|p| !p.is_done())
+    }
+
     #[cfg(feature = "models")]
     fn peers(&self) -> &[crate::ServerHandle] {
         &self.peers
@@ -416,6 +436,10 @@ impl Reactor {
         log::logger().flush();
         if let Some(until) = self.draining_until
             && (self.conns.is_empty() || now >= until)
+            // The loop that hears the signals stays until its peers are done too, so that a
+            // second SIGTERM still stops them at once.
+            && (now >= until || !self.peers_busy())
+            && !self.finished
         {
             if !self.conns.is_empty() {
                 log::warn!(
@@ -424,6 +448,7 @@ impl Reactor {
                 );
             }
             self.finished = true;
+            self.stop.finish();
         }
         self.finished
     }
@@ -452,7 +477,17 @@ impl Reactor {
             self.set_wake_at(Some(now));
             return Some(Duration::ZERO);
         }
-        let wake_at = self.next_deadline();
+        let mut wake_at = self.next_deadline();
+        if self.draining_until.is_some() && self.conns.is_empty() {
+            // Done here: finish at once, or look at the peers again shortly (they may have
+            // finished since `after_wait` looked).
+            let soon = if self.peers_busy() {
+                now + PEER_POLL
+            } else {
+                now
+            };
+            wake_at = Some(wake_at.map_or(soon, |t| t.min(soon)));
+        }
         self.set_wake_at(wake_at);
         wake_at.map(|t| t.saturating_duration_since(now))
     }
@@ -537,7 +572,9 @@ impl Reactor {
             let _ = self.poller.delete(&l);
         }
         // Connections lent out are told when they come back (`put_back`), and so are those queued
-        // to be lent: they may have a request not read yet.
+        // to be lent: they may have a request not read yet. Every other one reads what it was
+        // sent before the signal (an event still on its way must not make the difference), then
+        // closes if that was nothing.
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         let lent = self.lent();
         for key in keys {
@@ -547,11 +584,19 @@ impl Reactor {
             if lent && c.sched.queued {
                 continue;
             }
+            c.begin_shutdown();
+            // Lent: a thread reads it, and `put_back` decides as below.
+            self.drive(key, now);
+            if lent {
+                continue;
+            }
+            let Some(c) = here(&mut self.conns, key) else {
+                continue; // closed by the drive
+            };
             if c.is_idle() {
                 self.close(key);
             } else {
                 c.close_after_current();
-                self.drive(key, now);
             }
         }
     }
