@@ -434,16 +434,9 @@ impl<T: Transport> Conn<T> {
                     return Next::Again;
                 }
             }
-            if !self.out.is_empty() && self.writable {
-                match self.flush(&mut budget) {
-                    Ok(Flush::Done) => progress = true,
-                    Ok(Flush::Blocked) => self.writable = false,
-                    Ok(Flush::Budget) => return Next::Again,
-                    Err(e) => {
-                        log::debug!("write: {e}");
-                        return self.set_life(Life::Closed);
-                    }
-                }
+            match self.write_pending(&mut budget) {
+                Ok(wrote) => progress |= wrote,
+                Err(next) => return next,
             }
             if self.out.is_empty() && self.out.buf.capacity() > 0 {
                 env.pools.put_write(std::mem::take(&mut self.out.buf));
@@ -575,6 +568,26 @@ impl<T: Transport> Conn<T> {
         match life {
             Life::Closed => Next::Close,
             Life::Open | Life::Lingering => Next::Wait,
+        }
+    }
+
+    /// Writes pending output while the transport takes it: `Ok(true)` when something went out,
+    /// `Err(next)` when the turn must end (the budget is spent, or the connection broke).
+    fn write_pending(&mut self, budget: &mut usize) -> Result<bool, Next> {
+        if self.out.is_empty() || !self.writable {
+            return Ok(false);
+        }
+        match self.flush(budget) {
+            Ok(Flush::Done) => Ok(true),
+            Ok(Flush::Blocked) => {
+                self.writable = false;
+                Ok(false)
+            }
+            Ok(Flush::Budget) => Err(Next::Again),
+            Err(e) => {
+                log::debug!("write: {e}");
+                Err(self.set_life(Life::Closed))
+            }
         }
     }
 

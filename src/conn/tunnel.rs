@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::relay::{Up, WINDOW};
 use super::transport::{self, Io, Transport};
-use super::{Conn, Env, Flush, Life, Next, Slot, tunnel_in};
+use super::{Conn, Env, Life, Next, Slot, tunnel_in};
 use crate::http::access::Line;
 use crate::http::session::Exchange;
 use crate::proxy::upstream::Lent;
@@ -232,16 +232,9 @@ impl<T: Transport> Conn<T> {
         loop {
             let mut progress = false;
             // Upstream bytes to the client.
-            if !self.out.is_empty() && self.writable {
-                match self.flush(&mut budget) {
-                    Ok(Flush::Done) => progress = true,
-                    Ok(Flush::Blocked) => self.writable = false,
-                    Ok(Flush::Budget) => return Next::Again,
-                    Err(e) => {
-                        log::debug!("tunnel: write to the client: {e}");
-                        return self.set_life(Life::Closed);
-                    }
-                }
+            match self.write_pending(&mut budget) {
+                Ok(wrote) => progress |= wrote,
+                Err(next) => return next,
             }
             let t = tunnel_in(&mut self.slot).expect("tunnel");
             if self.out.is_empty() && t.downward == Half::Ending {
