@@ -458,7 +458,11 @@ impl<T: Transport> Conn<T> {
             if self.readable && !self.eof && room && !backlog && !self.session.is_closed() {
                 self.ensure_rbuf(env);
                 match self.io.read(&mut self.rbuf[self.rlen..]) {
-                    Io::Closed => self.eof = true,
+                    Io::Closed => {
+                        self.eof = true;
+                        #[cfg(feature = "proxy")]
+                        self.client_gone(env);
+                    }
                     Io::Done(n) => {
                         self.rlen += n;
                         budget = budget.saturating_sub(n);

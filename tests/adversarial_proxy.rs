@@ -495,3 +495,66 @@ fn ambiguous_framing_is_refused_not_forwarded() {
     c.send(b"POST /api/a HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody");
     assert_eq!(c.response().body, b"POST /api/a body");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A client that leaves before the answer (found by review)
+// ---------------------------------------------------------------------------------------------
+
+/// A client that closes before any byte of the answer gives its upstream connection back at
+/// once, and an upgrade gives back its place among the tunnels: otherwise a client that fires
+/// requests at a slow upstream and disconnects holds two descriptors (and a tunnel place) per
+/// request at no cost to itself, until the upstream answers.
+#[test]
+fn a_client_gone_before_the_answer_frees_the_upstream_and_its_tunnel_place() {
+    use std::io::Read as _;
+    use std::net::TcpListener;
+    let site = site();
+    // An upstream that reads requests and never answers; it reports each connection's end.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    let (ended_tx, ended_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in listener.incoming().take(4) {
+            let Ok(mut s) = s else { continue };
+            let tx = ended_tx.clone();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                let _ = tx.send(Instant::now());
+            });
+        }
+    });
+    let server = proxy(&site, up_addr, |cfg| cfg.max_tunnels = Some(1));
+    let upgrade =
+        b"GET /api/ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let mut c = server.client();
+    c.send(upgrade);
+    std::thread::sleep(Duration::from_millis(200));
+    let left = Instant::now();
+    drop(c);
+    let ended = ended_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the upstream connection was kept after the client left");
+    assert!(ended.duration_since(left) < Duration::from_secs(2));
+    // The place is free again: the next upgrade is forwarded, not refused with 503.
+    let mut c = server.client();
+    c.send(upgrade);
+    c.expect_silence(
+        Duration::from_millis(300),
+        "the second upgrade waits for its upstream",
+    );
+    drop(c);
+    // An ordinary forwarded request frees its upstream connection the same way.
+    let mut c = server.client();
+    c.send(b"GET /api/slow HTTP/1.1\r\nHost: t\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    c.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    let _ = ended_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("second upgrade's end");
+    let ended = ended_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the upstream connection was kept after the client left");
+    assert!(ended.elapsed() < Duration::from_secs(5));
+}

@@ -591,6 +591,23 @@ impl<T: Transport> Conn<T> {
         route::log(env, self.peer, &x, Some(&r.name()));
     }
 
+    /// The client closed its side before any byte of the answer went to it: nobody waits for
+    /// the answer, so the upstream connection (and an upgrade's place among the tunnels) is
+    /// given back now rather than when the upstream answers or times out, and the request is
+    /// logged 499, as nginx does. Once the answer has begun it is sent on (the client may still
+    /// read after its FIN).
+    pub(super) fn client_gone(&mut self, env: &mut Env<'_>) {
+        let Some(r) = relay_in(&mut self.slot) else {
+            return;
+        };
+        if r.sent {
+            return;
+        }
+        log::debug!("client closed before the answer to a forwarded request");
+        r.status = 499;
+        self.abort(env);
+    }
+
     /// The answer broke off after bytes of it went out: the client connection closes.
     fn abort(&mut self, env: &mut Env<'_>) {
         let mut r = self.take_relay();

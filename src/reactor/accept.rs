@@ -255,11 +255,19 @@ impl Reactor {
             );
             self.accept.reclaiming = true;
         }
-        if self.close_idle() == 0 {
+        let scanned = self.conns.len();
+        let closed = self.close_idle();
+        if closed == 0 {
             // Another shard may have idle connections where this one has none.
             self.want_room();
             self.accept.reclaim_after = Some(now + RECLAIM_RETRY);
             return false;
+        }
+        if closed * 64 < scanned {
+            // A scan of every connection bought few places (a client that keeps all but one
+            // place busy and opens silent connections one after another would make every
+            // accept a full scan): the next one waits a little.
+            self.accept.reclaim_after = Some(now + RECLAIM_RETRY);
         }
         self.has_room()
     }
