@@ -242,6 +242,11 @@ impl Files {
     fn evict(&mut self, now: Instant) {
         let valid = self.cfg.cache_valid;
         self.retain(|e| now.duration_since(e.checked) < valid);
+        // Error answers go before files: a stream of distinct missing paths must not push the
+        // hot files out with it.
+        if self.entries.len() >= self.cfg.cache_entries {
+            self.retain(|e| !matches!(e.kind, Kind::Status(_)));
+        }
         if self.entries.len() >= self.cfg.cache_entries {
             self.retain(|_| false);
         }
@@ -549,5 +554,43 @@ fn if_range_holds(if_range: Option<&[u8]>, info: &FileInfo) -> bool {
         None => true,
         Some(v) if v.starts_with(b"\"") => v == info.etag.as_bytes(),
         Some(v) => v == info.last_modified.as_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream of distinct missing paths fills the cache with 404s; when it is full, they go
+    /// before the hot file does.
+    #[test]
+    fn missing_paths_do_not_push_hot_files_out() {
+        let dir = std::env::temp_dir().join(format!("edgeserve-evict-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hot.txt"), b"hot").unwrap();
+        let mut files = Files::new(FilesConfig {
+            root: dir.clone(),
+            follow_symlinks_outside: false,
+            index: "index.html".into(),
+            cache_entries: 8,
+            cache_valid: Duration::from_secs(60),
+            inline_max: 16,
+            mime: MimeTypes::default(),
+        })
+        .unwrap();
+        let now = Instant::now();
+        assert!(matches!(files.lookup(b"/hot.txt", now), Found::Cached(_)));
+        let hot = files.index[&b"/hot.txt"[..]];
+        for i in 0..40 {
+            let missing = format!("/missing-{i}");
+            files.lookup(missing.as_bytes(), now);
+            assert!(files.entries.len() <= 8);
+        }
+        assert_eq!(
+            files.index.get(&b"/hot.txt"[..]),
+            Some(&hot),
+            "the hot file was evicted"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

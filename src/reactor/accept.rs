@@ -291,11 +291,23 @@ impl Reactor {
         if n > 0 && n < idle.len() {
             idle.select_nth_unstable(n - 1);
         }
+        let mut closed = 0;
         for &(_, key) in &idle[..n] {
+            // A request may have reached the kernel since the loop last looked: that
+            // connection is not idle after all (its readiness event comes next).
+            if super::here(&mut self.conns, key).is_some_and(|c| request_waiting(c.socket())) {
+                continue;
+            }
             self.close(key);
+            closed += 1;
         }
-        n
+        closed
     }
+}
+
+/// True when bytes wait unread on a connection (a peek, which leaves them for the read).
+fn request_waiting(sock: &TcpStream) -> bool {
+    matches!(sock.peek(&mut [0u8; 1]), Ok(n) if n > 0)
 }
 
 /// True when a connection waits in the listener's backlog (a zero-timeout poll: made only at
