@@ -886,11 +886,11 @@ fn max_rss_growth<T: Send + 'static>(
     (h.join().unwrap(), peak.saturating_sub(base))
 }
 
-/// The upstream floods (256 MiB attempted) while the client does not read for 6 s: the
-/// upstream's sends must stall, the server's memory must not grow by more than 8 MiB, and every
-/// byte sent arrives, in order, once the client reads again.
-#[test]
-fn backpressure_upstream_to_a_client_that_stops_reading() {
+/// Pushes 256 MiB through a tunnel in one direction (`scenario`: the client's "flood" asks the
+/// upstream to send, "upload" sends itself) while the receiving side does not read for 6 s. The
+/// sender must stall, every byte must arrive once reading resumes, and the server's RSS must not
+/// grow by more than 8 MiB. Returns the upstream, for what it saw.
+fn backpressure(scenario: &str, path: &str) -> EchoServer {
     let echo = EchoServer::start();
     let front = Front::start(echo.addr(), &[]);
     client_ok(
@@ -900,10 +900,11 @@ fn backpressure_upstream_to_a_client_that_stops_reading() {
         Duration::from_secs(30),
     );
     let base = front.rss_kib();
-    let url = front.url("/ws/flood");
+    let url = front.url(path);
+    let name = scenario.to_string();
     let (r, growth) = max_rss_growth(&front, base, move || {
         run_client(
-            "flood",
+            &name,
             &url,
             &["--pause", "6", "--stall", "1.5"],
             Duration::from_secs(150),
@@ -911,10 +912,22 @@ fn backpressure_upstream_to_a_client_that_stops_reading() {
     });
     assert!(
         r.ok,
-        "flood: {} (the server's RSS grew by {growth} KiB meanwhile)\nstderr: {}",
+        "{scenario}: {} (the server's RSS grew by {growth} KiB meanwhile)\nstderr: {}",
         r.line,
         tail(&r.stderr, 1500)
     );
+    assert!(
+        growth < 8 * 1024,
+        "{scenario}: the server's RSS grew by {growth} KiB (from {base} KiB) while one side did \
+         not read"
+    );
+    echo
+}
+
+/// The upstream floods while the client does not read: the upstream's sends stall.
+#[test]
+fn backpressure_upstream_to_a_client_that_stops_reading() {
+    let echo = backpressure("flood", "/ws/flood");
     assert!(
         echo.wait_line(
             |l| l.starts_with("STALLED /ws/flood"),
@@ -924,44 +937,13 @@ fn backpressure_upstream_to_a_client_that_stops_reading() {
         "the upstream never stalled: {:?}",
         echo.lines()
     );
-    assert!(
-        growth < 8 * 1024,
-        "the server's RSS grew by {growth} KiB (from {base} KiB) while the client did not read"
-    );
 }
 
-/// The client floods (256 MiB attempted) while the upstream does not read for 6 s: the client's
-/// sends stall, the server's memory stays bounded, the upstream counts every byte.
+/// The client floods while the upstream does not read: the client's sends stall, the upstream
+/// counts every byte.
 #[test]
 fn backpressure_client_to_an_upstream_that_stops_reading() {
-    let echo = EchoServer::start();
-    let front = Front::start(echo.addr(), &[]);
-    client_ok(
-        "echo",
-        &front.url("/ws/warm"),
-        &["--count", "100"],
-        Duration::from_secs(30),
-    );
-    let base = front.rss_kib();
-    let url = front.url("/ws/upload");
-    let (r, growth) = max_rss_growth(&front, base, move || {
-        run_client(
-            "upload",
-            &url,
-            &["--pause", "6", "--stall", "1.5"],
-            Duration::from_secs(150),
-        )
-    });
-    assert!(
-        r.ok,
-        "upload: {} (the server's RSS grew by {growth} KiB meanwhile)\nstderr: {}",
-        r.line,
-        tail(&r.stderr, 1500)
-    );
-    assert!(
-        growth < 8 * 1024,
-        "the server's RSS grew by {growth} KiB (from {base} KiB) while the upstream did not read"
-    );
+    backpressure("upload", "/ws/upload");
 }
 
 /// Nothing listens on the upstream's port: the handshake is answered 502.

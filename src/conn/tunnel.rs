@@ -55,11 +55,6 @@ impl TunnelLimit {
             .ok()
             .map(|_| TunnelPlace(Arc::clone(self)))
     }
-
-    /// Places taken now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
 }
 
 /// One place among the tunnels; given back when dropped.
