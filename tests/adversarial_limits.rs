@@ -305,3 +305,47 @@ fn an_empty_host_on_http11_is_400() {
     c.send(b"GET /hello.txt HTTP/1.0\r\nHost:\r\n\r\n");
     assert_eq!(c.response().status, 200);
 }
+
+/// A SIGHUP whose log file cannot be opened again (its directory was moved away) changes
+/// nothing: one line says why, lines keep going to the file already open, the server serves on.
+#[test]
+fn a_failed_log_reopen_keeps_the_old_file() {
+    let site = site();
+    let dir = site.base.path().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let log = dir.join("access.log");
+    let mut server = BinaryServer::start(
+        &site.root(),
+        &["--access-log", log.to_str().unwrap(), "--log-level", "info"],
+    );
+    assert_eq!(server.client().get("/hello.txt?before").status, 200);
+    let moved = site.base.path().join("logs.old");
+    std::fs::rename(&dir, &moved).unwrap();
+    server.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stderr().contains("cannot reopen") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.stderr().contains("cannot reopen"),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(server.client().get("/hello.txt?after").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let old = loop {
+        let text = std::fs::read_to_string(moved.join("access.log")).unwrap_or_default();
+        if text.contains("after") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(old.contains("GET /hello.txt?after"), "old file: {old:?}");
+    assert!(server.is_running());
+    server.signal(libc::SIGTERM);
+    assert!(
+        server
+            .wait(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+}
