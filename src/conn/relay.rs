@@ -162,7 +162,10 @@ impl<T: Transport> Conn<T> {
     pub fn take_upstream(&mut self) -> Option<Lent> {
         match &mut self.slot {
             Slot::Http => None,
-            Slot::Relay(r) => r.up.take().map(|u| u.lent),
+            Slot::Relay(r) => {
+                release_upgrade(r);
+                r.up.take().map(|u| u.lent)
+            }
             Slot::Tunnel(t) => {
                 let up = t.take_upstream();
                 self.slot = Slot::Http;
@@ -581,6 +584,7 @@ impl<T: Transport> Conn<T> {
     /// No upstream could answer: answer 502/504 ourselves (or the status `failure` names).
     fn fail(&mut self, env: &mut Env<'_>) {
         let mut r = self.take_relay();
+        release_upgrade(&mut r);
         if let Some(up) = r.up.take() {
             env.upstreams().close(up.lent, env.poller);
         }
@@ -611,6 +615,7 @@ impl<T: Transport> Conn<T> {
     /// The answer broke off after bytes of it went out: the client connection closes.
     fn abort(&mut self, env: &mut Env<'_>) {
         let mut r = self.take_relay();
+        release_upgrade(&mut r);
         if let Some(up) = r.up.take() {
             env.upstreams().close(up.lent, env.poller);
         }
@@ -685,4 +690,11 @@ impl<T: Transport> Conn<T> {
 fn drained(sock: &std::net::TcpStream) -> bool {
     let mut byte = [0u8; 1];
     matches!(transport::recv(sock, &mut byte), Io::WouldBlock)
+}
+
+/// An exchange that ends without a tunnel gives its place among the tunnels back first, before
+/// the upstream sees its connection close: whoever reacts to that close (another shard, the
+/// upstream itself answering a new client) must find the place free.
+fn release_upgrade(r: &mut Relay) {
+    drop(r.upgrade.take());
 }
