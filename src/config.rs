@@ -21,6 +21,15 @@ pub struct Route {
     pub upstreams: Vec<SocketAddr>,
 }
 
+/// Requests whose normalised path starts with `prefix` need a user of the htpasswd `file`
+/// (`--auth`); `realm` names the protection space in the challenge (default: the prefix).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthRule {
+    pub prefix: String,
+    pub file: PathBuf,
+    pub realm: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -75,6 +84,14 @@ pub struct Config {
     pub workers: usize,
     /// Serve `/_bench/cpu?us=N` and `/_bench/sleep?ms=N` (model comparisons only).
     pub bench_routes: bool,
+    /// Prefixes behind Basic authentication (longest prefix wins).
+    pub auth: Vec<AuthRule>,
+    /// Pass the Authorization field of an authenticated request on to the upstream.
+    pub auth_forward: bool,
+    /// How long a successful check is remembered (0: never).
+    pub auth_cache: Duration,
+    /// Threads that check passwords.
+    pub auth_threads: usize,
 }
 
 /// The server models (`--model`): the same protocol core, run on different thread layouts.
@@ -155,6 +172,10 @@ impl Default for Config {
             model: Model::Single,
             workers: 0,
             bench_routes: false,
+            auth: Vec::new(),
+            auth_forward: false,
+            auth_cache: Duration::from_secs(60),
+            auth_threads: 1,
         }
     }
 }
@@ -200,6 +221,12 @@ Usage: edgeserve [OPTIONS] [DIR]
   --workers N             threads for the other models      [available cores]
   --bench-routes          serve /_bench/cpu?us=N and /_bench/sleep?ms=N
   --user NAME             switch to this user after binding (port 80 as root)
+  --auth PREFIX=FILE      Basic authentication for paths under PREFIX, users from
+                          an htpasswd FILE (bcrypt, SHA-256/512-crypt; repeatable)
+  --auth-realm PREFIX=REALM  the realm a browser shows for PREFIX  [PREFIX]
+  --auth-forward          pass Authorization on to upstreams (else removed)
+  --auth-cache T          remember a successful check for      [60s]
+  --auth-threads N        threads that check passwords         [1]
   -h, --help              this text
   -V, --version           the version
 
@@ -222,6 +249,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
     let mut c = Config::default();
     let mut args = args.into_iter();
     let mut root_given = false;
+    let mut realms: Vec<(String, String)> = Vec::new();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -307,6 +335,24 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 );
             }
             "--bench-routes" => c.bench_routes = true,
+            "--auth" | "--auth-realm" | "--auth-forward" | "--auth-cache" | "--auth-threads"
+                if !cfg!(feature = "auth") =>
+            {
+                return Err(format!(
+                    "{flag}: this build has no auth (cargo feature \"auth\")"
+                ));
+            }
+            "--auth" => {
+                let rule = parse_auth(&value()?)?;
+                if c.auth.iter().any(|a| a.prefix == rule.prefix) {
+                    return Err(format!("--auth: prefix {:?} given twice", rule.prefix));
+                }
+                c.auth.push(rule);
+            }
+            "--auth-realm" => realms.push(parse_realm(&value()?)?),
+            "--auth-forward" => c.auth_forward = true,
+            "--auth-cache" => c.auth_cache = duration(&flag, &value()?)?,
+            "--auth-threads" => c.auth_threads = number(&flag, &value()?, 1, 64)? as usize,
             "--inline-max" => c.inline_max = number(&flag, &value()?, 0, 1 << 24)?,
             f if f.starts_with('-') => return Err(format!("unknown option {f} (see --help)")),
             dir if !root_given => {
@@ -322,6 +368,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         || c.tunnel_timeout.is_zero()
     {
         return Err("timeouts must be greater than zero".into());
+    }
+    for (prefix, realm) in realms {
+        let rule = c
+            .auth
+            .iter_mut()
+            .find(|a| a.prefix == prefix)
+            .ok_or_else(|| format!("--auth-realm: no --auth for the prefix {prefix:?}"))?;
+        rule.realm = Some(realm);
     }
     Ok(Command::Run(Box::new(c)))
 }
@@ -391,6 +445,37 @@ fn parse_route(v: &str) -> Result<Route, String> {
         prefix: prefix.to_string(),
         upstreams,
     })
+}
+
+/// `PREFIX=FILE`: a prefix in normal form (the form requests are matched in).
+fn parse_auth(v: &str) -> Result<AuthRule, String> {
+    let (prefix, file) = v
+        .split_once('=')
+        .filter(|(_, f)| !f.is_empty())
+        .ok_or_else(|| format!("--auth: expected PREFIX=HTPASSWD_FILE, got {v:?}"))?;
+    if !crate::files::path::is_normal(prefix) {
+        return Err(format!(
+            "--auth: the prefix must start with '/' and be a plain path (no %, \\, //, . or .. segments), got {prefix:?}"
+        ));
+    }
+    Ok(AuthRule {
+        prefix: prefix.to_string(),
+        file: PathBuf::from(file),
+        realm: None,
+    })
+}
+
+/// `PREFIX=REALM`: a realm of printable characters (it goes into a response field).
+fn parse_realm(v: &str) -> Result<(String, String), String> {
+    let (prefix, realm) = v
+        .split_once('=')
+        .ok_or_else(|| format!("--auth-realm: expected PREFIX=REALM, got {v:?}"))?;
+    if realm.is_empty() || realm.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(format!(
+            "--auth-realm: the realm must be printable and not empty, got {realm:?}"
+        ));
+    }
+    Ok((prefix.to_string(), realm.to_string()))
 }
 
 fn number(flag: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -504,6 +589,42 @@ mod tests {
             "/api=1.2.3.4",
         ] {
             assert!(run(&["--proxy", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "auth")]
+    fn auth_rules() {
+        let c = run(&[
+            "--auth",
+            "/private/=/etc/a",
+            "--auth-realm=/private/=Admin \"x\"",
+            "--auth=/=b",
+            "--auth-forward",
+            "--auth-cache=0",
+        ])
+        .unwrap();
+        assert_eq!(c.auth[0].prefix, "/private/");
+        assert_eq!(c.auth[0].file, PathBuf::from("/etc/a"));
+        assert_eq!(c.auth[0].realm.as_deref(), Some("Admin \"x\""));
+        assert_eq!(
+            (c.auth[1].prefix.as_str(), c.auth[1].realm.as_deref()),
+            ("/", None)
+        );
+        assert!(c.auth_forward && c.auth_cache.is_zero());
+        for bad in [
+            &["--auth", "private=a"][..],
+            &["--auth", "/a/../b=a"],
+            &["--auth", "/%61=a"],
+            &["--auth", "/a="],
+            &["--auth", "/a"],
+            &["--auth", "/a=x", "--auth", "/a=y"],
+            &["--auth-realm", "/a=x"],
+            &["--auth", "/a=x", "--auth-realm", "/a=\r\nX: y"],
+            &["--auth-threads", "0"],
+        ] {
+            let e = run(bad).unwrap_err();
+            assert!(!e.contains('\n') && e.starts_with("--auth"), "{bad:?}: {e}");
         }
     }
 

@@ -218,6 +218,9 @@ pub struct Env<'a> {
     /// The way to the proactor's workers, when handlers run there.
     #[cfg(feature = "models")]
     pub workers: Option<&'a mut crate::models::proactor::Link>,
+    /// The authentication check, when a prefix is protected (`--auth`).
+    #[cfg(feature = "auth")]
+    pub auth: Option<&'a crate::auth::Gate>,
 }
 
 #[cfg(feature = "proxy")]
@@ -247,6 +250,16 @@ pub struct Conn<T = Tcp> {
     /// it is always `Http`.
     #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
     slot: Slot,
+    /// A request head held while a verifier checks its credentials, and the verdict once it
+    /// came (the session stays at routing it meanwhile, reading nothing more).
+    #[cfg(feature = "auth")]
+    held: Option<Held>,
+}
+
+#[cfg(feature = "auth")]
+struct Held {
+    head: Box<[u8]>,
+    verdict: Option<bool>,
 }
 
 enum Flush {
@@ -288,6 +301,8 @@ impl<T: Transport> Conn<T> {
             eof: false,
             life: Life::Open,
             slot: Slot::Http,
+            #[cfg(feature = "auth")]
+            held: None,
         }
     }
 
@@ -346,9 +361,47 @@ impl<T: Transport> Conn<T> {
         false
     }
 
-    /// An answer is being made elsewhere (upstream, or by a worker thread).
+    /// An answer is being made elsewhere (upstream, or by a worker thread), or credentials are
+    /// being checked.
     fn awaiting_answer(&self) -> bool {
+        #[cfg(feature = "auth")]
+        if self.held.is_some() {
+            return true;
+        }
         self.relaying() || self.session.is_awaiting()
+    }
+
+    /// The verifier's verdict on the held request; the next drive acts on it.
+    #[cfg(feature = "auth")]
+    pub fn auth_verdict(&mut self, ok: bool) {
+        if let Some(held) = &mut self.held {
+            held.verdict = Some(ok);
+        }
+    }
+
+    /// Routes the held request once its verdict has come.
+    #[cfg(feature = "auth")]
+    fn resume_held(&mut self, env: &mut Env<'_>) {
+        let Some(ok) = self.held.as_ref().and_then(|h| h.verdict) else {
+            return;
+        };
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        self.ensure_out(env);
+        let (session, out) = (&mut self.session, &mut self.out);
+        let routed = match crate::http::request::parse(&held.head, env.ctx.limits.max_headers) {
+            Ok(req) => route::verified(session, out, self.peer, &held.head, &req, env, ok),
+            // It was parsed with these limits before it was held.
+            Err(e) => {
+                let line =
+                    crate::http::access::Line::Raw(crate::http::session::request_line(&held.head));
+                let x = session.refuse(e.status(), out, &env.ctx, line);
+                route::log(env, self.peer, &x, None);
+                route::Routed::Answered
+            }
+        };
+        self.follow(routed, env);
     }
 
     /// A worker answered the deferred request (`head`).
@@ -375,6 +428,8 @@ impl<T: Transport> Conn<T> {
     }
 
     pub fn drive(&mut self, env: &mut Env<'_>) -> Next {
+        #[cfg(feature = "auth")]
+        self.resume_held(env);
         #[cfg(feature = "proxy")]
         if self.tunnelling() {
             return self.drive_tunnel(env);
@@ -503,7 +558,8 @@ impl<T: Transport> Conn<T> {
                 Event::Answered(x) => route::log(env, self.peer, &x, None),
                 Event::Request { head, req } => {
                     let (session, out) = (&mut self.session, &mut self.out);
-                    match route::route(session, out, self.peer, head, &req, env) {
+                    let generation = self.sched.generation;
+                    match route::route(session, out, self.peer, head, &req, env, generation) {
                         route::Routed::Answered => {}
                         // (Answered is all there is without the proxy and the models.)
                         #[allow(unreachable_patterns)]
@@ -515,6 +571,12 @@ impl<T: Transport> Conn<T> {
         // Keep the unconsumed tail (a partial head, requests held back) at the front.
         self.rbuf.copy_within(used..self.rlen, 0);
         self.rlen -= used;
+        self.follow(routed, env);
+    }
+
+    /// Starts what routing a request asked for, when it is not answered yet.
+    #[cfg_attr(not(feature = "models"), allow(unused_variables))]
+    fn follow(&mut self, routed: route::Routed, env: &mut Env<'_>) {
         match routed {
             route::Routed::Answered => {}
             #[cfg(feature = "proxy")]
@@ -528,6 +590,13 @@ impl<T: Transport> Conn<T> {
                         head,
                     });
                 }
+            }
+            #[cfg(feature = "auth")]
+            route::Routed::Verify(head) => {
+                self.held = Some(Held {
+                    head,
+                    verdict: None,
+                })
             }
         }
     }

@@ -19,6 +19,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod app;
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod files;
@@ -76,6 +78,9 @@ impl From<io::Error> for Error {
 /// A bound server, ready to run.
 pub struct Server {
     plan: Plan,
+    /// The authentication check, whose verifier threads run with the server (`--auth`).
+    #[cfg(feature = "auth")]
+    auth: Option<Arc<auth::Guard>>,
 }
 
 /// The loops and threads of a model, built (and their errors reported) before it runs.
@@ -158,15 +163,25 @@ impl Server {
         let max_conns = config
             .max_conns
             .unwrap_or_else(|| default_max_conns(config.cache_entries));
+        if cfg!(not(feature = "auth")) && !config.auth.is_empty() {
+            return Err(Error::Config(
+                "this build has no auth (cargo feature \"auth\")".into(),
+            ));
+        }
+        #[cfg(feature = "auth")]
+        let guard = auth::Guard::new(&config)
+            .map_err(Error::Config)?
+            .map(Arc::new);
         let cfg = Arc::new(config);
         let _ = reuse_port; // only shards bind more listeners
         let reactor = |listener, max_conns| -> Result<Reactor, Error> {
-            Ok(Reactor::new(
-                Arc::clone(&cfg),
-                listener,
-                App::new(&cfg)?,
-                max_conns,
-            )?)
+            #[allow(unused_mut)] // changed with the auth feature only
+            let mut r = Reactor::new(Arc::clone(&cfg), listener, App::new(&cfg)?, max_conns)?;
+            #[cfg(feature = "auth")]
+            if let Some(g) = &guard {
+                r.set_auth(auth::Gate::new(Arc::clone(g), r.poller()));
+            }
+            Ok(r)
         };
         let plan = match cfg.model {
             Model::Single => Plan::Single(reactor(listener, max_conns)?),
@@ -221,7 +236,11 @@ impl Server {
                 }
             }
         };
-        Ok(Server { plan })
+        Ok(Server {
+            plan,
+            #[cfg(feature = "auth")]
+            auth: guard,
+        })
     }
 
     /// The loop that owns the signals (and whose address is the server's).
@@ -270,6 +289,17 @@ impl Server {
     /// Runs until shut down; returns once the connections in flight are done or the grace period
     /// is over.
     pub fn run(self) -> io::Result<()> {
+        #[cfg(feature = "auth")]
+        let verifiers = self.auth.as_ref().map(auth::Guard::spawn).transpose()?;
+        let ran = self.run_loops();
+        #[cfg(feature = "auth")]
+        if let Some(v) = verifiers {
+            v.stop();
+        }
+        ran
+    }
+
+    fn run_loops(self) -> io::Result<()> {
         match self.plan {
             Plan::Single(mut r) => r.run(),
             #[cfg(feature = "models")]

@@ -1,5 +1,6 @@
 //! What answers a request the session handed out: an upstream (the proxy), a worker thread
-//! (`proactor-pool`) or the handler here; and the access line of every exchange. This is the
+//! (`proactor-pool`) or the handler here, once the request has passed its authentication check
+//! (`--auth`, possibly held for a verifier's verdict); and the access line of every exchange. This is the
 //! caller's side of the protocol core: the session only reports heads and exchanges.
 
 use std::net::IpAddr;
@@ -23,10 +24,82 @@ pub enum Routed {
     /// The head (copied) goes to a worker thread.
     #[cfg(feature = "models")]
     Defer(Box<[u8]>),
+    /// The head (copied) waits for a verifier's verdict on its credentials; then
+    /// [`verified`] routes it.
+    #[cfg(feature = "auth")]
+    Verify(Box<[u8]>),
 }
 
-/// Routes one request head: the proxy's prefixes first, then the workers or the handler.
+/// Routes one request head of connection `generation`: the authentication check first, then
+/// the proxy's prefixes, then the workers or the handler.
 pub fn route(
+    session: &mut Session,
+    out: &mut Output,
+    peer: Option<IpAddr>,
+    head: &[u8],
+    req: &Request<'_>,
+    env: &mut Env<'_>,
+    #[cfg_attr(not(feature = "auth"), allow(unused_variables))] generation: u32,
+) -> Routed {
+    #[cfg(feature = "auth")]
+    let strip = {
+        use crate::auth::Check;
+        let gate = env.auth;
+        match gate.map(|g| g.check(req, peer, env.key, generation, env.ctx.now)) {
+            None | Some(Check::Open) => false,
+            Some(Check::Pass) => !gate.is_some_and(|g| g.forward()),
+            Some(Check::Deny(reply)) => return answer(session, out, peer, req, env, reply),
+            Some(Check::Wait) => return Routed::Verify(head.into()),
+        }
+    };
+    #[cfg(not(feature = "auth"))]
+    let strip = false;
+    pass(session, out, peer, head, req, env, strip)
+}
+
+/// The verdict on the credentials of a request held since [`route`] said `Verify`.
+#[cfg(feature = "auth")]
+pub fn verified(
+    session: &mut Session,
+    out: &mut Output,
+    peer: Option<IpAddr>,
+    head: &[u8],
+    req: &Request<'_>,
+    env: &mut Env<'_>,
+    ok: bool,
+) -> Routed {
+    let Some(gate) = env.auth else {
+        return Routed::Answered; // a verdict comes only where there is a gate
+    };
+    if !ok {
+        return answer(session, out, peer, req, env, gate.refuse(req));
+    }
+    pass(session, out, peer, head, req, env, !gate.forward())
+}
+
+/// Answers `req` with `reply` at once.
+#[cfg(feature = "auth")]
+fn answer(
+    session: &mut Session,
+    out: &mut Output,
+    peer: Option<IpAddr>,
+    req: &Request<'_>,
+    env: &mut Env<'_>,
+    reply: crate::http::response::Reply<'_>,
+) -> Routed {
+    let line = Line::Parsed {
+        method: req.method_str,
+        target: req.target,
+        version: req.version.as_str(),
+    };
+    let x = session.respond(reply, out, &env.ctx, line);
+    log(env, peer, &x, None);
+    Routed::Answered
+}
+
+/// Routes a request that may go on: the proxy's prefixes first, then the workers or the
+/// handler. `strip`: the Authorization field was ours to check and does not go upstream.
+fn pass(
     session: &mut Session,
     out: &mut Output,
     peer: Option<IpAddr>,
@@ -38,9 +111,10 @@ pub fn route(
     head: &[u8],
     req: &Request<'_>,
     env: &mut Env<'_>,
+    #[cfg_attr(not(feature = "proxy"), allow(unused_variables))] strip: bool,
 ) -> Routed {
     #[cfg(feature = "proxy")]
-    if let Some(routed) = forward(session, out, peer, head, req, env) {
+    if let Some(routed) = forward(session, out, peer, head, req, env, strip) {
         return routed;
     }
     #[cfg(feature = "models")]
@@ -69,6 +143,7 @@ fn forward(
     head: &[u8],
     req: &Request<'_>,
     env: &mut Env<'_>,
+    strip: bool,
 ) -> Option<Routed> {
     use crate::proxy::message::{self, ForwardedTrust};
     use crate::proxy::route::{RouteMatch, route_for};
@@ -95,6 +170,9 @@ fn forward(
     if let Err(why) = message::request_head(&mut up_head, head, req, peer, &fallback, trust) {
         log::debug!("not forwarded: {why}");
         return Some(refuse(session, out, peer, head, env));
+    }
+    if strip {
+        message::remove_field(&mut up_head, b"authorization");
     }
     // An upgrade takes a place among the tunnels now (handshakes in flight count); over the
     // limit it is answered 503 and the connection goes on.

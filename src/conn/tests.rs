@@ -226,6 +226,8 @@ impl Harness {
                 draining: false,
                 #[cfg(feature = "models")]
                 workers: None,
+                #[cfg(feature = "auth")]
+                auth: None,
             };
             last = conn.drive(&mut env);
             if last == Next::Close {

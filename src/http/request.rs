@@ -87,6 +87,9 @@ pub struct Request<'a> {
     /// (RFC 9110 §7.8): the connection may switch protocols after the answer. HTTP/1.0 has no
     /// upgrades (a 1.0 proxy could have passed the fields on without understanding them).
     pub upgrade: bool,
+    /// The `Authorization` field (a singleton: a repeated one is refused, since a server behind
+    /// us could pick the other one).
+    pub authorization: Option<&'a [u8]>,
 }
 
 impl Request<'_> {
@@ -213,6 +216,7 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
         if_range: None,
         expect_continue: false,
         upgrade: false,
+        authorization: None,
     };
     let (mut upgrade_field, mut connection_upgrade) = (false, false);
     let mut content_length: Option<u64> = None;
@@ -249,6 +253,12 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
                 }
             }
             13 if name.eq_ignore_ascii_case(b"if-none-match") => out.if_none_match = Some(value),
+            // (The guard records the field; it matches only for a second one.)
+            13 if name.eq_ignore_ascii_case(b"authorization")
+                && out.authorization.replace(value).is_some() =>
+            {
+                return Err(HeadError::Bad("repeated Authorization"));
+            }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 let n = parse_content_length(value)?;
                 if content_length.is_some_and(|m| m != n) {
@@ -478,6 +488,20 @@ mod tests {
         assert_eq!(r.path(), "/a");
         assert!(r.keep_alive);
         assert_eq!(r.body, BodyFraming::None);
+    }
+
+    #[test]
+    fn authorization_is_a_singleton() {
+        let r = p("GET / HTTP/1.1\r\nHost: x\r\nauthorization: Basic YTpi\r\n\r\n").unwrap();
+        assert_eq!(r.authorization, Some(&b"Basic YTpi"[..]));
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap()
+                .authorization,
+            None
+        );
+        let twice = "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n";
+        assert_eq!(p(twice).unwrap_err().status(), 400);
     }
 
     #[test]

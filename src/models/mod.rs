@@ -5,7 +5,7 @@
 pub mod pooled;
 #[cfg(feature = "models")]
 pub mod proactor;
-#[cfg(feature = "models")]
+#[cfg(any(feature = "models", feature = "auth"))]
 pub mod queue;
 
 #[cfg(feature = "models")]

@@ -43,6 +43,8 @@ pub struct Worker {
     upstreams: Arc<Mutex<Upstreams>>,
     #[cfg(feature = "proxy")]
     tunnels: Arc<crate::conn::TunnelLimit>,
+    #[cfg(feature = "auth")]
+    auth: Option<crate::auth::Gate>,
 }
 
 impl Worker {
@@ -59,6 +61,8 @@ impl Worker {
             upstreams: reactor.shared_upstreams(),
             #[cfg(feature = "proxy")]
             tunnels: reactor.tunnels(),
+            #[cfg(feature = "auth")]
+            auth: reactor.auth_gate(),
         })
     }
 
@@ -85,6 +89,8 @@ impl Worker {
             key: t.key,
             draining: t.draining,
             workers: None,
+            #[cfg(feature = "auth")]
+            auth: self.auth.as_ref(),
         };
         let next = t.conn.drive(&mut env);
         log::logger().flush();

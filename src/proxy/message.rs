@@ -242,6 +242,31 @@ fn framing_look_alike(name: &str) -> bool {
         && !name.eq_ignore_ascii_case("transfer-encoding")
 }
 
+/// Removes every `name` field from a head written by [`request_head`] (the request line is
+/// kept whatever it holds). Its lines end in CRLF and no value holds CR or LF (httparse refused
+/// them), so each line is one field.
+pub fn remove_field(head: &mut Vec<u8>, name: &[u8]) {
+    let Some(first) = memchr::memmem::find(head, b"\r\n") else {
+        return;
+    };
+    let mut kept = first + 2;
+    let mut at = kept;
+    while let Some(len) = memchr::memmem::find(&head[at..], b"\r\n").map(|i| i + 2) {
+        let line = at..at + len;
+        at += len;
+        let named = head[line.clone()]
+            .split(|&b| b == b':')
+            .next()
+            .is_some_and(|n| n.len() < len && n.eq_ignore_ascii_case(name));
+        if !named {
+            head.copy_within(line, kept);
+            kept += len;
+        }
+    }
+    head.copy_within(at.., kept);
+    head.truncate(kept + (head.len() - at));
+}
+
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -383,6 +408,16 @@ pub fn response_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removes_a_field_by_name() {
+        let mut h = b"GET /authorization: HTTP/1.1\r\nHost: h\r\nAuthorization: Basic x\r\nX-Authorization: y\r\nauthorization:z\r\nAccept: */*\r\n\r\n".to_vec();
+        remove_field(&mut h, b"authorization");
+        assert_eq!(
+            h,
+            b"GET /authorization: HTTP/1.1\r\nHost: h\r\nX-Authorization: y\r\nAccept: */*\r\n\r\n"
+        );
+    }
 
     fn req_head(raw: &str, ip: Option<IpAddr>) -> String {
         let req = request::parse(raw.as_bytes(), 64).unwrap();

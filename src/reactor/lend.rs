@@ -133,6 +133,14 @@ impl Reactor {
         if timer_fired {
             conn.sched.scheduled = None;
         }
+        // A verdict on its held request came while it was away.
+        #[cfg(feature = "auth")]
+        if let Some(ok) = self.verdict_kept(key, conn.sched.generation) {
+            conn.auth_verdict(ok);
+            if next == Next::Wait {
+                next = Next::Again;
+            }
+        }
         if self.draining_until.is_some() && next != Next::Close {
             if !conn.is_shutting_down() {
                 // Back for the first time since shutdown began: it reads once more what it was

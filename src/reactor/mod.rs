@@ -74,12 +74,16 @@ macro_rules! env {
             draining: $r.draining_until.is_some(),
             #[cfg(feature = "models")]
             workers: $r.proactor.as_mut(),
+            #[cfg(feature = "auth")]
+            auth: $r.auth.as_ref(),
         }
     };
 }
 
 // After `env!`, which they use.
 mod accept;
+#[cfg(feature = "auth")]
+mod auth;
 mod deadlines;
 #[cfg(feature = "models")]
 mod lend;
@@ -216,6 +220,12 @@ pub struct Reactor {
     /// The connection limit shared with other shards, if any (else `max_conns` of this loop).
     #[cfg(feature = "models")]
     limit: Option<Arc<SharedLimit>>,
+    /// The authentication check and this loop's mailbox for its verdicts (`--auth`).
+    #[cfg(feature = "auth")]
+    auth: Option<crate::auth::Gate>,
+    /// Verdicts for connections that were lent out when they came (`put_back` delivers them).
+    #[cfg(all(feature = "auth", feature = "models"))]
+    verdicts_away: Vec<crate::auth::Verdict>,
 }
 
 impl Reactor {
@@ -271,6 +281,10 @@ impl Reactor {
             finished: false,
             #[cfg(feature = "models")]
             limit: None,
+            #[cfg(feature = "auth")]
+            auth: None,
+            #[cfg(all(feature = "auth", feature = "models"))]
+            verdicts_away: Vec::new(),
         })
     }
 
@@ -426,6 +440,8 @@ impl Reactor {
             }
         }
         self.handler_replies(now);
+        #[cfg(feature = "auth")]
+        self.auth_verdicts(now);
         // Another shard asked for room (not this one: it has no idle connection itself).
         if self.accept.reclaim_after.is_none() && self.room_wanted() && self.close_idle() == 0 {
             log::debug!("no idle connection here to make room for another shard");

@@ -1,0 +1,451 @@
+//! Basic authentication in front of path prefixes (`--auth PREFIX=HTPASSWD_FILE`, cargo feature
+//! `auth`).
+//!
+//! A request whose normalised path is under a protected prefix (longest prefix wins, matched the
+//! way the proxy's prefixes are: `/a/../private/x` and `/%70rivate/x` are `/private/x`) needs
+//! `Authorization: Basic` credentials of a user in that prefix's htpasswd file. The check is
+//! [`Gate::check`], on the loop:
+//! - no or garbled credentials: 401 with the prefix's challenge, at once;
+//! - credentials checked successfully a short while ago (`--auth-cache`): passed at once. The
+//!   cache keeps a keyed hash (SipHash with a random key) of prefix, user and password, never
+//!   the password;
+//! - otherwise the password hash is checked on a verifier thread (bcrypt is slow on purpose) and
+//!   the request waits on its connection; the verdict comes back through the connection's
+//!   [`Mailbox`] and `Poller::notify`, the way the proactor's workers reply.
+//!
+//! Fairness: identical credentials in flight share one check (a browser's parallel requests
+//! after a login); a client address (an IPv6 /64) has at most one check of its own in flight, a
+//! second gets 429 at once; the verifiers' queue is bounded, and a full queue gets 503. So a
+//! client flooding wrong passwords holds one verifier slot, never the loop, and another user's
+//! first login waits behind at most one check per flooding address.
+
+pub mod basic;
+pub mod htpasswd;
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use polling::Poller;
+
+use crate::config::Config;
+use crate::files::path::{is_normal, normalize_into};
+use crate::http::request::Request;
+use crate::http::response::{Body, Reply};
+use crate::models::queue::Queue;
+use basic::Credentials;
+use htpasswd::Users;
+
+/// Checks of their own in flight per client address.
+const PER_CLIENT: u32 = 1;
+/// Checks queued per verifier thread; more are refused with 503.
+const QUEUED_PER_THREAD: usize = 16;
+/// Most successful checks remembered.
+const CACHED: usize = 1024;
+
+const TEXT: &[u8] = b"Content-Type: text/plain\r\n";
+const RETRY: &[u8] = b"Content-Type: text/plain\r\nRetry-After: 1\r\n";
+
+/// A protected prefix.
+struct Protected {
+    prefix: String,
+    /// `WWW-Authenticate: Basic realm="..."` and the rest of the 401's fields.
+    challenge: Vec<u8>,
+    /// Its users, in `Guard::tables`.
+    table: usize,
+}
+
+/// The shared part: the prefixes and users, the cache, the checks in flight and the verifiers'
+/// queue. One per server, whatever the model, so that its limits hold for the whole server.
+pub struct Guard {
+    rules: Vec<Protected>,
+    tables: Vec<Users>,
+    forward: bool,
+    ttl: Duration,
+    threads: usize,
+    keys: (RandomState, RandomState),
+    state: Mutex<State>,
+    jobs: Queue<Job>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Keyed hash of (table, user, password) -> valid until.
+    cache: HashMap<u128, Instant>,
+    /// Checks queued or running, with the requests that wait for each.
+    in_flight: HashMap<u128, Vec<Waiter>>,
+    /// Checks in flight per client address.
+    clients: HashMap<IpAddr, u32>,
+}
+
+struct Waiter {
+    mailbox: Arc<Mailbox>,
+    key: usize,
+    generation: u32,
+}
+
+struct Job {
+    id: u128,
+    table: usize,
+    creds: Credentials,
+    client: IpAddr,
+}
+
+/// The verdict on a connection's waiting request.
+#[derive(Clone, Copy, Debug)]
+pub struct Verdict {
+    pub key: usize,
+    pub generation: u32,
+    pub ok: bool,
+}
+
+/// Where verdicts for one loop's connections arrive (one per poller).
+pub struct Mailbox {
+    verdicts: Mutex<Vec<Verdict>>,
+    poller: Arc<Poller>,
+}
+
+impl Mailbox {
+    fn post(&self, v: Verdict) {
+        let mut list = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        list.push(v);
+        // The first verdict of a batch wakes the loop; it takes the whole list.
+        let wake = list.len() == 1;
+        drop(list);
+        if wake {
+            let _ = self.poller.notify();
+        }
+    }
+}
+
+/// What a request may do.
+pub enum Check<'g> {
+    /// Not under a protected prefix.
+    Open,
+    /// Authenticated (a cached check).
+    Pass,
+    /// Answered with this (401, 400, 429, 503).
+    Deny(Reply<'g>),
+    /// Checked on a verifier; the request waits for its [`Verdict`].
+    Wait,
+}
+
+impl Guard {
+    /// Reads the htpasswd files of `cfg.auth`; `None` when no prefix is protected. An error is one
+    /// line naming the file (and line) or the flag.
+    pub fn new(cfg: &Config) -> Result<Option<Guard>, String> {
+        if cfg.auth.is_empty() {
+            return Ok(None);
+        }
+        let mut files: Vec<PathBuf> = Vec::new();
+        let mut tables = Vec::new();
+        let mut rules = Vec::new();
+        for a in &cfg.auth {
+            let table = match files.iter().position(|f| *f == a.file) {
+                Some(i) => i,
+                None => {
+                    tables.push(Users::load(&a.file)?);
+                    files.push(a.file.clone());
+                    files.len() - 1
+                }
+            };
+            let realm = a.realm.as_deref().unwrap_or(&a.prefix);
+            rules.push(Protected {
+                prefix: a.prefix.clone(),
+                challenge: challenge(realm),
+                table,
+            });
+        }
+        let threads = cfg.auth_threads.max(1);
+        Ok(Some(Guard {
+            rules,
+            tables,
+            forward: cfg.auth_forward,
+            ttl: cfg.auth_cache,
+            threads,
+            keys: (RandomState::new(), RandomState::new()),
+            state: Mutex::default(),
+            jobs: Queue::new(threads * QUEUED_PER_THREAD),
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The protected prefix `path` is under: the longest that starts its normal form. `Err`: a
+    /// path with no normal form (malformed escapes, an encoded `/`, `..` above the root), which
+    /// no handler serves either; it is refused (400) rather than judged on its spelling.
+    fn rule_for(&self, path: &str) -> Option<Result<&Protected, ()>> {
+        // `*` (OPTIONS) names no resource.
+        if !path.starts_with('/') {
+            return None;
+        }
+        let mut buf = Vec::new();
+        let normal = if is_normal(path) {
+            path.as_bytes()
+        } else if normalize_into(path, &mut buf).is_ok() {
+            &buf
+        } else {
+            return Some(Err(()));
+        };
+        self.rules
+            .iter()
+            .filter(|r| normal.starts_with(r.prefix.as_bytes()))
+            .max_by_key(|r| r.prefix.len())
+            .map(Ok)
+    }
+
+    /// The cache's key for these credentials under `table`.
+    fn id(&self, table: usize, c: &Credentials) -> u128 {
+        let half = |s: &RandomState| {
+            let mut h = s.build_hasher();
+            h.write_usize(table);
+            h.write_usize(c.user().len());
+            h.write(c.user());
+            h.write(c.password());
+            h.finish()
+        };
+        (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
+    }
+
+    /// Starts the verifier threads; they stop when [`Verifiers::stop`] closes the queue.
+    pub fn spawn(self: &Arc<Guard>) -> io::Result<Verifiers> {
+        let threads = (0..self.threads)
+            .map(|i| {
+                let g = Arc::clone(self);
+                std::thread::Builder::new()
+                    .name(format!("auth-{i}"))
+                    .spawn(move || g.verify_loop())
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Verifiers {
+            guard: Arc::clone(self),
+            threads,
+        })
+    }
+
+    fn verify_loop(&self) {
+        while let Some(job) = self.jobs.pop() {
+            let ok = self.tables[job.table].verify(job.creds.user(), job.creds.password());
+            let now = Instant::now();
+            let waiters = {
+                let mut st = self.state();
+                if ok && !self.ttl.is_zero() {
+                    st.remember(job.id, now + self.ttl, now);
+                }
+                if let Some(n) = st.clients.get_mut(&job.client) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.clients.remove(&job.client);
+                    }
+                }
+                st.in_flight.remove(&job.id).unwrap_or_default()
+            };
+            for w in waiters {
+                w.mailbox.post(Verdict {
+                    key: w.key,
+                    generation: w.generation,
+                    ok,
+                });
+            }
+        }
+    }
+}
+
+impl State {
+    fn remember(&mut self, id: u128, until: Instant, now: Instant) {
+        if self.cache.len() >= CACHED {
+            self.cache.retain(|_, t| *t > now);
+        }
+        if self.cache.len() < CACHED {
+            self.cache.insert(id, until);
+        }
+    }
+}
+
+/// The fields of a 401 for `realm` (a quoted-string: `"` and `\` escaped).
+fn challenge(realm: &str) -> Vec<u8> {
+    let mut h = b"WWW-Authenticate: Basic realm=\"".to_vec();
+    for &b in realm.as_bytes() {
+        if b == b'"' || b == b'\\' {
+            h.push(b'\\');
+        }
+        h.push(b);
+    }
+    h.extend_from_slice(b"\", charset=\"UTF-8\"\r\nContent-Type: text/plain\r\n");
+    h
+}
+
+/// The running verifier threads.
+pub struct Verifiers {
+    guard: Arc<Guard>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Verifiers {
+    /// Drops the checks not started (nobody waits for them after shutdown) and waits for the
+    /// ones running.
+    pub fn stop(self) {
+        drop(self.guard.jobs.close());
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One loop's way to the guard: the guard, and where its verdicts come back.
+#[derive(Clone)]
+pub struct Gate {
+    guard: Arc<Guard>,
+    mailbox: Arc<Mailbox>,
+}
+
+/// Checks in flight are counted per address; an IPv6 client has a /64 to itself, so the /64
+/// counts as one.
+fn client_of(peer: Option<IpAddr>) -> IpAddr {
+    match peer {
+        Some(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none() => {
+            let s = a.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        Some(IpAddr::V6(a)) => IpAddr::V4(a.to_ipv4_mapped().unwrap_or([0; 4].into())),
+        Some(a) => a,
+        None => IpAddr::V4([0; 4].into()),
+    }
+}
+
+impl Gate {
+    pub fn new(guard: Arc<Guard>, poller: Arc<Poller>) -> Gate {
+        Gate {
+            guard,
+            mailbox: Arc::new(Mailbox {
+                verdicts: Mutex::new(Vec::new()),
+                poller,
+            }),
+        }
+    }
+
+    /// The Authorization field goes upstream with an authenticated request (`--auth-forward`).
+    pub fn forward(&self) -> bool {
+        self.guard.forward
+    }
+
+    /// Verdicts that came back since the last call.
+    pub fn take_verdicts(&self) -> Vec<Verdict> {
+        let mut list = self
+            .mailbox
+            .verdicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *list)
+    }
+
+    /// What `req`, from `peer` on connection `key` (of `generation`), may do; see the module's
+    /// docs. On `Wait` the connection must hold the request until its verdict comes.
+    pub fn check(
+        &self,
+        req: &Request<'_>,
+        peer: Option<IpAddr>,
+        key: usize,
+        generation: u32,
+        now: Instant,
+    ) -> Check<'_> {
+        let g = &*self.guard;
+        let rule = match g.rule_for(req.path()) {
+            None => return Check::Open,
+            Some(Ok(rule)) => rule,
+            Some(Err(())) => return Check::Deny(Reply::text(400, TEXT)),
+        };
+        let Some(value) = req.authorization else {
+            return Check::Deny(refusal(rule));
+        };
+        let creds = match basic::parse(value) {
+            Ok(c) => c,
+            Err(why) => {
+                log::debug!("authorization: {why:?}");
+                return Check::Deny(refusal(rule));
+            }
+        };
+        let id = g.id(rule.table, &creds);
+        let client = client_of(peer);
+        let mut st = g.state();
+        if st.cache.get(&id).is_some_and(|&until| until > now) {
+            return Check::Pass;
+        }
+        let waiter = Waiter {
+            mailbox: Arc::clone(&self.mailbox),
+            key,
+            generation,
+        };
+        if let Some(waiting) = st.in_flight.get_mut(&id) {
+            waiting.push(waiter);
+            return Check::Wait;
+        }
+        let mine = st.clients.get(&client).copied().unwrap_or(0);
+        if mine >= PER_CLIENT {
+            log::debug!("authorization: a check from {client} is in flight already: 429");
+            return Check::Deny(Reply::text(429, RETRY));
+        }
+        let job = Job {
+            id,
+            table: rule.table,
+            creds,
+            client,
+        };
+        // Under the state lock, so that no request joins a check that is then not queued.
+        if g.jobs.try_push(job).is_err() {
+            log::debug!("authorization: the verifiers' queue is full: 503");
+            return Check::Deny(Reply::text(503, RETRY));
+        }
+        st.clients.insert(client, mine + 1);
+        st.in_flight.insert(id, vec![waiter]);
+        Check::Wait
+    }
+
+    /// The answer to a request whose check failed: 401 with its prefix's challenge.
+    pub fn refuse(&self, req: &Request<'_>) -> Reply<'_> {
+        match self.guard.rule_for(req.path()) {
+            Some(Ok(rule)) => refusal(rule),
+            _ => Reply::text(400, TEXT),
+        }
+    }
+}
+
+fn refusal(rule: &Protected) -> Reply<'_> {
+    const BODY: &[u8] = b"Unauthorized\n";
+    Reply {
+        status: 401,
+        headers: &rule.challenge,
+        len: BODY.len() as u64,
+        body: Body::Bytes(BODY),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realms_are_quoted() {
+        assert_eq!(
+            challenge(r#"a "b" \c"#),
+            b"WWW-Authenticate: Basic realm=\"a \\\"b\\\" \\\\c\", charset=\"UTF-8\"\r\nContent-Type: text/plain\r\n"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_64() {
+        let a: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        assert_eq!(client_of(Some(a)), client_of(Some(b)));
+        let m: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(client_of(Some(m)), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+}
