@@ -133,3 +133,17 @@ REWRITE = {
 }
 for name, req in REWRITE.items():
     write("proxy_rewrite", name, req)
+
+# basic_auth: an Authorization field value, or an htpasswd file
+BASIC = {
+    "rfc7617": b"Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+    "spaces": b"basic   YTpiOmM= ",
+    "bare": b"Basic",
+    "no-colon": b"Basic YWxpY2U=",
+    "bearer": b"Bearer x",
+    "bad-padding": b"Basic YTo===",
+    "htpasswd": (b"alice:$2y$05$B3CwSdQdvBN7JqNjXhvW1uxv4Q3woi85K2C9umU/0B.kabi6iYIVy\n"
+                 b"bob:$5$rounds=5000$pzyLFZIHVQxUOn4d$Gi3Om7BymipbH9JDzqmTOCTpc9rHj9fir7dnMxKAgsD\n"),
+}
+for name, value in BASIC.items():
+    write("basic_auth", name, value)

@@ -124,10 +124,18 @@ fn challenge_then_right_wrong_and_unknown_credentials() {
     assert!(!r.closes(), "a 401 keeps the connection: {r:?}");
     assert!(!r.text().contains("private parts"));
 
-    let r = get(&mut c, "/private/secret.txt", Some(&basic("alice", "wonder land")));
+    let r = get(
+        &mut c,
+        "/private/secret.txt",
+        Some(&basic("alice", "wonder land")),
+    );
     assert_eq!((r.status, r.body.as_slice()), (200, PRIVATE), "{r:?}");
     // Again on the same connection (the cache, or a check again: the same answer).
-    let r = get(&mut c, "/private/sub/deep.txt", Some(&basic("alice", "wonder land")));
+    let r = get(
+        &mut c,
+        "/private/sub/deep.txt",
+        Some(&basic("alice", "wonder land")),
+    );
     assert_eq!((r.status, r.body.as_slice()), (200, PRIVATE), "{r:?}");
 
     let stored = std::fs::read_to_string(&f.file).unwrap();
@@ -166,9 +174,21 @@ fn sha_crypt_users_made_by_htpasswd() {
         ("sha512", "s5:pass", "s5"),
         ("bc", "bc pass", "bc pass "),
     ] {
-        let r = one(server.addr, "/private/secret.txt", Some(&basic(user, right)));
-        assert_eq!((r.status, r.body.as_slice()), (200, PRIVATE), "{user}: {r:?}");
-        let r = one(server.addr, "/private/secret.txt", Some(&basic(user, wrong)));
+        let r = one(
+            server.addr,
+            "/private/secret.txt",
+            Some(&basic(user, right)),
+        );
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, PRIVATE),
+            "{user}: {r:?}"
+        );
+        let r = one(
+            server.addr,
+            "/private/secret.txt",
+            Some(&basic(user, wrong)),
+        );
         assert_eq!(r.status, 401, "{user}: {r:?}");
     }
 }
@@ -184,7 +204,10 @@ fn garbled_authorization_fields_are_refused_and_the_server_goes_on() {
         (b"Authorization: Basic    \r\n".to_vec(), 401),
         (b"Authorization: Basic !!!!\r\n".to_vec(), 401),
         (b"Authorization: Basic YWxpY2U=\r\n".to_vec(), 401), // "alice": no colon
-        (b"Authorization: Basic YWxpY2U6d29uZGVy=IGxhbmQ=\r\n".to_vec(), 401),
+        (
+            b"Authorization: Basic YWxpY2U6d29uZGVy=IGxhbmQ=\r\n".to_vec(),
+            401,
+        ),
         (b"Authorization: Bearer abc.def\r\n".to_vec(), 401),
         (b"Authorization: Basic \xff\xfe\x80\r\n".to_vec(), 401),
         (b"Authorization: Basic w7/Dvjr/\r\n".to_vec(), 401), // non-UTF-8 user and password
@@ -206,7 +229,12 @@ fn garbled_authorization_fields_are_refused_and_the_server_goes_on() {
         req.extend_from_slice(b"\r\n");
         c.send(&req);
         let r = c.response();
-        assert_eq!(r.status, want, "{:?}: {r:?}", String::from_utf8_lossy(&field));
+        assert_eq!(
+            r.status,
+            want,
+            "{:?}: {r:?}",
+            String::from_utf8_lossy(&field)
+        );
         assert!(!r.text().contains("private parts"));
     }
     // A field larger than a head may be: 431, and the connection closes.
@@ -219,7 +247,11 @@ fn garbled_authorization_fields_are_refused_and_the_server_goes_on() {
     let r = c.response();
     assert_eq!(r.status, 431, "{r:?}");
     // Nothing broke.
-    let r = one(server.addr, "/private/secret.txt", Some(&basic("alice", "wonder land")));
+    let r = one(
+        server.addr,
+        "/private/secret.txt",
+        Some(&basic("alice", "wonder land")),
+    );
     assert_eq!((r.status, r.body.as_slice()), (200, PRIVATE));
 }
 
@@ -262,7 +294,10 @@ fn dot_segments_and_encodings_do_not_get_around_a_prefix() {
             r.status == 401 || r.status == 400,
             "{path} without credentials: {r:?}"
         );
-        assert!(!r.text().contains("private") && !r.text().contains("admin"), "{path}");
+        assert!(
+            !r.text().contains("private") && !r.text().contains("admin"),
+            "{path}"
+        );
     }
     // The same paths with credentials: served (or refused as the files refuse them).
     for path in [
@@ -271,7 +306,11 @@ fn dot_segments_and_encodings_do_not_get_around_a_prefix() {
         "/private/sub/%2e%2e/secret.txt",
     ] {
         let r = one(server.addr, path, Some(&basic("alice", "wonder land")));
-        assert_eq!((r.status, r.body.as_slice()), (200, PRIVATE), "{path}: {r:?}");
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, PRIVATE),
+            "{path}: {r:?}"
+        );
     }
     // Outside the prefixes: "/private" is not under "/private/" (the files redirect it there).
     assert_eq!(one(server.addr, "/private", None).status, 301);
@@ -315,7 +354,10 @@ fn longest_prefix_wins_and_each_has_its_realm() {
         r.header("www-authenticate"),
         Some(r#"Basic realm="/admin/", charset="UTF-8""#)
     );
-    assert_eq!(one(server.addr, "/admin/panel.txt", Some(&root)).status, 200);
+    assert_eq!(
+        one(server.addr, "/admin/panel.txt", Some(&root)).status,
+        200
+    );
 }
 
 #[cfg(feature = "proxy")]
@@ -339,19 +381,24 @@ fn proxied(forward: bool) {
     let good = basic("alice", "wonder land");
     // Refused here: the upstream never hears of it.
     assert_eq!(one(server.addr, "/api/x", None).status, 401);
-    assert_eq!(one(server.addr, "/api/x", Some(&basic("alice", "no"))).status, 401);
+    assert_eq!(
+        one(server.addr, "/api/x", Some(&basic("alice", "no"))).status,
+        401
+    );
     assert_eq!(one(server.addr, "/x/../api/x", None).status, 401);
     assert!(up.requests().is_empty(), "{:?}", up.requests());
 
     let mut c = server.client();
     c.send(
-        format!(
-            "GET /api/items HTTP/1.1\r\nHost: h\r\nAuthorization: {good}\r\nX-Keep: 1\r\n\r\n"
-        )
-        .as_bytes(),
+        format!("GET /api/items HTTP/1.1\r\nHost: h\r\nAuthorization: {good}\r\nX-Keep: 1\r\n\r\n")
+            .as_bytes(),
     );
     let r = c.response();
-    assert_eq!((r.status, r.text().as_str()), (200, "from upstream\n"), "{r:?}");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "from upstream\n"),
+        "{r:?}"
+    );
     // A second time on the same connection (cached).
     let r = get(&mut c, "/api/more", Some(&good));
     assert_eq!(r.status, 200, "{r:?}");
@@ -392,8 +439,13 @@ fn startup_refuses_weak_hashes_naming_file_and_line() {
     htpasswd(&file, &["-m"], "md5user", "x");
     let root = site.root();
     let arg = format!("/private/={}", file.display());
-    let (status, _, err) =
-        common::run_binary(&["--listen", "127.0.0.1:0", "--auth", &arg, root.to_str().unwrap()]);
+    let (status, _, err) = common::run_binary(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--auth",
+        &arg,
+        root.to_str().unwrap(),
+    ]);
     assert_eq!(status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
@@ -401,7 +453,11 @@ fn startup_refuses_weak_hashes_naming_file_and_line() {
         "{err}"
     );
 
-    for (how, what) in [(&["-s"][..], "SHA-1"), (&["-d"][..], "crypt"), (&["-p"], "plain")] {
+    for (how, what) in [
+        (&["-s"][..], "SHA-1"),
+        (&["-d"][..], "crypt"),
+        (&["-p"], "plain"),
+    ] {
         let f = site.base.path().join(format!("users{}", how[0]));
         htpasswd(&f, how, "u", "x");
         let arg = format!("/={}", f.display());
@@ -451,7 +507,10 @@ fn one_check_per_address_at_a_time_but_cached_logins_pass() {
     let f = slow_fixture();
     let server = TestServer::with(&f.site, |c| c.auth = vec![rule("/private/", &f.file)]);
     let good = basic("alice", "wonder land");
-    assert_eq!(one(server.addr, "/private/secret.txt", Some(&good)).status, 200);
+    assert_eq!(
+        one(server.addr, "/private/secret.txt", Some(&good)).status,
+        200
+    );
 
     // A slow wrong check in flight from 127.0.0.1 ...
     let mut slow = server.client();
@@ -465,7 +524,11 @@ fn one_check_per_address_at_a_time_but_cached_logins_pass() {
     // ... (wait until it surely is: a second one is refused)
     let deadline = Instant::now() + Duration::from_secs(5);
     let second = loop {
-        let r = one(server.addr, "/private/secret.txt", Some(&basic("slow", "wrong 2")));
+        let r = one(
+            server.addr,
+            "/private/secret.txt",
+            Some(&basic("slow", "wrong 2")),
+        );
         if r.status == 429 || Instant::now() > deadline {
             break r;
         }
@@ -477,7 +540,11 @@ fn one_check_per_address_at_a_time_but_cached_logins_pass() {
     assert_eq!((r.status, r.body.as_slice()), (200, PRIVATE), "{r:?}");
     // Another address is not refused for it.
     let mut other = connect_from([127, 0, 0, 2], server.addr);
-    let r = get(&mut other, "/private/secret.txt", Some(&basic("slow", "slow pass")));
+    let r = get(
+        &mut other,
+        "/private/secret.txt",
+        Some(&basic("slow", "slow pass")),
+    );
     assert_eq!((r.status, r.body.as_slice()), (200, PRIVATE), "{r:?}");
     assert_eq!(slow.response().status, 401);
 }
@@ -490,7 +557,10 @@ fn without_the_cache_every_request_is_checked() {
         c.auth_cache = Duration::ZERO;
     });
     let good = basic("alice", "wonder land");
-    assert_eq!(one(server.addr, "/private/secret.txt", Some(&good)).status, 200);
+    assert_eq!(
+        one(server.addr, "/private/secret.txt", Some(&good)).status,
+        200
+    );
     let mut slow = server.client();
     slow.send(
         format!(
@@ -530,7 +600,11 @@ fn a_client_that_leaves_during_its_check_frees_its_place() {
         // Its check runs to the end; then this address may have another.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let r = one(server.addr, "/private/secret.txt", Some(&basic("alice", "nope")));
+            let r = one(
+                server.addr,
+                "/private/secret.txt",
+                Some(&basic("alice", "nope")),
+            );
             if r.status == 401 {
                 break;
             }
@@ -542,7 +616,11 @@ fn a_client_that_leaves_during_its_check_frees_its_place() {
     }
     // (The probes did meet the check of a client that had gone.)
     assert!(refused > 0);
-    let r = one(server.addr, "/private/secret.txt", Some(&basic("alice", "wonder land")));
+    let r = one(
+        server.addr,
+        "/private/secret.txt",
+        Some(&basic("alice", "wonder land")),
+    );
     assert_eq!(r.status, 200);
     // A client that half-closes after its request still gets its answer.
     let mut c = server.client();
@@ -651,7 +729,11 @@ fn static_file_stays_fast_while_wrong_passwords_flood_in() {
     // Another user's first login, from another address, while the flood goes on.
     let t = Instant::now();
     let mut other = connect_from([127, 0, 0, 2], addr);
-    let r = get(&mut other, "/private/secret.txt", Some(&basic("late", "late pass")));
+    let r = get(
+        &mut other,
+        "/private/secret.txt",
+        Some(&basic("late", "late pass")),
+    );
     let login = t.elapsed();
     assert_eq!((r.status, r.body.as_slice()), (200, PRIVATE), "{r:?}");
     stop.store(true, Ordering::Relaxed);
