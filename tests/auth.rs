@@ -19,7 +19,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{Client, Response, Site, TestServer};
-use edgeserve::config::{AuthRule, Route};
+use edgeserve::config::AuthRule;
+#[cfg(feature = "proxy")]
+use edgeserve::config::Route;
 
 const HELLO: &[u8] = b"Hello, World!\n";
 const PRIVATE: &[u8] = b"private parts\n";
@@ -162,6 +164,7 @@ fn challenge_then_right_wrong_and_unknown_credentials() {
 }
 
 #[test]
+#[cfg(feature = "auth-sha")]
 fn sha_crypt_users_made_by_htpasswd() {
     let site = site();
     let file = site.base.path().join("users");

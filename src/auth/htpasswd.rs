@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::basic::{decode, encode_be, encode_le, same};
+#[cfg(feature = "auth-sha")]
+use super::basic::encode_le;
+use super::basic::{decode, encode_be, same};
 
 /// bcrypt's base64 alphabet.
 const BCRYPT_B64: &[u8; 64] = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -28,7 +30,8 @@ pub enum Hash {
         /// The 31 base64 characters of the hash part, as stored.
         hash: Box<[u8]>,
     },
-    /// SHA-256-crypt (`$5$`) or SHA-512-crypt (`$6$`).
+    /// SHA-256-crypt (`$5$`) or SHA-512-crypt (`$6$`), with the feature `auth-sha`.
+    #[cfg_attr(not(feature = "auth-sha"), allow(dead_code))]
     ShaCrypt {
         sha512: bool,
         rounds: u32,
@@ -56,6 +59,9 @@ impl Hash {
                 encode_be(&out[..23], BCRYPT_B64, &mut computed);
                 same(&computed, hash)
             }
+            #[cfg(not(feature = "auth-sha"))]
+            Hash::ShaCrypt { .. } => false, // refused at startup
+            #[cfg(feature = "auth-sha")]
             Hash::ShaCrypt {
                 sha512,
                 rounds,
@@ -101,18 +107,21 @@ impl Hash {
     }
 }
 
+#[cfg(feature = "auth-sha")]
 /// crypt(3) writes the SHA-crypt digest in this byte order (the groups of its `b64_from_24bit`
 /// calls, each least significant byte first).
 const SHA256_ORDER: [usize; 32] = [
     20, 10, 0, 11, 1, 21, 2, 22, 12, 23, 13, 3, 14, 4, 24, 5, 25, 15, 26, 16, 6, 17, 7, 27, 8, 28,
     18, 29, 19, 9, 30, 31,
 ];
+#[cfg(feature = "auth-sha")]
 const SHA512_ORDER: [usize; 64] = [
     42, 21, 0, 1, 43, 22, 23, 2, 44, 45, 24, 3, 4, 46, 25, 26, 5, 47, 48, 27, 6, 7, 49, 28, 29, 8,
     50, 51, 30, 9, 10, 52, 31, 32, 11, 53, 54, 33, 12, 13, 55, 34, 35, 14, 56, 57, 36, 15, 16, 58,
     37, 38, 17, 59, 60, 39, 18, 19, 61, 40, 41, 20, 62, 63,
 ];
 
+#[cfg(feature = "auth-sha")]
 fn transpose(raw: &[u8], order: &[usize]) -> Vec<u8> {
     order.iter().map(|&i| raw[i]).collect()
 }
@@ -203,11 +212,16 @@ fn parse_hash(h: &[u8]) -> Result<Hash, String> {
     {
         return parse_bcrypt(rest);
     }
-    if let Some(rest) = h.strip_prefix(b"$5$") {
-        return parse_sha_crypt(rest, false);
-    }
-    if let Some(rest) = h.strip_prefix(b"$6$") {
-        return parse_sha_crypt(rest, true);
+    for (id, sha512) in [(b"$5$", false), (b"$6$", true)] {
+        if let Some(rest) = h.strip_prefix(id) {
+            if cfg!(not(feature = "auth-sha")) {
+                return Err(
+                    "SHA-crypt ($5$, $6$): this build has bcrypt only (cargo feature \"auth-sha\")"
+                        .into(),
+                );
+            }
+            return parse_sha_crypt(rest, sha512);
+        }
     }
     let what = if h.starts_with(b"$apr1$") || h.starts_with(b"$1$") {
         "MD5 ($apr1$)"
@@ -283,6 +297,7 @@ mod tests {
 
     // Made with `htpasswd -nbB -C 4 alice secret`, `htpasswd -nb2 bob hunter2` and
     // `htpasswd -nb5 -r 1000 carol 'pa:ss'`.
+    #[cfg(feature = "auth-sha")]
     const FILE: &str = "\
 # a comment
 alice:$2y$04$B3CwSdQdvBN7JqNjXhvW1uxv4Q3woi85K2C9umU/0B.kabi6iYIVy
@@ -292,6 +307,7 @@ carol:$6$rounds=1000$IbYwDxjONgTeUlsB$HJJNjDqH09Jm80p1XnVTrsaH5yrVjrZIsw.e69Dso5
 ";
 
     #[test]
+    #[cfg(feature = "auth-sha")]
     fn checks_each_format() {
         let u = Users::parse(FILE.as_bytes()).unwrap();
         assert!(u.verify(b"alice", b"secret"));
@@ -349,6 +365,12 @@ carol:$6$rounds=1000$IbYwDxjONgTeUlsB$HJJNjDqH09Jm80p1XnVTrsaH5yrVjrZIsw.e69Dso5
             ),
             ("# only a comment\n", 0, "no users"),
         ] {
+            let sha = text.contains("$5$") || text.contains("$6$");
+            let what = if sha && cfg!(not(feature = "auth-sha")) {
+                "auth-sha"
+            } else {
+                what
+            };
             let (n, why) = Users::parse(text.as_bytes()).unwrap_err();
             assert_eq!(n, line, "{text:?}: {why}");
             assert!(why.contains(what), "{text:?}: {why}");
