@@ -87,6 +87,7 @@ fn serialize(req: &Request<'_>) -> Vec<u8> {
         if_range,
         expect_continue,
         upgrade,
+        authorization,
     } = *req;
     let mut v = Vec::new();
     v.extend_from_slice(method_str.as_bytes());
@@ -132,6 +133,7 @@ fn serialize(req: &Request<'_>) -> Vec<u8> {
         ("If-Modified-Since", if_modified_since),
         ("Range", range),
         ("If-Range", if_range),
+        ("Authorization", authorization),
     ] {
         if let Some(value) = value {
             header(name, value);
