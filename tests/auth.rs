@@ -149,6 +149,7 @@ fn challenge_then_right_wrong_and_unknown_credentials() {
         ("alice", hash.as_str()), // the stored hash is no password
         ("bob", "wonder land"),
         ("", ""),
+        ("alice", "wonder land ".repeat(50).as_str()),
     ] {
         let r = get(&mut c, "/private/secret.txt", Some(&basic(user, pass)));
         assert_eq!(r.status, 401, "{user}:{pass} -> {r:?}");

@@ -48,6 +48,9 @@ const PER_CLIENT: u32 = 1;
 const QUEUED_PER_THREAD: usize = 16;
 /// Most successful checks remembered.
 const CACHED: usize = 1024;
+/// Longer passwords are refused without a check: SHA-crypt's work grows with the password's
+/// length (bcrypt reads 72 bytes at most), and no person types more.
+const MAX_PASSWORD: usize = 512;
 
 const TEXT: &[u8] = b"Content-Type: text/plain\r\n";
 const RETRY: &[u8] = b"Content-Type: text/plain\r\nRetry-After: 1\r\n";
@@ -373,6 +376,13 @@ impl Gate {
                 return Check::Deny(refusal(rule));
             }
         };
+        if creds.password().len() > MAX_PASSWORD {
+            log::debug!(
+                "authorization: a password of {} bytes",
+                creds.password().len()
+            );
+            return Check::Deny(refusal(rule));
+        }
         let id = g.id(rule.table, &creds);
         let client = client_of(peer);
         let mut st = g.state();
