@@ -253,11 +253,12 @@ pub struct Conn<T = Tcp> {
     /// A request head held while a verifier checks its credentials, and the verdict once it
     /// came (the session stays at routing it meanwhile, reading nothing more).
     #[cfg(feature = "auth")]
-    held: Option<Held>,
+    checking: Option<Checking>,
 }
 
+/// A request whose credentials a verifier is checking.
 #[cfg(feature = "auth")]
-struct Held {
+struct Checking {
     head: Box<[u8]>,
     verdict: Option<bool>,
 }
@@ -302,7 +303,7 @@ impl<T: Transport> Conn<T> {
             life: Life::Open,
             slot: Slot::Http,
             #[cfg(feature = "auth")]
-            held: None,
+            checking: None,
         }
     }
 
@@ -365,7 +366,7 @@ impl<T: Transport> Conn<T> {
     /// being checked.
     fn awaiting_answer(&self) -> bool {
         #[cfg(feature = "auth")]
-        if self.held.is_some() {
+        if self.checking.is_some() {
             return true;
         }
         self.relaying() || self.session.is_awaiting()
@@ -374,18 +375,18 @@ impl<T: Transport> Conn<T> {
     /// The verifier's verdict on the held request; the next drive acts on it.
     #[cfg(feature = "auth")]
     pub fn auth_verdict(&mut self, ok: bool) {
-        if let Some(held) = &mut self.held {
-            held.verdict = Some(ok);
+        if let Some(c) = &mut self.checking {
+            c.verdict = Some(ok);
         }
     }
 
     /// Routes the held request once its verdict has come.
     #[cfg(feature = "auth")]
-    fn resume_held(&mut self, env: &mut Env<'_>) {
-        let Some(ok) = self.held.as_ref().and_then(|h| h.verdict) else {
+    fn resume_checked(&mut self, env: &mut Env<'_>) {
+        let Some(ok) = self.checking.as_ref().and_then(|c| c.verdict) else {
             return;
         };
-        let Some(held) = self.held.take() else {
+        let Some(held) = self.checking.take() else {
             return;
         };
         self.ensure_out(env);
@@ -429,7 +430,7 @@ impl<T: Transport> Conn<T> {
 
     pub fn drive(&mut self, env: &mut Env<'_>) -> Next {
         #[cfg(feature = "auth")]
-        self.resume_held(env);
+        self.resume_checked(env);
         #[cfg(feature = "proxy")]
         if self.tunnelling() {
             return self.drive_tunnel(env);
@@ -593,7 +594,7 @@ impl<T: Transport> Conn<T> {
             }
             #[cfg(feature = "auth")]
             route::Routed::Verify(head) => {
-                self.held = Some(Held {
+                self.checking = Some(Checking {
                     head,
                     verdict: None,
                 })
