@@ -245,10 +245,10 @@ Usage: edgeserve [OPTIONS] [DIR]
   --user NAME             switch to this user after binding (port 80 as root)
   --auth PREFIX=FILE      Basic authentication for paths under PREFIX, users from
                           an htpasswd FILE (bcrypt, SHA-256/512-crypt; repeatable)
-  --auth-realm PREFIX=REALM  the realm a browser shows for PREFIX  [PREFIX]
+  --auth-realm PREFIX=REALM  the realm browsers show for PREFIX [PREFIX]
   --auth-forward          pass Authorization on to upstreams (else removed)
-  --auth-cache T          remember a successful check for      [60s]
-  --auth-threads N        threads that check passwords         [1]
+  --auth-cache T          remember a successful check for   [60s]
+  --auth-threads N        threads that check passwords      [1]
   -h, --help              this text
   -V, --version           the version
 
