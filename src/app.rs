@@ -31,6 +31,19 @@ impl App {
             cache_valid: config.cache_valid,
             inline_max: config.inline_max,
             mime,
+            headers: crate::files::headers::HeaderRules::new(&config.headers),
+            error_pages: config
+                .error_pages
+                .iter()
+                .map(|(status, path)| {
+                    let mut key = Vec::new();
+                    // Checked when the flag was parsed.
+                    let _ = crate::files::path::normalize_into(path, &mut key);
+                    (*status, key.into_boxed_slice())
+                })
+                .collect(),
+            precompressed: config.precompressed,
+            dir_listing: config.dir_listing,
         })
         .map_err(|e| crate::Error::Root(config.root.clone(), e))?;
         Ok(App {
