@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::files::headers::HeaderBlock;
 use crate::files::{Files, FilesConfig};
 use crate::http::request::Request;
 use crate::http::response::Reply;
@@ -12,6 +13,11 @@ use crate::http::response::Reply;
 /// The protocol core never calls it; the connection does, for the heads the core hands out.
 pub trait Handler {
     fn handle<'s>(&'s mut self, req: &Request<'_>, now: Instant) -> Reply<'s>;
+
+    /// The `--header` lines for a proxied answer to a request for `path`, if any apply.
+    fn proxied_headers(&self, _path: &str) -> Option<HeaderBlock> {
+        None
+    }
 }
 
 pub struct App {
@@ -63,6 +69,10 @@ impl Handler for App {
             return bench::handle(name, req.target);
         }
         self.files.handle(req, now)
+    }
+
+    fn proxied_headers(&self, path: &str) -> Option<HeaderBlock> {
+        self.files.header_block(path)
     }
 }
 

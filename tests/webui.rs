@@ -4,6 +4,9 @@
 //! matters.
 
 mod common;
+#[cfg(feature = "proxy")]
+#[path = "common/upstream.rs"]
+mod upstream;
 
 use std::os::unix::fs::symlink;
 use std::process::Command;
@@ -621,6 +624,69 @@ fn headers_by_prefix_on_every_file_answer() {
     // (prefixes are bytes, as the proxy's are).
     site.write("app.jsx", b"x");
     check(&get(&server, "/app.jsx", ""), "byte prefix", false, true);
+}
+
+/// nginx's add_header applies to proxied answers, and so does `--header`: after the upstream's
+/// own fields (which are kept), on the final answer only, whatever its framing; the gateway's own
+/// 502 does not get them.
+#[cfg(feature = "proxy")]
+#[test]
+fn headers_on_proxied_answers() {
+    let site = site();
+    let up = upstream::Upstream::start(|req| match req.target.as_str() {
+        "/api/chunked" => upstream::chunked(&[b"one ", b"two"], ""),
+        "/api/continue" => upstream::raw(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
+        _ => upstream::reply(200, "OK", &[("Cache-Control", "private")], b"from upstream"),
+    });
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_addr = down.local_addr().unwrap();
+    drop(down);
+    let server = TestServer::with(&site, |c| {
+        c.headers = header_rules();
+        c.headers.push(edgeserve::config::ExtraHeader {
+            prefix: "/api/".into(),
+            line: "X-Api: yes".into(),
+        });
+        c.proxies = vec![
+            edgeserve::config::Route {
+                prefix: "/api/".into(),
+                upstreams: vec![up.addr],
+            },
+            edgeserve::config::Route {
+                prefix: "/down/".into(),
+                upstreams: vec![down_addr],
+            },
+        ];
+    });
+    let mut c = server.client();
+    let r = c.get("/api/x");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"from upstream"[..]));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("private"),
+        "upstream's kept"
+    );
+    assert_eq!(r.header("x-api"), Some("yes"));
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    // Chunked, on the same connection.
+    c.send(b"GET /api/chunked HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.head();
+    assert_eq!(r.header("x-api"), Some("yes"));
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    let body = c.take(b"4\r\none \r\n3\r\ntwo\r\n0\r\n\r\n".len());
+    assert_eq!(body, b"4\r\none \r\n3\r\ntwo\r\n0\r\n\r\n");
+    // An interim answer passes as it came; the final one gets the lines, once.
+    c.send(b"GET /api/continue HTTP/1.1\r\nHost: t\r\n\r\n");
+    let interim = c.head();
+    assert_eq!((interim.status, interim.header("x-api")), (100, None));
+    let r = c.response();
+    assert_eq!((r.status, r.header("x-api")), (200, Some("yes")));
+    assert_eq!(c.get("/plain.txt").header("x-api"), None);
+    let r = c.get("/down/x");
+    assert_eq!((r.status, r.header("x-frame-options")), (502, None));
 }
 
 #[test]

@@ -3,14 +3,30 @@
 //! Every rule whose prefix starts a path applies to it, in command-line order. Those prefixes
 //! all start the longest of them, so the lines for a path are the lines for its longest matching
 //! prefix: they are joined once at startup, one block per distinct prefix, and a request costs
-//! a scan of the prefixes and no allocation.
+//! a scan of the prefixes and no allocation. The blocks are shared (cloning the rules is a
+//! reference count), so a proxied answer can carry its block to the relay without a copy.
+
+use std::sync::Arc;
 
 use crate::config::ExtraHeader;
 
 #[derive(Clone, Debug, Default)]
 pub struct HeaderRules {
     /// One per distinct prefix.
-    blocks: Vec<Block>,
+    blocks: Arc<[Block]>,
+}
+
+/// The lines for one answer, held until its head is written (a proxied one).
+#[derive(Clone, Debug)]
+pub struct HeaderBlock {
+    rules: HeaderRules,
+    index: usize,
+}
+
+impl HeaderBlock {
+    pub fn bytes(&self) -> &[u8] {
+        &self.rules.blocks[self.index].lines
+    }
 }
 
 /// A prefix with every line that applies under it (each ending in CRLF).
@@ -41,7 +57,9 @@ impl HeaderRules {
                 lines: lines.into(),
             });
         }
-        HeaderRules { blocks }
+        HeaderRules {
+            blocks: blocks.into(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -50,11 +68,24 @@ impl HeaderRules {
 
     /// The lines for the answers to `path` (normalised), empty when no rule applies.
     pub fn for_path(&self, path: &[u8]) -> &[u8] {
+        self.index(path).map_or(&[], |i| &self.blocks[i].lines)
+    }
+
+    /// `for_path`'s lines, to be written later.
+    pub fn block(&self, path: &[u8]) -> Option<HeaderBlock> {
+        self.index(path).map(|index| HeaderBlock {
+            rules: self.clone(),
+            index,
+        })
+    }
+
+    fn index(&self, path: &[u8]) -> Option<usize> {
         self.blocks
             .iter()
-            .filter(|b| path.starts_with(&b.prefix))
-            .max_by_key(|b| b.prefix.len())
-            .map_or(&[], |b| &b.lines)
+            .enumerate()
+            .filter(|(_, b)| path.starts_with(&b.prefix))
+            .max_by_key(|(_, b)| b.prefix.len())
+            .map(|(i, _)| i)
     }
 }
 

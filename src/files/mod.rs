@@ -771,6 +771,20 @@ fn normal_key<'a>(req: &'a Request<'_>, key: &'a [u8]) -> &'a [u8] {
 }
 
 impl Files {
+    /// The `--header` lines for a proxied answer to `path` (the request's, not yet normalised).
+    pub fn header_block(&self, path: &str) -> Option<headers::HeaderBlock> {
+        if self.cfg.headers.is_empty() {
+            return None;
+        }
+        if path::is_normal(path) {
+            return self.cfg.headers.block(path.as_bytes());
+        }
+        // Rare (the proxy forwards few spellings that are not normal): a key of its own.
+        let mut key = Vec::new();
+        path::normalize_into(path, &mut key).ok()?;
+        self.cfg.headers.block(&key)
+    }
+
     /// The entry `find` found.
     fn entry(&self, found: &Found) -> Option<&Entry> {
         match found {
