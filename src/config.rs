@@ -639,6 +639,48 @@ mod tests {
     }
 
     #[test]
+    fn webui_flags() {
+        let c = run(&[
+            "--header",
+            "/assets/=Cache-Control: max-age=31536000, immutable",
+            "--header=X-Frame-Options:DENY",
+            "--header",
+            "Content-Security-Policy: default-src 'self'; img-src a=b",
+            "--error-page",
+            "404=/errors/404.html",
+            "--error-page=404=/other.html",
+            "--precompressed",
+            "--dir-listing",
+        ])
+        .unwrap();
+        let lines: Vec<_> = c.headers.iter().map(|h| (&*h.prefix, &*h.line)).collect();
+        assert_eq!(
+            lines,
+            [
+                ("/assets/", "Cache-Control: max-age=31536000, immutable"),
+                ("/", "X-Frame-Options: DENY"),
+                (
+                    "/",
+                    "Content-Security-Policy: default-src 'self'; img-src a=b"
+                ),
+            ]
+        );
+        // The last page given for a status wins.
+        assert_eq!(c.error_pages, [(404, "/other.html".to_string())]);
+        assert!(c.precompressed && c.dir_listing);
+        for bad in [
+            "Content-Length: 1",
+            "CONNECTION: close",
+            "X-A: b\r\nX-B: c",
+            "X A: b",
+            "/p=",
+            "X-A: \u{7f}",
+        ] {
+            assert!(run(&["--header", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn errors_are_one_line() {
         for bad in [
             &["--listen", "nowhere"][..],
@@ -650,6 +692,10 @@ mod tests {
             &["--max-headers", "1000"],
             &["--tunnel-timeout", "0"],
             &["--max-tunnels", "-1"],
+            &["--header", "Transfer-Encoding: chunked"],
+            &["--header", "X: a\nb"],
+            &["--error-page", "200=/x"],
+            &["--error-page", "404=/../x"],
         ] {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");

@@ -366,6 +366,23 @@ fn a_sibling_leading_out_of_the_root_is_never_served() {
 }
 
 #[test]
+fn a_sibling_that_is_no_file_does_not_exist() {
+    let site = site();
+    site.write("odd.js", b"plain odd\n");
+    site.mkdir("odd.js.br");
+    let fifo = std::ffi::CString::new(site.root().join("odd.js.gz").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let server = server(&site);
+    let r = get(&server, "/odd.js", &accept("br, gzip"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"plain odd\n"[..]));
+    assert_eq!(
+        (r.header("content-encoding"), r.header("vary")),
+        (None, None)
+    );
+}
+
+#[test]
 fn siblings_are_seen_after_revalidation() {
     let site = site();
     site.write("late.js", APP);
@@ -507,8 +524,18 @@ fn a_missing_or_refused_error_page_falls_back_to_the_built_in_text() {
     )
     .unwrap();
     let server = TestServer::with(&site, |c| {
-        c.error_pages = vec![(404, "/gone.html".into()), (403, "/out.html".into())];
+        c.error_pages = vec![
+            (404, "/gone.html".into()),
+            (403, "/out.html".into()),
+            (405, "/sub".into()),
+        ];
     });
+    // The page is a directory: the text, not a redirect.
+    let mut c = server.client();
+    c.send(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    let r = c.response();
+    assert_eq!((r.status, r.text().as_str()), (405, "Method Not Allowed\n"));
+    assert_eq!(r.header("location"), None);
     // The page is missing: the 404 for it is not served again (no loop), the text is.
     let r = get(&server, "/missing", "");
     assert_eq!((r.status, r.text().as_str()), (404, "Not Found\n"));
