@@ -343,6 +343,12 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 c.error_pages.push((status, path));
             }
             "--precompressed" => c.precompressed = true,
+            "--dir-listing" if !cfg!(feature = "dir-listing") => {
+                return Err(
+                    "--dir-listing: this build has no listings (cargo feature \"dir-listing\")"
+                        .into(),
+                );
+            }
             "--dir-listing" => c.dir_listing = true,
             f if f.starts_with('-') => return Err(format!("unknown option {f} (see --help)")),
             dir if !root_given => {
@@ -650,7 +656,6 @@ mod tests {
             "404=/errors/404.html",
             "--error-page=404=/other.html",
             "--precompressed",
-            "--dir-listing",
         ])
         .unwrap();
         let lines: Vec<_> = c.headers.iter().map(|h| (&*h.prefix, &*h.line)).collect();
@@ -667,7 +672,18 @@ mod tests {
         );
         // The last page given for a status wins.
         assert_eq!(c.error_pages, [(404, "/other.html".to_string())]);
-        assert!(c.precompressed && c.dir_listing);
+        assert!(c.precompressed);
+        assert_eq!(
+            run(&["--dir-listing"]).map(|c| c.dir_listing),
+            if cfg!(feature = "dir-listing") {
+                Ok(true)
+            } else {
+                Err(
+                    "--dir-listing: this build has no listings (cargo feature \"dir-listing\")"
+                        .into(),
+                )
+            }
+        );
         for bad in [
             "Content-Length: 1",
             "CONNECTION: close",

@@ -762,6 +762,7 @@ fn bad_header_flags_are_refused_at_startup() {
 // Directory listings
 // ---------------------------------------------------------------------------------------------
 
+#[cfg(feature = "dir-listing")]
 fn listing_site() -> Site {
     let site = Site::new("listing");
     site.write("list/b.txt", b"bb");
@@ -785,6 +786,7 @@ fn listing_site() -> Site {
     site
 }
 
+#[cfg(feature = "dir-listing")]
 fn hrefs(page: &str) -> Vec<String> {
     page.split("href=\"")
         .skip(1)
@@ -792,6 +794,7 @@ fn hrefs(page: &str) -> Vec<String> {
         .collect()
 }
 
+#[cfg(feature = "dir-listing")]
 #[test]
 fn listing_escapes_names_and_leaves_out_what_is_not_served() {
     let site = listing_site();
@@ -842,6 +845,7 @@ fn listing_escapes_names_and_leaves_out_what_is_not_served() {
     assert_eq!(r.content_length(), Some(page.len() as u64));
 }
 
+#[cfg(feature = "dir-listing")]
 #[test]
 fn listing_is_off_by_default() {
     let site = listing_site();
@@ -849,6 +853,7 @@ fn listing_is_off_by_default() {
     assert_eq!(get(&server, "/list/", "").status, 403);
 }
 
+#[cfg(feature = "dir-listing")]
 #[test]
 fn a_huge_directory_is_listed_in_part() {
     let site = Site::new("listing-huge");

@@ -13,6 +13,7 @@
 //! budget a large file is still served, with a descriptor closed after its response.
 
 pub mod headers;
+#[cfg(feature = "dir-listing")]
 mod listing;
 pub mod mime;
 mod open;
@@ -88,6 +89,7 @@ enum Kind {
     /// 404 or 403.
     Status(u16),
     /// A directory's HTML index (`--dir-listing`): its header lines and the page.
+    #[cfg_attr(not(feature = "dir-listing"), allow(dead_code))]
     Listing(Box<[u8]>, Box<[u8]>),
 }
 
@@ -391,6 +393,7 @@ impl Files {
     /// The index file of directory `rel`, opened from the root (not from the directory's
     /// descriptor), so that an index symlink to elsewhere inside the root works.
     /// With `--dir-listing`, a directory without one is listed (`dir`, open, is read for it).
+    #[cfg_attr(not(feature = "dir-listing"), allow(unused_variables))]
     fn load_index(&self, rel: &[u8], key: &[u8], dir: File) -> Result<Kind, io::Error> {
         let mut joined = rel.to_vec();
         if !joined.is_empty() {
@@ -402,6 +405,7 @@ impl Files {
                 Kind::File(self.file_entry(&joined, &self.cfg.index, file, &meta, key))
             }
             Ok(Opened::Dir(_)) => Kind::Status(403),
+            #[cfg(feature = "dir-listing")]
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.cfg.dir_listing => {
                 let page = listing::render(dir, rel, key, &self.root)?;
                 let mut headers = b"Content-Type: text/html; charset=utf-8\r\n".to_vec();
