@@ -558,7 +558,7 @@ fn parse_error_page(v: &str) -> Result<(u16, String), String> {
         .filter(|s| ERROR_PAGE_STATUSES.contains(s))
         .ok_or_else(|| {
             format!(
-                "--error-page: {status:?} is not a status the files answer with ({ERROR_PAGE_STATUSES:?})"
+                "--error-page: {status:?} is not a status the files answer with (400, 403, 404, 405, 406, 416, 503)"
             )
         })?;
     let mut normal = Vec::new();
