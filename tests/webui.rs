@@ -205,6 +205,17 @@ fn identity_refused_and_nothing_else_available_is_406() {
     // `*;q=0` refuses only what is not named.
     let r = get(&server, "/gz.css", &accept("*;q=0, identity"));
     assert_eq!((r.status, r.header("content-encoding")), (200, None));
+    // A path without siblings is not negotiated: the file, as without --precompressed.
+    let r = get(&server, "/plain.txt", &accept("identity;q=0"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"no siblings\n"[..]));
+    // The field twice counts as absent: the lists are not joined, identity is served.
+    let r = get(
+        &server,
+        "/app.js",
+        "Accept-Encoding: identity;q=0\r\nAccept-Encoding: br\r\n",
+    );
+    assert_eq!((r.status, r.header("content-encoding")), (200, None));
+    assert_eq!(r.body, APP);
 }
 
 #[test]
