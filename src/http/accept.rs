@@ -85,26 +85,23 @@ pub fn choose(accept: Option<&[u8]>, available: Codings) -> Choice {
         let Some((name, q)) = element_of(element) else {
             continue;
         };
-        let slot = if name.eq_ignore_ascii_case(b"br") {
-            &mut named[0]
-        } else if name.eq_ignore_ascii_case(b"zstd") {
-            &mut named[1]
-        } else if name.eq_ignore_ascii_case(b"gzip") || name.eq_ignore_ascii_case(b"x-gzip") {
-            &mut named[2]
-        } else if name.eq_ignore_ascii_case(b"identity") {
-            &mut identity
-        } else if name == b"*" {
-            &mut star
-        } else {
-            continue;
+        // By length first: most names are compared with nothing.
+        let slot = match name.len() {
+            1 if name == b"*" => &mut star,
+            2 if name.eq_ignore_ascii_case(b"br") => &mut named[0],
+            4 if name.eq_ignore_ascii_case(b"zstd") => &mut named[1],
+            4 if name.eq_ignore_ascii_case(b"gzip") => &mut named[2],
+            6 if name.eq_ignore_ascii_case(b"x-gzip") => &mut named[2],
+            8 if name.eq_ignore_ascii_case(b"identity") => &mut identity,
+            _ => continue,
         };
         // Named twice: the higher q-value counts (a client that lists a coding twice cannot be
         // said to refuse it).
         *slot = Some(slot.map_or(q, |old| old.max(q)));
     }
-    let mut best = Choice::Identity;
     // Identity named by no element is acceptable, but least of all: any coding the client
     // takes is preferred to it (the lowest q-value there is; a tie goes to the coding).
+    let mut best = Choice::Identity;
     let mut best_q = identity.or(star).unwrap_or(1);
     // Iterating from the least preferred, `>=` lets a more preferred coding win a tie, and any
     // coding win a tie with identity.
@@ -125,15 +122,34 @@ pub fn choose(accept: Option<&[u8]>, available: Codings) -> Choice {
 }
 
 /// One list element: `coding [OWS ";" OWS "q=" qvalue]`, with its q-value in thousandths.
-/// Empty elements (`a,,b`) and malformed ones give `None`.
+/// Empty elements (`a,,b`) and malformed ones give `None`. One pass over the name (this runs
+/// per request); parameters, which are rare, are split the simple way.
 fn element_of(element: &[u8]) -> Option<(&[u8], u16)> {
-    let mut parts = element.split(|&b| b == b';');
-    let name = trim(parts.next()?);
-    if name.is_empty() || !name.iter().all(|&b| super::request::is_tchar(b)) {
+    let ows = |b: u8| b == b' ' || b == b'\t';
+    let n = element.len();
+    let mut j = 0;
+    while j < n && ows(element[j]) {
+        j += 1;
+    }
+    let start = j;
+    while j < n && TCHAR[usize::from(element[j])] {
+        j += 1;
+    }
+    let name = &element[start..j];
+    while j < n && ows(element[j]) {
+        j += 1;
+    }
+    if name.is_empty() {
+        return None;
+    }
+    if j == n {
+        return Some((name, 1000));
+    }
+    if element[j] != b';' {
         return None;
     }
     let mut q = 1000;
-    for param in parts {
+    for param in element[j + 1..].split(|&b| b == b';') {
         let param = trim(param);
         let (key, val) = match param.iter().position(|&b| b == b'=') {
             Some(i) => (trim(&param[..i]), trim(&param[i + 1..])),
@@ -146,6 +162,17 @@ fn element_of(element: &[u8]) -> Option<(&[u8], u16)> {
     }
     Some((name, q))
 }
+
+/// `tchar` (RFC 9110 §5.6.2) as a table.
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = super::request::is_tchar(b as u8);
+        b += 1;
+    }
+    t
+};
 
 /// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`, in thousandths.
 fn qvalue(v: &[u8]) -> Option<u16> {
