@@ -197,6 +197,8 @@ pub struct Env<'a> {
     pub routes: &'a [Route],
     /// Extend a client's X-Forwarded-For chain rather than replace it (`--proxy-trust-forwarded`).
     pub trust_forwarded: bool,
+    /// `--health`: the path answered 200 here, before routes and files.
+    pub health: Option<&'a str>,
     pub handler: &'a mut dyn Handler,
     pub pools: &'a mut Pools,
     pub budget: usize,

@@ -144,17 +144,7 @@ impl Server {
 
     fn build(config: Config, listener: TcpListener, reuse_port: bool) -> Result<Server, Error> {
         listener.set_nonblocking(true)?;
-        if cfg!(not(feature = "proxy")) && !config.proxies.is_empty() {
-            return Err(Error::Config(
-                "this build has no proxy (cargo feature \"proxy\")".into(),
-            ));
-        }
-        if cfg!(not(feature = "models")) && config.model != Model::Single {
-            return Err(Error::Config(format!(
-                "--model {}: this build has the single model only (cargo feature \"models\")",
-                config.model.name()
-            )));
-        }
+        supported(&config)?;
         let max_conns = config
             .max_conns
             .unwrap_or_else(|| default_max_conns(config.cache_entries));
@@ -287,6 +277,38 @@ impl Server {
             Plan::LeaderFollowers(r, workers) => models::pooled::leader_followers(r, workers),
         }
     }
+}
+
+/// Refuses what this build cannot do.
+fn supported(config: &Config) -> Result<(), Error> {
+    if cfg!(not(feature = "proxy")) && !config.proxies.is_empty() {
+        return Err(Error::Config(
+            "this build has no proxy (cargo feature \"proxy\")".into(),
+        ));
+    }
+    if cfg!(not(feature = "models")) && config.model != Model::Single {
+        return Err(Error::Config(format!(
+            "--model {}: this build has the single model only (cargo feature \"models\")",
+            config.model.name()
+        )));
+    }
+    Ok(())
+}
+
+/// `--check-config`: everything starting would check short of binding and switching user:
+/// the flags (parsed already), what this build supports, the document root, the mime table,
+/// and that the access log can be opened for appending.
+pub fn check(config: &Config) -> Result<(), Error> {
+    supported(config)?;
+    App::new(config)?;
+    if let config::AccessLog::File(p) = &config.access_log {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|e| Error::Config(format!("--access-log {}: {e}", p.display())))?;
+    }
+    Ok(())
 }
 
 fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {

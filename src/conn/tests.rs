@@ -212,6 +212,7 @@ impl Harness {
                 log_date: "-",
                 routes: &self.routes,
                 trust_forwarded: false,
+                health: Some("/healthz"),
                 handler: &mut self.handler,
                 pools: &mut self.pools,
                 // Small, so that the budget's early stops are exercised too.

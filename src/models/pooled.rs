@@ -73,6 +73,7 @@ impl Worker {
             log_date: self.dates.clf(),
             routes: &self.cfg.proxies,
             trust_forwarded: self.cfg.proxy_trust_forwarded,
+            health: self.cfg.health.as_deref(),
             handler: &mut self.app,
             pools: &mut self.pools,
             budget: self.cfg.budget,

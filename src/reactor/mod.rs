@@ -61,6 +61,7 @@ macro_rules! env {
             log_date: $r.dates.clf(),
             routes: &$r.routes,
             trust_forwarded: $r.cfg.proxy_trust_forwarded,
+            health: $r.cfg.health.as_deref(),
             handler: &mut $r.app,
             pools: &mut $r.pools,
             budget: $r.cfg.budget,
