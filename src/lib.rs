@@ -27,6 +27,7 @@ pub mod logging;
 pub mod models;
 #[cfg(feature = "proxy")]
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reactor;
 pub mod service;
 pub mod signal;
