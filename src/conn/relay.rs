@@ -161,7 +161,7 @@ impl<T: Transport> Conn<T> {
     /// A tunnel ends here (its access line is written).
     pub fn take_upstream(&mut self) -> Option<Lent> {
         match &mut self.slot {
-            Slot::Http => None,
+            Slot::Http | Slot::Preface => None,
             Slot::Relay(r) => {
                 release_upgrade(r);
                 r.up.take().map(|u| u.lent)
@@ -176,7 +176,7 @@ impl<T: Transport> Conn<T> {
 
     pub fn upstream_ready(&mut self, readable: bool, writable: bool) {
         match &mut self.slot {
-            Slot::Http => {}
+            Slot::Http | Slot::Preface => {}
             Slot::Relay(r) => r.set_ready(readable, writable),
             Slot::Tunnel(t) => t.set_ready(readable, writable),
         }

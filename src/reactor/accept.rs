@@ -208,6 +208,9 @@ impl Reactor {
                     self.next_generation = self.next_generation.wrapping_add(1);
                     let peer = peer.map(|a| a.ip());
                     let mut conn = Conn::new(sock, self.next_generation, peer, now);
+                    if self.cfg.proxy_protocol {
+                        conn.expect_proxy_header();
+                    }
                     conn.sched.deadline = now + self.cfg.idle_timeout;
                     conn.sched.scheduled = Some(conn.sched.deadline);
                     self.timers
