@@ -21,6 +21,10 @@ pub struct Route {
     pub upstreams: Vec<SocketAddr>,
 }
 
+/// The routes of one configuration, shared: a relay keeps the ones it started with, so a reload
+/// that changes them cannot send its failover somewhere else.
+pub type Routes = std::sync::Arc<[Route]>;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,

@@ -24,7 +24,7 @@ use polling::Poller;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::app::Handler;
-use crate::config::Route;
+use crate::config::Routes;
 use crate::http::response::{Output, Reply};
 use crate::http::session::{Ctx, Event, OUTPUT_HIGH_WATER, Session};
 #[cfg(feature = "proxy")]
@@ -65,9 +65,12 @@ fn read_buf_len(max_head: usize) -> usize {
 
 impl Pools {
     fn read_buf(&mut self, max_head: usize) -> Vec<u8> {
-        self.read
-            .pop()
-            .unwrap_or_else(|| vec![0; read_buf_len(max_head)])
+        let len = read_buf_len(max_head);
+        match self.read.pop() {
+            // (Smaller only after a reload raised --max-head: such buffers go.)
+            Some(b) if b.len() >= len => b,
+            _ => vec![0; len],
+        }
     }
     fn put_read(&mut self, b: Vec<u8>) {
         if self.read.len() < POOL_KEEP {
@@ -197,7 +200,7 @@ pub struct Env<'a> {
     /// The current time in Common Log Format's `[...]` form, for access lines.
     pub log_date: &'a str,
     /// Paths forwarded upstream.
-    pub routes: &'a [Route],
+    pub routes: &'a Routes,
     /// Extend a client's X-Forwarded-For chain rather than replace it (`--proxy-trust-forwarded`).
     pub trust_forwarded: bool,
     /// `--health`: the path answered 200 here, before routes and files.

@@ -29,6 +29,7 @@ pub mod models;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reactor;
+pub mod reload;
 pub mod service;
 pub mod signal;
 
@@ -115,6 +116,13 @@ impl ServerHandle {
         self.request(reactor::Stop::NOW);
     }
 
+    /// Wakes the loops (to take up a reload).
+    pub fn wake(&self) {
+        for (poller, _) in &self.loops {
+            let _ = poller.notify();
+        }
+    }
+
     /// True once every loop of the server has finished.
     pub fn is_done(&self) -> bool {
         self.loops.iter().all(|(_, stop)| stop.is_done())
@@ -179,6 +187,10 @@ impl Server {
                     .into_iter()
                     .map(|l| reactor(l, max_conns))
                     .collect::<Result<Vec<_>, _>>()?;
+                let current = shards[0].current();
+                for r in &mut shards[1..] {
+                    r.share_current(Arc::clone(&current));
+                }
                 let pollers = shards.iter().map(|r| r.poller()).collect();
                 let limit = Arc::new(reactor::SharedLimit::new(max_conns, pollers));
                 #[cfg(feature = "proxy")]
@@ -267,7 +279,7 @@ impl Server {
             Plan::Sharded(shards) => models::sharded(shards),
             #[cfg(feature = "models")]
             Plan::Proactor(mut r, workers) => {
-                let running = workers.spawn(r.config(), &r.poller())?;
+                let running = workers.spawn(r.config(), &r.current(), &r.poller())?;
                 let result = r.run();
                 running.stop();
                 result
@@ -296,12 +308,20 @@ fn supported(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// What a reload checks before it publishes a configuration: what this build supports, and
+/// what a handler built from it opens (the document root, the mime table). Features that read
+/// files named by their settings (certificates, password files) check them here too.
+pub fn check_reloadable(config: &Config) -> Result<(), Error> {
+    supported(config)?;
+    App::new(config)?;
+    Ok(())
+}
+
 /// `--check-config`: everything starting would check short of binding and switching user:
 /// the flags (parsed already), what this build supports, the document root, the mime table,
 /// and that the access log can be opened for appending.
 pub fn check(config: &Config) -> Result<(), Error> {
-    supported(config)?;
-    App::new(config)?;
+    check_reloadable(config)?;
     if let config::AccessLog::File(p) = &config.access_log {
         std::fs::OpenOptions::new()
             .create(true)

@@ -132,6 +132,7 @@ fn forward(
     };
     session.await_answer(true);
     Some(Routed::Forward(super::relay::Start {
+        routes: std::sync::Arc::clone(env.routes),
         route,
         method: req.method,
         head: up_head,

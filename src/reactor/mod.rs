@@ -39,7 +39,7 @@ use polling::{Event, Events, PollMode, Poller};
 use slab::Slab;
 
 use crate::app::App;
-use crate::config::{Config, Route};
+use crate::config::Config;
 use crate::conn::{Conn, Env, Next, Pools};
 use crate::http::date::DateCache;
 use crate::http::session::Ctx;
@@ -184,6 +184,9 @@ pub struct Reactor {
     app: App,
     dates: DateCache,
     cfg: Arc<Config>,
+    /// Where a reload publishes the new configuration, and the generation this loop runs.
+    current: Arc<crate::reload::Current>,
+    seen: u64,
     max_conns: usize,
     accept: Accept,
     next_generation: u32,
@@ -191,7 +194,7 @@ pub struct Reactor {
     signals: Option<SignalPipe>,
     /// Set once shutdown has begun: the end of the grace period.
     draining_until: Option<Instant>,
-    routes: Vec<Route>,
+    routes: crate::config::Routes,
     #[cfg(feature = "proxy")]
     upstreams: Arc<std::sync::Mutex<Upstreams>>,
     /// The places for tunnels: this loop's and its threads', or shared by the shards.
@@ -251,15 +254,16 @@ impl Reactor {
             stop: Arc::new(Stop::default()),
             signals: None,
             draining_until: None,
-            routes: cfg.proxies.clone(),
+            routes: cfg.proxies.clone().into(),
             #[cfg(feature = "proxy")]
             upstreams: Arc::new(std::sync::Mutex::new(Upstreams::new(
-                cfg.proxies.clone(),
                 cfg.proxy_idle,
                 cfg.proxy_fail_timeout,
             ))),
             #[cfg(feature = "proxy")]
             tunnels: Arc::new(crate::conn::TunnelLimit::new(cfg.tunnel_limit(max_conns))),
+            current: crate::reload::Current::new(Arc::clone(&cfg)),
+            seen: 0,
             cfg,
             #[cfg(feature = "models")]
             lent: false,
@@ -312,6 +316,39 @@ impl Reactor {
         &self.cfg
     }
 
+    /// Where reloads are published, for the threads that serve this loop's connections.
+    pub fn current(&self) -> Arc<crate::reload::Current> {
+        Arc::clone(&self.current)
+    }
+
+    /// One configuration for several loops (the shards): a reload reaches them all.
+    pub fn share_current(&mut self, current: Arc<crate::reload::Current>) {
+        self.seen = current.generation();
+        self.current = current;
+    }
+
+    /// Takes up a configuration published by a reload: new requests get its settings, its
+    /// routes, and a handler (file cache, mime table, root) built from it. A handler that cannot
+    /// be built here (the root vanished since the reload checked it) keeps everything as it was.
+    fn reconfigure(&mut self) {
+        let Some(loaded) = self.current.newer(&mut self.seen) else {
+            return;
+        };
+        let cfg = Arc::clone(&loaded.config);
+        match loaded.app() {
+            Ok(app) => self.app = app,
+            Err(e) => {
+                log::error!("reload not applied here: {e}");
+                return;
+            }
+        }
+        self.routes = cfg.proxies.clone().into();
+        #[cfg(feature = "proxy")]
+        self.upstreams()
+            .set_policy(cfg.proxy_idle, cfg.proxy_fail_timeout);
+        self.cfg = cfg;
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -354,6 +391,7 @@ impl Reactor {
     pub fn after_wait(&mut self, events: &Events) -> bool {
         let now = Instant::now();
         self.dates.update(SystemTime::now());
+        self.reconfigure();
         for ev in events.iter() {
             match ev.key {
                 LISTENER => self.accept.ready = true,
@@ -361,6 +399,13 @@ impl Reactor {
                     let arrived = self.signals.as_ref().map(|s| s.drain()).unwrap_or_default();
                     if arrived.reopen {
                         crate::logging::reopen();
+                    }
+                    if arrived.reload && self.draining_until.is_none() {
+                        crate::reload::reload(&self.current);
+                        self.reconfigure();
+                        for peer in self.peers() {
+                            peer.wake();
+                        }
                     }
                     for _ in 0..arrived.stop {
                         if self.draining_until.is_some() {

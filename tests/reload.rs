@@ -1,0 +1,250 @@
+//! Reload on SIGHUP: the config file and the files it names are read again and applied to new
+//! requests while clients keep coming (no error, no failed connect); a broken file changes
+//! nothing and says why in one line; without `--config`, the files named by flags are re-read.
+//! Every test signals only its own child process.
+#![cfg(feature = "proxy")]
+
+mod common;
+#[path = "common/upstream.rs"]
+mod upstream;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{BinaryServer, Client, Site};
+use upstream::{Upstream, ok};
+
+const HELLO: &[u8] = b"hello";
+
+/// Clients that keep asking while the test reloads: each opens a connection, sends a few
+/// keep-alive requests, closes, and counts anything but a complete 200.
+struct Load {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, done, errors) = (stop.clone(), done.clone(), errors.clone());
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        if let Err(e) = Load::one_connection(addr, &done) {
+                            errors.lock().unwrap().push(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            done,
+            errors,
+            threads,
+        }
+    }
+
+    fn one_connection(addr: SocketAddr, done: &AtomicUsize) -> Result<(), String> {
+        let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut c = Client::from_stream(stream);
+        for _ in 0..5 {
+            c.try_send(b"GET /hello.txt HTTP/1.1\r\nHost: load\r\n\r\n")
+                .map_err(|e| format!("send: {e}"))?;
+            let r = c.try_head().map_err(|e| format!("read: {e}"))?;
+            let body = c.take(r.content_length().unwrap_or(0) as usize);
+            if r.status != 200 || body != HELLO {
+                return Err(format!("got {} {:?}", r.status, body));
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Stops the clients; returns how many requests were answered and the errors.
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let errors = self.errors.lock().unwrap().clone();
+        (self.done.load(Ordering::Relaxed), errors)
+    }
+}
+
+/// Polls (bounded) until `check` holds.
+#[track_caller]
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn status(addr: SocketAddr, path: &str) -> u16 {
+    common::get(addr, path).status
+}
+
+fn count(hay: &str, needle: &str) -> usize {
+    hay.matches(needle).count()
+}
+
+fn write_config(file: &Path, text: &str) {
+    // Written whole and renamed, as an editor or a deploy tool does: a SIGHUP never reads half.
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+/// 20 reloads while clients keep coming: each one moves the health path, the proxy route and
+/// the head limit, and each is visible at once; two broken files on the way change nothing.
+/// The clients see no error and no failed connect.
+#[test]
+fn reloads_under_load_change_settings_and_drop_nothing() {
+    let site = Site::new("reload-load");
+    site.write("hello.txt", HELLO);
+    let up = Upstream::start(|r| ok(format!("upstream saw {}", r.target)));
+    let conf = site.base.path().join("edgeserve.conf");
+    let settings = |i: usize, max_head: usize| {
+        format!(
+            "# generation {i}\nhealth /health{i}\nproxy /api{i}={}\nmax-head {max_head}\n",
+            up.addr
+        )
+    };
+    write_config(&conf, &settings(0, 8192));
+    let server = BinaryServer::start(
+        &site.root(),
+        &["--config", conf.to_str().unwrap(), "--log-level", "info"],
+    );
+    let addr = server.addr;
+    assert_eq!(status(addr, "/health0"), 200);
+    let load = Load::start(addr, 4);
+    let long_head = format!(
+        "GET /hello.txt HTTP/1.1\r\nHost: h\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(600)
+    );
+    let mut failed_reloads = 0;
+    for i in 1..=20 {
+        if i == 7 || i == 14 {
+            // A broken file: one line says why, the previous settings stay.
+            let broken = if i == 7 {
+                "health /health-broken\nmax-head lots\n".to_string()
+            } else {
+                // (The root comes from the command line, which wins; a missing file named here
+                // fails the same way a missing root would.)
+                "health /health-broken\nmime-types /no/such/mime.types\n".to_string()
+            };
+            write_config(&conf, &broken);
+            server.signal(libc::SIGHUP);
+            failed_reloads += 1;
+            eventually("the failed reload is logged", || {
+                count(&server.stderr(), "reload failed") == failed_reloads
+            });
+            assert_eq!(status(addr, &format!("/health{}", i - 1)), 200);
+            assert_ne!(status(addr, "/health-broken"), 200);
+        }
+        // Odd generations allow only short heads: a 600-byte head is refused (431).
+        let max_head = if i % 2 == 1 { 512 } else { 8192 };
+        write_config(&conf, &settings(i, max_head));
+        server.signal(libc::SIGHUP);
+        let health = format!("/health{i}");
+        eventually(&format!("{health} answered"), || {
+            status(addr, &health) == 200
+        });
+        assert_ne!(
+            status(addr, &format!("/health{}", i - 1)),
+            200,
+            "reload {i}"
+        );
+        let r = common::get(addr, &format!("/api{i}/x"));
+        assert_eq!(r.text(), format!("upstream saw /api{i}/x"), "reload {i}");
+        assert_eq!(status(addr, &format!("/api{}/x", i - 1)), 404, "reload {i}");
+        let mut c = Client::connect(addr);
+        c.send(long_head.as_bytes());
+        let want = if max_head == 512 { 431 } else { 200 };
+        assert_eq!(c.head().status, want, "reload {i}, max-head {max_head}");
+    }
+    let (answered, errors) = load.finish();
+    assert!(errors.is_empty(), "clients saw errors: {errors:?}");
+    assert!(answered > 100, "the load did little: {answered} requests");
+    let stderr = server.stderr();
+    assert_eq!(count(&stderr, "reloaded "), 20, "{stderr}");
+    let failures: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("reload failed"))
+        .collect();
+    assert_eq!(failures.len(), 2, "{stderr}");
+    assert!(
+        failures[0].contains("edgeserve.conf:2: --max-head"),
+        "{stderr}"
+    );
+    assert!(failures[1].contains("/no/such/mime.types"), "{stderr}");
+}
+
+/// A settings change a reload cannot make (the model, the threads, the listener...) is kept
+/// as it was, with a warning naming it; the rest of the file applies.
+#[test]
+fn startup_only_settings_are_kept_with_a_warning() {
+    let site = Site::new("reload-startup-only");
+    site.write("hello.txt", HELLO);
+    let conf = site.base.path().join("edgeserve.conf");
+    write_config(&conf, "health /a\n");
+    let server = BinaryServer::start(&site.root(), &["--config", conf.to_str().unwrap()]);
+    write_config(&conf, "health /b\nbacklog 7\n");
+    server.signal(libc::SIGHUP);
+    eventually("/b answered", || status(server.addr, "/b") == 200);
+    // (Logged before the reload is published; stderr is read by another thread of ours.)
+    eventually("the warning", || {
+        server
+            .stderr()
+            .contains("backlog takes effect at restart only")
+    });
+}
+
+/// Without `--config`, SIGHUP reads the files named by flags again (here the mime table) and
+/// the file cache starts afresh.
+#[test]
+fn without_a_config_file_sighup_rereads_named_files() {
+    let site = Site::new("reload-mime");
+    site.write("a.thing", b"x");
+    let mime = site.base.path().join("mime.types");
+    std::fs::write(&mime, "text/x-one thing\n").unwrap();
+    let server = BinaryServer::start(
+        &site.root(),
+        &[
+            "--mime-types",
+            mime.to_str().unwrap(),
+            "--log-level",
+            "info",
+        ],
+    );
+    let content_type = || {
+        common::get(server.addr, "/a.thing")
+            .header("content-type")
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(content_type().starts_with("text/x-one"));
+    std::fs::write(&mime, "text/x-two thing\n").unwrap();
+    server.signal(libc::SIGHUP);
+    eventually("the new type", || content_type().starts_with("text/x-two"));
+    // A table that no longer parses (or is gone) changes nothing.
+    std::fs::remove_file(&mime).unwrap();
+    server.signal(libc::SIGHUP);
+    eventually("the failed reload is logged", || {
+        server.stderr().contains("reload failed")
+    });
+    let ct = content_type();
+    assert!(ct.starts_with("text/x-two"), "{ct:?} {}", server.stderr());
+}
