@@ -251,8 +251,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
     let args: Vec<String> = args.into_iter().collect();
     let mut c = Config::default();
     if let Some(path) = config_file_arg(&args)? {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("--config {}: {e}", path.display()))?;
+        let text = read_config(&path).map_err(|e| format!("--config {}: {e}", path.display()))?;
         // A flag given on the command line replaces every line of that name in the file (for a
         // repeatable flag too: its list is the command line's).
         let given: Vec<&str> = args
@@ -341,6 +340,21 @@ fn config_file_arg(args: &[String]) -> Result<Option<PathBuf>, String> {
         }
     }
     Ok(found)
+}
+
+/// The longest config file read (a typo naming a device or a huge file must not eat memory).
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+fn read_config(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(std::io::Error::other("longer than 1 MiB"));
+    }
+    Ok(text)
 }
 
 /// The settings of a config file: (line number, name, value) for every line that is not blank

@@ -216,6 +216,11 @@ fn errors_name_the_file_and_line() {
         &["--config", "/no/such/edgeserve.conf"],
         "/no/such/edgeserve.conf",
     );
+    // A directory, a device that never ends, bytes that are not text: one line each.
+    check_fails(&["--config", root], "--config");
+    check_fails(&["--config", "/dev/zero"], "longer than 1 MiB");
+    std::fs::write(&conf, b"index \xff\xfe\n").unwrap();
+    check_fails(&["--config", c, root], "bad.conf");
     check_fails(&["--config", c, "--config", c], "--config");
     // --check-config: what the settings name must exist.
     std::fs::write(&conf, "mime-types /no/such/mime.types\n").unwrap();
