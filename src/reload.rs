@@ -125,11 +125,7 @@ fn keep_startup_settings(old: &Config, new: &mut Config) {
     macro_rules! keep {
         ($($field:ident $(. $sub:ident)? => $name:literal),* $(,)?) => {$(
             if new.$field $(.$sub)? != old.$field $(.$sub)? {
-                log::warn!(
-                    "reload: {} takes effect at restart only; keeping {:?}",
-                    $name,
-                    old.$field $(.$sub)?
-                );
+                log::warn!("reload: {} takes effect at restart only; keeping the running value", $name);
                 new.$field $(.$sub)? = old.$field $(.$sub)?.clone();
             }
         )*};
