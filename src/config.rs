@@ -14,6 +14,27 @@ pub enum AccessLog {
     Off,
 }
 
+/// One listening address (`--listen`, repeatable) and what its connections speak.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// Connections begin with a TLS handshake.
+    pub tls: bool,
+    /// Connections begin with a PROXY protocol header naming the real client.
+    pub proxy_protocol: bool,
+}
+
+impl Listen {
+    /// Plain HTTP on `addr`.
+    pub fn plain(addr: SocketAddr) -> Listen {
+        Listen {
+            addr,
+            tls: false,
+            proxy_protocol: false,
+        }
+    }
+}
+
 /// Requests whose path starts with `prefix` go to one of `upstreams`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -27,7 +48,8 @@ pub type Routes = std::sync::Arc<[Route]>;
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// Where to listen, in the order given (never empty once parsed).
+    pub listen: Vec<Listen>,
     pub root: PathBuf,
     pub backlog: i32,
     /// Most connections open at once; `None` derives it from the descriptor limit.
@@ -135,7 +157,7 @@ impl Model {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: vec![Listen::plain(SocketAddr::from(([127, 0, 0, 1], 8080)))],
             root: PathBuf::from("."),
             backlog: 1024,
             max_conns: None,
@@ -183,7 +205,7 @@ edgeserve: a single-threaded, event-driven HTTP/1.1 static file server
 Usage: edgeserve [OPTIONS] [DIR]
 
   DIR                     document root (same as --root)
-  --listen ADDR           address to listen on              [127.0.0.1:8080]
+  --listen ADDR           address to listen on (repeatable) [127.0.0.1:8080]
   --root DIR              document root                     [.]
   --backlog N             listen backlog                    [1024]
   --max-conns N           most open connections             [descriptor limit - cache - 32]
@@ -220,6 +242,7 @@ Usage: edgeserve [OPTIONS] [DIR]
   --user NAME             switch to this user after binding (port 80 as root)
   --health PATH           answer 200 to PATH at once (load balancer checks)
   --proxy-protocol        each connection begins with a PROXY v1/v2 header
+                          (one listener only: --listen 'ADDR proxy-protocol')
                           (behind HAProxy or nginx stream with send-proxy)
   --config FILE           read settings from FILE first: one 'name value' per line,
                           '#' comments; command-line flags replace the file's lines
@@ -250,6 +273,7 @@ pub enum Command {
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let args: Vec<String> = args.into_iter().collect();
     let mut c = Config::default();
+    let mut seen = Seen::default();
     if let Some(path) = config_file_arg(&args)? {
         let text = read_config(&path).map_err(|e| format!("--config {}: {e}", path.display()))?;
         // A flag given on the command line replaces every line of that name in the file (for a
@@ -271,7 +295,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             }
             let mut value = Some(value.to_string()).filter(|v| !v.is_empty());
             let mut take = || value.take().ok_or_else(|| format!("{name} needs a value"));
-            match set(&mut c, &flag, &mut take).map_err(at)? {
+            match set(&mut c, &mut seen, &flag, &mut take).map_err(at)? {
                 Set::Done => {}
                 _ => return Err(at(format!("unknown setting {name:?}"))),
             }
@@ -295,7 +319,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 .or_else(|| rest.next())
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
-        match set(&mut c, &flag, &mut value)? {
+        match set(&mut c, &mut seen, &flag, &mut value)? {
             Set::Done => root_given |= flag == "--root",
             Set::Help => return Ok(Command::Help),
             Set::Version => return Ok(Command::Version),
@@ -316,6 +340,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         || c.tunnel_timeout.is_zero()
     {
         return Err("timeouts must be greater than zero".into());
+    }
+    if c.proxy_protocol {
+        for l in &mut c.listen {
+            l.proxy_protocol = true;
+        }
     }
     c.args = args;
     Ok(if check {
@@ -372,6 +401,12 @@ fn file_lines(text: &str) -> impl Iterator<Item = (usize, &str, &str)> {
     })
 }
 
+/// Flags met so far whose later occurrences behave differently from the first.
+#[derive(Default)]
+struct Seen {
+    listen: bool,
+}
+
 /// What one flag did.
 enum Set {
     Done,
@@ -386,6 +421,7 @@ enum Set {
 /// command line and the config file, so that every flag works in both.
 fn set(
     c: &mut Config,
+    seen: &mut Seen,
     flag: &str,
     value: &mut dyn FnMut() -> Result<String, String>,
 ) -> Result<Set, String> {
@@ -399,7 +435,15 @@ fn set(
         "--config" => {
             value()?;
         }
-        "--listen" => c.listen = parse_addr(&value()?)?,
+        "--listen" => {
+            let l = parse_listen(&value()?)?;
+            // The first `--listen` replaces the default address; later ones add to it.
+            if !seen.listen {
+                c.listen.clear();
+                seen.listen = true;
+            }
+            add_listener(&mut c.listen, l)?;
+        }
         "--root" => c.root = PathBuf::from(value()?),
         "--backlog" => c.backlog = number(&flag, &value()?, 1, i32::MAX as u64)? as i32,
         "--max-conns" => c.max_conns = Some(number(&flag, &value()?, 1, 1 << 24)? as usize),
@@ -513,6 +557,34 @@ impl Config {
 
 /// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` or `:PORT` (all IPv4 addresses). No name lookup:
 /// resolving names would pull the resolver (and, in a static build, NSS) into the binary.
+/// Adds a listener, refusing an address given twice (the second bind would fail with a less
+/// clear message, or, with SO_REUSEPORT in the sharded model, silently split the connections).
+pub fn add_listener(list: &mut Vec<Listen>, l: Listen) -> Result<(), String> {
+    if list.iter().any(|o| o.addr == l.addr && o.addr.port() != 0) {
+        return Err(format!("--listen: {} is given twice", l.addr));
+    }
+    list.push(l);
+    Ok(())
+}
+
+/// `ADDR [OPTION...]`: an address as `parse_addr` takes it, then what its connections speak:
+/// `proxy-protocol` (a PROXY header comes first).
+fn parse_listen(v: &str) -> Result<Listen, String> {
+    let mut words = v.split_ascii_whitespace();
+    let mut l = Listen::plain(parse_addr(words.next().unwrap_or(""))?);
+    for option in words {
+        match option {
+            "proxy-protocol" => l.proxy_protocol = true,
+            other => {
+                return Err(format!(
+                    "--listen: unknown option {other:?} after the address (expected proxy-protocol)"
+                ));
+            }
+        }
+    }
+    Ok(l)
+}
+
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse() {
         return Ok(a);
@@ -604,7 +676,7 @@ mod tests {
             "10",
         ])
         .unwrap();
-        assert_eq!(c.listen, "[::1]:0".parse().unwrap());
+        assert_eq!(c.listen, [Listen::plain("[::1]:0".parse().unwrap())]);
         assert_eq!(c.header_timeout, Duration::from_millis(250));
         assert_eq!(c.root, PathBuf::from("www"));
         assert_eq!(c.max_conns, Some(10));
@@ -622,11 +694,39 @@ mod tests {
 
     #[test]
     fn listen_forms_without_name_lookup() {
-        let addr = |a: &str| run(&["--listen", a]).unwrap().listen;
+        let addr = |a: &str| run(&["--listen", a]).unwrap().listen[0].addr;
         assert_eq!(addr("localhost:81"), "127.0.0.1:81".parse().unwrap());
         assert_eq!(addr(":82"), "0.0.0.0:82".parse().unwrap());
         assert_eq!(addr("[::1]:83"), "[::1]:83".parse().unwrap());
         assert!(run(&["--listen", "example.com:80"]).is_err());
+    }
+
+    #[test]
+    fn listen_options() {
+        let c = run(&["--listen", ":81 proxy-protocol", "--listen", ":82"]).unwrap();
+        let pp: Vec<bool> = c.listen.iter().map(|l| l.proxy_protocol).collect();
+        assert_eq!(pp, [true, false]);
+        let c = run(&["--listen", ":81", "--listen", ":82", "--proxy-protocol"]).unwrap();
+        assert!(c.listen.iter().all(|l| l.proxy_protocol));
+        let e = run(&["--listen", ":81 proxy_protocol"]).unwrap_err();
+        assert!(e.contains("proxy_protocol"), "{e}");
+        assert!(run(&["--listen", ""]).is_err());
+    }
+
+    #[test]
+    fn several_listeners_replace_the_default() {
+        let addrs = |args: &[&str]| -> Vec<SocketAddr> {
+            run(args).unwrap().listen.iter().map(|l| l.addr).collect()
+        };
+        assert_eq!(addrs(&[]), ["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(
+            addrs(&["--listen", ":81", "--listen=[::]:81"]),
+            ["0.0.0.0:81".parse().unwrap(), "[::]:81".parse().unwrap()]
+        );
+        let twice = run(&["--listen", ":81", "--listen", "0.0.0.0:81"]).unwrap_err();
+        assert!(twice.contains("given twice"), "{twice}");
+        // Port 0 twice is two different ports.
+        assert_eq!(addrs(&["--listen", ":0", "--listen", ":0"]).len(), 2);
     }
 
     #[test]

@@ -267,3 +267,31 @@ fn wait_for_lines(log: &std::path::Path, needles: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Per listener (`listen ADDR proxy-protocol`): the balancer's listener wants the header, the
+/// plain one beside it serves plain HTTP.
+#[test]
+fn only_the_listener_marked_wants_the_header() {
+    use edgeserve::config::Listen;
+    let site = Site::new("proxy-protocol-per-listener");
+    site.write("hello.txt", b"hello");
+    let server = TestServer::with(&site, |c| {
+        let plain = Listen::plain("127.0.0.1:0".parse().unwrap());
+        let balanced = Listen {
+            proxy_protocol: true,
+            ..plain.clone()
+        };
+        c.listen = vec![plain, balanced];
+    });
+    let (plain, balanced) = (server.addrs[0], server.addrs[1]);
+    for _ in 0..4 {
+        // (Several rounds: in the sharded model each listener has a socket per shard.)
+        assert_eq!(common::get(plain, "/hello.txt").status, 200);
+        let mut c = Client::connect(balanced);
+        c.send(b"PROXY TCP4 192.0.2.1 10.0.0.1 1 80\r\n");
+        assert_eq!(c.get("/hello.txt").status, 200);
+        let mut c = Client::connect(balanced);
+        let _ = c.try_send(b"GET /hello.txt HTTP/1.1\r\nHost: h\r\n\r\n");
+        expect_dropped(&mut c, "plain HTTP on the balancer's listener");
+    }
+}
