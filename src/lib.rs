@@ -150,7 +150,10 @@ impl Server {
     /// Shards then share those sockets (they cannot bind more with SO_REUSEPORT).
     pub fn with_listeners(config: Config, socks: Vec<TcpListener>) -> Result<Server, Error> {
         let listeners = listen::adopt(socks, &config.listen)?;
-        Server::build(config, listeners, false)
+        let server = Server::build(config, listeners, false)?;
+        // systemd owns these sockets: a reload leaves them as they are.
+        server.first().current().set_layout(1, true);
+        Ok(server)
     }
 
     fn build(
@@ -198,8 +201,9 @@ impl Server {
                     .map(|l| reactor(l, max_conns))
                     .collect::<Result<Vec<_>, _>>()?;
                 let current = shards[0].current();
-                for r in &mut shards[1..] {
-                    r.share_current(Arc::clone(&current));
+                current.set_layout(shards.len(), false);
+                for (i, r) in shards.iter_mut().enumerate().skip(1) {
+                    r.share_current(Arc::clone(&current), i);
                 }
                 let pollers = shards.iter().map(|r| r.poller()).collect();
                 let limit = Arc::new(reactor::SharedLimit::new(max_conns, pollers));

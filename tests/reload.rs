@@ -107,43 +107,72 @@ fn write_config(file: &Path, text: &str) {
     std::fs::rename(&tmp, file).unwrap();
 }
 
-/// 20 reloads while clients keep coming: each one moves the health path, the proxy route and
-/// the head limit, and each is visible at once; two broken files on the way change nothing.
-/// The clients see no error and no failed connect.
+/// The address the server said it listens on for `ip` (the last such line on stderr).
+fn listening_on(server: &BinaryServer, ip: &str) -> Option<SocketAddr> {
+    let needle = format!("listening on http://{ip}:");
+    server
+        .stderr()
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.split_once(&needle)
+                .map(|(_, port)| port.trim().to_string())
+        })
+        .map(|port| format!("{ip}:{port}").parse().unwrap())
+}
+
+/// True when five connects in a row to `addr` are refused (every shard closed its socket).
+fn refused(addr: SocketAddr) -> bool {
+    (0..5).all(|_| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err())
+}
+
+/// 20 reloads while clients keep coming: each one moves the health path, the proxy route, the
+/// head limit and a second listener (a new loopback address each time: opened, and the
+/// previous one closed), and each change is visible at once. Broken files on the way (a bad
+/// value, a missing file, a port in use) change nothing. The clients, on the listener that
+/// stays, see no error and no failed connect.
 #[test]
 fn reloads_under_load_change_settings_and_drop_nothing() {
     let site = Site::new("reload-load");
     site.write("hello.txt", HELLO);
     let up = Upstream::start(|r| ok(format!("upstream saw {}", r.target)));
     let conf = site.base.path().join("edgeserve.conf");
+    let root = site.root();
     let settings = |i: usize, max_head: usize| {
         format!(
-            "# generation {i}\nhealth /health{i}\nproxy /api{i}={}\nmax-head {max_head}\n",
+            "# generation {i}\nlisten 127.0.0.1:0\nlisten 127.0.0.{}:0\nroot {}\n\
+             access-log off\nlog-level info\n\
+             health /health{i}\nproxy /api{i}={}\nmax-head {max_head}\n",
+            10 + i,
+            root.display(),
             up.addr
         )
     };
     write_config(&conf, &settings(0, 8192));
-    let server = BinaryServer::start(
-        &site.root(),
-        &["--config", conf.to_str().unwrap(), "--log-level", "info"],
-    );
+    let server = BinaryServer::start_args(&["--config", conf.to_str().unwrap()]);
     let addr = server.addr;
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_eq!(status(addr, "/health0"), 200);
+    let mut extra = listening_on(&server, "127.0.0.10").expect("second listener");
+    assert_eq!(status(extra, "/health0"), 200);
     let load = Load::start(addr, 4);
     let long_head = format!(
         "GET /hello.txt HTTP/1.1\r\nHost: h\r\nX-Pad: {}\r\n\r\n",
         "p".repeat(600)
     );
+    let taken = common::occupied_port();
     let mut failed_reloads = 0;
     for i in 1..=20 {
-        if i == 7 || i == 14 {
+        if i == 5 || i == 10 || i == 15 {
             // A broken file: one line says why, the previous settings stay.
-            let broken = if i == 7 {
-                "health /health-broken\nmax-head lots\n".to_string()
-            } else {
-                // (The root comes from the command line, which wins; a missing file named here
-                // fails the same way a missing root would.)
-                "health /health-broken\nmime-types /no/such/mime.types\n".to_string()
+            let broken = match i {
+                5 => format!("{}max-head lots\n", settings(99, 8192)),
+                10 => format!("{}mime-types /no/such/mime.types\n", settings(99, 8192)),
+                _ => format!(
+                    "{}listen {}\n",
+                    settings(99, 8192),
+                    taken.local_addr().unwrap()
+                ),
             };
             write_config(&conf, &broken);
             server.signal(libc::SIGHUP);
@@ -152,7 +181,9 @@ fn reloads_under_load_change_settings_and_drop_nothing() {
                 count(&server.stderr(), "reload failed") == failed_reloads
             });
             assert_eq!(status(addr, &format!("/health{}", i - 1)), 200);
-            assert_ne!(status(addr, "/health-broken"), 200);
+            assert_eq!(status(extra, &format!("/health{}", i - 1)), 200);
+            assert_ne!(status(addr, "/health99"), 200);
+            assert!(listening_on(&server, "127.0.0.109").is_none());
         }
         // Odd generations allow only short heads: a 600-byte head is refused (431).
         let max_head = if i % 2 == 1 { 512 } else { 8192 };
@@ -174,22 +205,35 @@ fn reloads_under_load_change_settings_and_drop_nothing() {
         c.send(long_head.as_bytes());
         let want = if max_head == 512 { 431 } else { 200 };
         assert_eq!(c.head().status, want, "reload {i}, max-head {max_head}");
+        // The second listener moved: the new one serves, the old one is closed.
+        let ip = format!("127.0.0.{}", 10 + i);
+        // (Announced before the reload is published; our thread reading stderr may lag.)
+        eventually("the new listener is announced", || {
+            listening_on(&server, &ip).is_some()
+        });
+        let moved = listening_on(&server, &ip).unwrap();
+        assert_eq!(status(moved, &health), 200, "reload {i}");
+        eventually(&format!("{extra} closed"), || refused(extra));
+        extra = moved;
     }
     let (answered, errors) = load.finish();
     assert!(errors.is_empty(), "clients saw errors: {errors:?}");
     assert!(answered > 100, "the load did little: {answered} requests");
     let stderr = server.stderr();
     assert_eq!(count(&stderr, "reloaded "), 20, "{stderr}");
+    // (Once per loop that held a socket of it: twice in the sharded model.)
+    assert!(count(&stderr, "no longer listening on") >= 20, "{stderr}");
     let failures: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("reload failed"))
         .collect();
-    assert_eq!(failures.len(), 2, "{stderr}");
+    assert_eq!(failures.len(), 3, "{stderr}");
     assert!(
-        failures[0].contains("edgeserve.conf:2: --max-head"),
+        failures[0].contains("edgeserve.conf:10: --max-head"),
         "{stderr}"
     );
     assert!(failures[1].contains("/no/such/mime.types"), "{stderr}");
+    assert!(failures[2].contains("cannot listen on"), "{stderr}");
 }
 
 /// A settings change a reload cannot make (the model, the threads, the listener...) is kept

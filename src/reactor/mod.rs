@@ -192,6 +192,8 @@ pub struct Reactor {
     /// Where a reload publishes the new configuration, and the generation this loop runs.
     current: Arc<crate::reload::Current>,
     seen: u64,
+    /// This loop's number among the shards (0 in the other models).
+    shard: usize,
     max_conns: usize,
     accept: Accept,
     next_generation: u32,
@@ -257,6 +259,7 @@ impl Reactor {
             listeners: listeners
                 .into_iter()
                 .map(|l| Listening {
+                    asked: asked(&cfg.listen, &l.spec),
                     sock: l.sock,
                     spec: l.spec,
                     ready: true,
@@ -289,6 +292,7 @@ impl Reactor {
             tunnels: Arc::new(crate::conn::TunnelLimit::new(cfg.tunnel_limit(max_conns))),
             current: crate::reload::Current::new(Arc::clone(&cfg)),
             seen: 0,
+            shard: 0,
             cfg,
             #[cfg(feature = "models")]
             lent: false,
@@ -346,10 +350,76 @@ impl Reactor {
         Arc::clone(&self.current)
     }
 
-    /// One configuration for several loops (the shards): a reload reaches them all.
-    pub fn share_current(&mut self, current: Arc<crate::reload::Current>) {
+    /// One configuration for several loops (the shards): a reload reaches them all; this loop
+    /// is number `shard` among them (it takes that set of the listeners a reload opens).
+    pub fn share_current(&mut self, current: Arc<crate::reload::Current>, shard: usize) {
         self.seen = current.generation();
         self.current = current;
+        self.shard = shard;
+    }
+
+    /// A reload's listeners: the ones whose address left the configuration are closed (the
+    /// connections they accepted go on), the ones it opened for this loop are added, and the
+    /// ones that stay keep their socket and take their new settings. Keys are given again in
+    /// order; every listener is looked at once more (an edge of this turn may have gone to the
+    /// old key).
+    fn relisten(&mut self, loaded: &crate::reload::Loaded) {
+        let opened = loaded.take_opened(self.shard);
+        let wanted = &loaded.config.listen;
+        let stays = |l: &Listening| wanted.iter().any(|w| w.addr == l.asked);
+        if opened.is_empty() && self.listeners.iter().all(stays) && self.draining_until.is_none() {
+            for l in &mut self.listeners {
+                if let Some(w) = wanted.iter().find(|w| w.addr == l.asked) {
+                    l.spec = Listen {
+                        addr: l.spec.addr,
+                        ..w.clone()
+                    };
+                }
+            }
+            self.local_addrs = self.listeners.iter().map(|l| l.spec.clone()).collect();
+            return;
+        }
+        if self.draining_until.is_some() {
+            return; // shutting down: no listener any more, none to open
+        }
+        let mut all = std::mem::take(&mut self.listeners);
+        for l in &all {
+            let _ = self.poller.delete(&l.sock);
+        }
+        all.retain(|l| {
+            let keep = stays(l);
+            if !keep {
+                log::info!("no longer listening on http://{}", l.spec.addr);
+            }
+            keep
+        });
+        all.extend(opened.into_iter().map(|l| Listening {
+            asked: asked(wanted, &l.spec),
+            sock: l.sock,
+            spec: l.spec,
+            ready: true,
+        }));
+        for (i, mut l) in all.into_iter().enumerate() {
+            if let Some(w) = wanted.iter().find(|w| w.addr == l.asked) {
+                l.spec = Listen {
+                    addr: l.spec.addr,
+                    ..w.clone()
+                };
+            }
+            // SAFETY: listeners are deleted from the poller before they are dropped (here,
+            // shutdown, Drop).
+            let added = unsafe {
+                self.poller
+                    .add_with_mode(&l.sock, Event::readable(LISTENERS + i), PollMode::Edge)
+            };
+            if let Err(e) = added {
+                log::error!("reload: cannot watch the listener {}: {e}", l.spec.addr);
+                continue;
+            }
+            l.ready = true;
+            self.listeners.push(l);
+        }
+        self.local_addrs = self.listeners.iter().map(|l| l.spec.clone()).collect();
     }
 
     /// Takes up a configuration published by a reload: new requests get its settings, its
@@ -367,6 +437,7 @@ impl Reactor {
                 return;
             }
         }
+        self.relisten(&loaded);
         self.routes = cfg.proxies.clone().into();
         #[cfg(feature = "proxy")]
         self.upstreams()
@@ -677,6 +748,23 @@ impl Reactor {
             }
         }
     }
+}
+
+/// The address in `asked` (the configuration's listeners) that made the listener `bound`: its
+/// own, or the same IP with port 0 (the kernel chose the port). A socket systemd handed over
+/// that no `--listen` names is its own.
+fn asked(asked: &[Listen], bound: &Listen) -> std::net::SocketAddr {
+    asked
+        .iter()
+        .map(|a| a.addr)
+        .find(|a| *a == bound.addr)
+        .or_else(|| {
+            asked
+                .iter()
+                .map(|a| a.addr)
+                .find(|a| a.port() == 0 && a.ip() == bound.addr.ip())
+        })
+        .unwrap_or(bound.addr)
 }
 
 /// Without the models nothing is lent to another thread, no handler runs elsewhere and there is
