@@ -365,9 +365,12 @@ impl Reactor {
     /// old key).
     fn relisten(&mut self, loaded: &crate::reload::Loaded) {
         let opened = loaded.take_opened(self.shard);
+        if self.draining_until.is_some() {
+            return; // shutting down: no listener any more, none to open
+        }
         let wanted = &loaded.config.listen;
         let stays = |l: &Listening| wanted.iter().any(|w| w.addr == l.asked);
-        if opened.is_empty() && self.listeners.iter().all(stays) && self.draining_until.is_none() {
+        if opened.is_empty() && self.listeners.iter().all(stays) {
             for l in &mut self.listeners {
                 if let Some(w) = wanted.iter().find(|w| w.addr == l.asked) {
                     l.spec = Listen {
@@ -378,9 +381,6 @@ impl Reactor {
             }
             self.local_addrs = self.listeners.iter().map(|l| l.spec.clone()).collect();
             return;
-        }
-        if self.draining_until.is_some() {
-            return; // shutting down: no listener any more, none to open
         }
         let mut all = std::mem::take(&mut self.listeners);
         for l in &all {
@@ -399,7 +399,8 @@ impl Reactor {
             spec: l.spec,
             ready: true,
         }));
-        for (i, mut l) in all.into_iter().enumerate() {
+        for mut l in all {
+            let key = LISTENERS + self.listeners.len();
             if let Some(w) = wanted.iter().find(|w| w.addr == l.asked) {
                 l.spec = Listen {
                     addr: l.spec.addr,
@@ -410,7 +411,7 @@ impl Reactor {
             // shutdown, Drop).
             let added = unsafe {
                 self.poller
-                    .add_with_mode(&l.sock, Event::readable(LISTENERS + i), PollMode::Edge)
+                    .add_with_mode(&l.sock, Event::readable(key), PollMode::Edge)
             };
             if let Err(e) = added {
                 log::error!("reload: cannot watch the listener {}: {e}", l.spec.addr);
