@@ -292,3 +292,38 @@ fn without_a_config_file_sighup_rereads_named_files() {
     let ct = content_type();
     assert!(ct.starts_with("text/x-two"), "{ct:?} {}", server.stderr());
 }
+
+/// logrotate with a config file: the log is moved away, SIGHUP reloads the file and reopens the
+/// log; lines after it go to a fresh file, lines before stay in the moved one.
+#[test]
+fn logrotate_then_sighup_starts_a_fresh_log() {
+    let site = Site::new("reload-logrotate");
+    site.write("hello.txt", HELLO);
+    let log = site.base.path().join("access.log");
+    let conf = site.base.path().join("edgeserve.conf");
+    let text = |health: &str| {
+        format!(
+            "listen 127.0.0.1:0\nroot {}\naccess-log {}\nlog-level info\nhealth {health}\n",
+            site.root().display(),
+            log.display()
+        )
+    };
+    write_config(&conf, &text("/before"));
+    let server = BinaryServer::start_args(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(status(server.addr, "/hello.txt?first"), 200);
+    eventually("the first line", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("?first"))
+    });
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    write_config(&conf, &text("/after"));
+    server.signal(libc::SIGHUP);
+    eventually("the reload", || status(server.addr, "/after") == 200);
+    assert_eq!(status(server.addr, "/hello.txt?second"), 200);
+    eventually("the line in the fresh file", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("?second"))
+    });
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("?first") && !old.contains("?second"), "{old}");
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("?first"));
+}
