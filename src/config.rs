@@ -271,7 +271,12 @@ pub enum Command {
 /// Parses flags (`--flag value` or `--flag=value`), after the lines of the `--config` file if
 /// one is named. Errors are one line for the user.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
-    let args: Vec<String> = args.into_iter().collect();
+    parse(args.into_iter().collect())
+}
+
+/// `parse_args` without the generic parameter: one copy of the parser in the binary, whoever
+/// calls it (startup, a reload).
+fn parse(args: Vec<String>) -> Result<Command, String> {
     let mut c = Config::default();
     let mut seen = Seen::default();
     if let Some(path) = config_file_arg(&args)? {
