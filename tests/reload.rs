@@ -327,3 +327,26 @@ fn logrotate_then_sighup_starts_a_fresh_log() {
     assert!(old.contains("?first") && !old.contains("?second"), "{old}");
     assert!(!std::fs::read_to_string(&log).unwrap().contains("?first"));
 }
+
+/// A request forwarded before a reload that removes its route is answered by its upstream all
+/// the same; the next request on the same connection meets the new settings.
+#[test]
+fn a_request_in_flight_finishes_under_its_route() {
+    let site = Site::new("reload-in-flight");
+    site.write("hello.txt", HELLO);
+    let up = Upstream::start(|_| upstream::after(Duration::from_millis(400), ok("slow answer")));
+    let conf = site.base.path().join("edgeserve.conf");
+    write_config(&conf, &format!("proxy /api={}\n", up.addr));
+    let server = BinaryServer::start(&site.root(), &["--config", conf.to_str().unwrap()]);
+    let mut c = server.client();
+    c.send(b"GET /api/x HTTP/1.1\r\nHost: h\r\n\r\n");
+    up.wait_requests(1, Duration::from_secs(5));
+    write_config(&conf, "health /api/x\n");
+    server.signal(libc::SIGHUP);
+    let r = c.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "slow answer"));
+    eventually("the reload", || status(server.addr, "/api/x") == 200);
+    let r = c.get("/api/x");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert_eq!(up.requests().len(), 1);
+}
