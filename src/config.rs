@@ -247,13 +247,13 @@ Usage: edgeserve [OPTIONS] [DIR]
   --cache-entries N       file cache size                   [1024]
   --cache-valid T         file cache revalidation interval  [1s]
   --inline-max BYTES      files held in memory up to        [16384]
-  --header [PREFIX=]'NAME: VALUE'  add a response header to answers for paths
-                          under PREFIX (default all; repeatable)
+  --header LINE           add a response header, LINE '[PREFIX=]Name: value',
+                          to answers for paths under PREFIX (default all; repeatable)
   --error-page STATUS=PATH  serve the file PATH (under the root) for errors with
                           STATUS: 400, 403, 404, 405, 406, 416, 503 (repeatable)
   --precompressed         serve NAME.br, NAME.zst or NAME.gz for NAME when the
                           client's Accept-Encoding takes it
-  --dir-listing           HTML index of directories without an index file
+  --dir-listing           list directories without an index file (HTML)
   --proxy PREFIX=ADDR[,ADDR]  forward paths under PREFIX to upstream HOST:PORTs (repeatable)
   --proxy-connect-timeout T   upstream connect timeout       [3s]
   --proxy-timeout T       wait for upstream bytes           [60s]
