@@ -12,7 +12,7 @@ use std::os::unix::fs::symlink;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Response, SECRET, Site, TestServer, find, run_binary};
+use common::{BinaryServer, Response, SECRET, Site, TestServer, find, run_binary};
 
 const APP: &[u8] = b"console.log('the original, uncompressed script');\n";
 
@@ -767,6 +767,59 @@ fn bad_header_flags_are_refused_at_startup() {
         assert_eq!(err.lines().count(), 1, "{bad:?}: {err}");
         assert!(err.contains("--error-page"), "{bad:?}: {err}");
     }
+}
+
+/// The four settings come from a config file as from flags, and a SIGHUP applies a changed file
+/// to new requests: new header lines, a new error page, precompressed siblings turned off.
+/// A file with a bad header line changes nothing.
+#[test]
+fn a_reload_changes_headers_pages_and_siblings() {
+    let site = site();
+    site.write("other404.html", b"<p>another page</p>\n");
+    let conf = site.base.path().join("edgeserve.conf");
+    let write = |text: &str| {
+        let tmp = conf.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &conf).unwrap();
+    };
+    write("header /assets/=X-Gen: 1\nerror-page 404=/404.html\nprecompressed\n");
+    let server = BinaryServer::start(&site.root(), &["--config", conf.to_str().unwrap()]);
+    let get = |path: &str, headers: &str| {
+        let mut c = server.client();
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}\r\n").as_bytes());
+        c.response()
+    };
+    assert_eq!(get("/assets/logo.svg", "").header("x-gen"), Some("1"));
+    assert_eq!(get("/missing", "").body, b"<h1>custom not found</h1>\n");
+    assert_eq!(
+        get("/app.js", &accept("br")).header("content-encoding"),
+        Some("br")
+    );
+    write("header /assets/=X-Gen: 2\nerror-page 404=/other404.html\n");
+    server.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get("/assets/logo.svg", "").header("x-gen") != Some("2") {
+        assert!(std::time::Instant::now() < deadline, "reload not applied");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(get("/missing", "").body, b"<p>another page</p>\n");
+    let r = get("/app.js", &accept("br"));
+    assert_eq!(
+        (r.header("content-encoding"), r.body.as_slice()),
+        (None, APP)
+    );
+    // A bad line: the reload fails as a whole, the running settings stay.
+    write("header Content-Length: 1\n");
+    server.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("reload failed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed reload logged"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(get("/assets/logo.svg", "").header("x-gen"), Some("2"));
 }
 
 // ---------------------------------------------------------------------------------------------
