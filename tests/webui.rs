@@ -352,6 +352,41 @@ fn large_variants_go_by_sendfile_and_ranges_too() {
     assert_eq!(get(&server, "/big.bin", "").body, b"identity");
 }
 
+/// With one descriptor for the cache (`--cache-entries 1`) and nothing held in memory, the file
+/// takes the descriptor and its siblings cannot be kept: the entry is answered once and not
+/// cached, each representation with the descriptor opened for it, again and again.
+#[test]
+fn siblings_beyond_the_descriptor_budget_are_served_uncached() {
+    let site = site();
+    let big = common::pseudo_random(50_000, 9);
+    let big_gz = common::pseudo_random(30_000, 10);
+    site.write("fat.bin", &big);
+    site.write("fat.bin.gz", &big_gz);
+    let server = BinaryServer::start(
+        &site.root(),
+        &[
+            "--precompressed",
+            "--cache-entries",
+            "1",
+            "--inline-max",
+            "0",
+        ],
+    );
+    for _ in 0..3 {
+        let mut c = server.client();
+        c.send(b"GET /fat.bin HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+        let r = c.response();
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        common::assert_same_bytes(&r.body, &big_gz, "uncached gzip sibling");
+        c.send(b"GET /fat.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=49990-\r\n\r\n");
+        let r = c.response();
+        assert_eq!((r.status, r.body.as_slice()), (206, &big[49_990..]));
+        assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+        c.send(b"HEAD /fat.bin HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n");
+        assert_eq!(c.head().content_length(), Some(30_000));
+    }
+}
+
 #[test]
 fn a_sibling_serves_alone_only_by_its_own_name() {
     let site = site();
