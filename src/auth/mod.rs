@@ -143,6 +143,11 @@ impl Guard {
     /// Reads the htpasswd files of `cfg.auth`; `None` when no prefix is protected. An error is one
     /// line naming the file (and line) or the flag.
     pub fn new(cfg: &Config) -> Result<Option<Guard>, String> {
+        for (prefix, _) in &cfg.auth_realms {
+            if !cfg.auth.iter().any(|a| a.prefix == *prefix) {
+                return Err(format!("--auth-realm: no --auth for the prefix {prefix:?}"));
+            }
+        }
         if cfg.auth.is_empty() {
             return Ok(None);
         }
@@ -158,7 +163,14 @@ impl Guard {
                     files.len() - 1
                 }
             };
-            let realm = a.realm.as_deref().unwrap_or(&a.prefix);
+            let realm = a
+                .realm
+                .as_deref()
+                .or_else(|| {
+                    let given = cfg.auth_realms.iter().find(|(p, _)| *p == a.prefix);
+                    given.map(|(_, r)| r.as_str())
+                })
+                .unwrap_or(&a.prefix);
             rules.push(Protected {
                 prefix: a.prefix.clone(),
                 challenge: challenge(realm),

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use super::transport::{self, Io, Transport};
 use super::tunnel::{Tunnel, TunnelPlace};
 use super::{Conn, Env, Slot, TimerKind, relay_in, relay_of, route};
+use crate::files::headers::HeaderBlock;
 use crate::http::access::Line;
 use crate::http::chunked::Decoder;
 use crate::http::request::Method;
@@ -29,6 +30,8 @@ pub const WINDOW: usize = 64 * 1024;
 
 /// What the relay needs to start: the request as the session routed it.
 pub struct Start {
+    /// The routes in force when the request was routed, and the one it took.
+    pub routes: crate::config::Routes,
     pub route: usize,
     pub method: Method,
     /// The head to send upstream.
@@ -38,9 +41,12 @@ pub struct Start {
     pub line: Box<[u8]>,
     /// An upgrade request, with the place it holds among the tunnels allowed.
     pub upgrade: Option<TunnelPlace>,
+    /// `--header` lines to add to the answer.
+    pub headers: Option<HeaderBlock>,
 }
 
 pub struct Relay {
+    routes: crate::config::Routes,
     route: usize,
     /// The client's request line, for the access log.
     line: Box<[u8]>,
@@ -67,6 +73,8 @@ pub struct Relay {
     reusable: bool,
     /// An upgrade request: a 101 turns the exchange into a tunnel, which takes this place.
     upgrade: Option<TunnelPlace>,
+    /// `--header` lines added to the final answer's head (not to a 1xx, nor a 101).
+    headers: Option<HeaderBlock>,
 }
 
 /// The upstream connection and its readiness flags (edge-triggered: cleared only on
@@ -102,6 +110,7 @@ pub enum Step {
 impl Relay {
     pub fn new(start: Start) -> Relay {
         Relay {
+            routes: start.routes,
             route: start.route,
             line: start.line,
             method: start.method,
@@ -120,6 +129,7 @@ impl Relay {
             failure: 502,
             reusable: false,
             upgrade: start.upgrade,
+            headers: start.headers,
         }
     }
 
@@ -161,7 +171,7 @@ impl<T: Transport> Conn<T> {
     /// A tunnel ends here (its access line is written).
     pub fn take_upstream(&mut self) -> Option<Lent> {
         match &mut self.slot {
-            Slot::Http => None,
+            Slot::Http | Slot::Preface => None,
             Slot::Relay(r) => {
                 release_upgrade(r);
                 r.up.take().map(|u| u.lent)
@@ -176,7 +186,7 @@ impl<T: Transport> Conn<T> {
 
     pub fn upstream_ready(&mut self, readable: bool, writable: bool) {
         match &mut self.slot {
-            Slot::Http => {}
+            Slot::Http | Slot::Preface => {}
             Slot::Relay(r) => r.set_ready(readable, writable),
             Slot::Tunnel(t) => t.set_ready(readable, writable),
         }
@@ -401,6 +411,9 @@ impl<T: Transport> Conn<T> {
                             // HTTP/1.0 client, ends the client connection too.
                             let to_close = head.framing == Framing::Close
                                 || dechunk && head.framing == Framing::Chunked;
+                            if let Some(lines) = &r.headers {
+                                buf.extend_from_slice(lines.bytes());
+                            }
                             let conn = self.session.relayed_conn_header(to_close);
                             buf.extend_from_slice(conn.end_of_head());
                             r.status = head.status;
@@ -523,7 +536,8 @@ impl<T: Transport> Conn<T> {
     /// Connects to the next upstream of the route, or fails the request when none is left.
     fn connect_next(&mut self, env: &mut Env<'_>) {
         let r = relay_in(&mut self.slot).expect("relay");
-        let picked = env.upstreams().pick(r.route, &r.tried, env.ctx.now);
+        let ups = &r.routes[r.route].upstreams;
+        let picked = env.upstreams().pick(ups, r.route, &r.tried, env.ctx.now);
         // An upgrade never takes a pooled connection: it will not give it back.
         let pooled_ok = r.upgrade.is_none();
         match picked {

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use super::Env;
 use crate::http::access::Line;
-use crate::http::request::Request;
-use crate::http::response::Output;
+use crate::http::request::{Method, Request};
+use crate::http::response::{Body, Output, Reply};
 #[cfg(feature = "proxy")]
 use crate::http::session::request_line;
 use crate::http::session::{Exchange, Session};
@@ -113,6 +113,23 @@ fn pass(
     env: &mut Env<'_>,
     #[cfg_attr(not(feature = "proxy"), allow(unused_variables))] strip: bool,
 ) -> Routed {
+    if env.health == Some(req.path()) && req.method != Method::Other {
+        // A load balancer's check: no disk, no upstream, no worker thread.
+        let reply = Reply {
+            status: 200,
+            headers: b"Content-Type: text/plain\r\nCache-Control: no-store\r\n",
+            len: 3,
+            body: Body::Bytes(b"ok\n"),
+        };
+        let line = Line::Parsed {
+            method: req.method_str,
+            target: req.target,
+            version: req.version.as_str(),
+        };
+        let x = session.respond(reply, out, &env.ctx, line);
+        log(env, peer, &x, None);
+        return Routed::Answered;
+    }
     #[cfg(feature = "proxy")]
     if let Some(routed) = forward(session, out, peer, head, req, env, strip) {
         return routed;
@@ -193,12 +210,14 @@ fn forward(
     };
     session.await_answer(true);
     Some(Routed::Forward(super::relay::Start {
+        routes: std::sync::Arc::clone(env.routes),
         route,
         method: req.method,
         head: up_head,
         has_body: req.body != crate::http::request::BodyFraming::None,
         line: request_line(head).into(),
         upgrade,
+        headers: env.handler.proxied_headers(req.path()),
     }))
 }
 
