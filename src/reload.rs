@@ -147,6 +147,9 @@ fn load(old: &Config, current: &Current) -> Result<Loaded, String> {
         }
     };
     keep_startup_settings(old, &mut new);
+    if !new.auth.is_empty() {
+        log::warn!("reload: the htpasswd files are read at startup only; a restart reads them");
+    }
     if current.activated.load(Ordering::Relaxed) && new.listen != old.listen {
         log::warn!("reload: the listeners came from systemd; change them there");
         new.listen = old.listen.clone();
