@@ -145,6 +145,7 @@ ACCEPT = {
 }
 for name, (siblings, value) in ACCEPT.items():
     write("accept_encoding", name, bytes([siblings]) + value)
+
 # basic_auth: an Authorization field value, or an htpasswd file
 BASIC = {
     "rfc7617": b"Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
