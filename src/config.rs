@@ -75,6 +75,23 @@ pub struct Config {
     pub workers: usize,
     /// Serve `/_bench/cpu?us=N` and `/_bench/sleep?ms=N` (model comparisons only).
     pub bench_routes: bool,
+    /// HTTPS: listeners, certificate and what plain listeners do (feature "tls").
+    pub tls: TlsConfig,
+}
+
+/// The HTTPS flags.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `--listen-tls`: addresses served with TLS.
+    pub listen: Vec<SocketAddr>,
+    /// `--tls-cert`: the certificate chain (PEM), leaf first.
+    pub cert: Option<PathBuf>,
+    /// `--tls-key`: its private key (PEM: PKCS#8, RSA or SEC1).
+    pub key: Option<PathBuf>,
+    /// `--redirect-https`: plain listeners answer GET and HEAD with 308 to the https URL.
+    pub redirect: bool,
+    /// `--hsts`: Strict-Transport-Security's max-age on answers over TLS.
+    pub hsts: Option<u64>,
 }
 
 /// The server models (`--model`): the same protocol core, run on different thread layouts.
@@ -155,6 +172,7 @@ impl Default for Config {
             model: Model::Single,
             workers: 0,
             bench_routes: false,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -200,13 +218,18 @@ Usage: edgeserve [OPTIONS] [DIR]
   --workers N             threads for the other models      [available cores]
   --bench-routes          serve /_bench/cpu?us=N and /_bench/sleep?ms=N
   --user NAME             switch to this user after binding (port 80 as root)
+  --listen-tls ADDR       also listen with TLS (HTTPS) on ADDR (repeatable)
+  --tls-cert FILE         certificate chain for TLS (PEM, leaf first)
+  --tls-key FILE          its private key (PEM: PKCS#8, RSA or SEC1)
+  --redirect-https        plain listeners answer GET/HEAD with 308 to https
+  --hsts SECONDS          Strict-Transport-Security max-age on TLS answers
   -h, --help              this text
   -V, --version           the version
 
 Times take a unit: 500ms, 2s, 1m (a bare number is seconds).
 Started by systemd socket activation (LISTEN_FDS), it serves the socket it was given.
 SIGTERM or SIGINT: finish what is in flight (a second one: stop now). SIGHUP or SIGUSR1:
-reopen the access log.
+reopen the access log and reload the TLS certificate and key.
 ";
 
 /// What the command line asks for.
@@ -307,6 +330,18 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 );
             }
             "--bench-routes" => c.bench_routes = true,
+            "--listen-tls" | "--tls-cert" | "--tls-key" | "--redirect-https" | "--hsts"
+                if !cfg!(feature = "tls") =>
+            {
+                return Err(format!(
+                    "{flag}: this build has no TLS (cargo feature \"tls\")"
+                ));
+            }
+            "--listen-tls" => c.tls.listen.push(parse_addr(&value()?)?),
+            "--tls-cert" => c.tls.cert = Some(PathBuf::from(value()?)),
+            "--tls-key" => c.tls.key = Some(PathBuf::from(value()?)),
+            "--redirect-https" => c.tls.redirect = true,
+            "--hsts" => c.tls.hsts = Some(number(&flag, &value()?, 0, 1 << 32)?),
             "--inline-max" => c.inline_max = number(&flag, &value()?, 0, 1 << 24)?,
             f if f.starts_with('-') => return Err(format!("unknown option {f} (see --help)")),
             dir if !root_given => {
@@ -323,7 +358,23 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
     {
         return Err("timeouts must be greater than zero".into());
     }
+    check_tls(&c.tls)?;
     Ok(Command::Run(Box::new(c)))
+}
+
+/// The HTTPS flags make sense together: a TLS listener needs a certificate and key, and the
+/// rest need a TLS listener.
+fn check_tls(t: &TlsConfig) -> Result<(), String> {
+    if t.listen.is_empty() {
+        if t.cert.is_some() || t.key.is_some() || t.redirect || t.hsts.is_some() {
+            return Err(
+                "--tls-cert, --tls-key, --redirect-https and --hsts need --listen-tls".into(),
+            );
+        }
+    } else if t.cert.is_none() || t.key.is_none() {
+        return Err("--listen-tls needs --tls-cert and --tls-key".into());
+    }
+    Ok(())
 }
 
 impl Config {

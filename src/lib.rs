@@ -160,13 +160,24 @@ impl Server {
             .unwrap_or_else(|| default_max_conns(config.cache_entries));
         let cfg = Arc::new(config);
         let _ = reuse_port; // only shards bind more listeners
+        #[cfg(feature = "tls")]
+        let https = if cfg.tls.listen.is_empty() {
+            None
+        } else {
+            // TEMP until several listeners: the one listener serves TLS.
+            let port = listener.local_addr()?.port();
+            Some(Arc::new(
+                conn::tls::Https::new(&cfg.tls, port).map_err(Error::Config)?,
+            ))
+        };
         let reactor = |listener, max_conns| -> Result<Reactor, Error> {
-            Ok(Reactor::new(
-                Arc::clone(&cfg),
-                listener,
-                App::new(&cfg)?,
-                max_conns,
-            )?)
+            #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+            let mut r = Reactor::new(Arc::clone(&cfg), listener, App::new(&cfg)?, max_conns)?;
+            #[cfg(feature = "tls")]
+            if let Some(https) = &https {
+                r.set_https(Arc::clone(https));
+            }
+            Ok(r)
         };
         let plan = match cfg.model {
             Model::Single => Plan::Single(reactor(listener, max_conns)?),

@@ -184,6 +184,7 @@ impl<T: Transport> Conn<T> {
 
     /// The connect, request body or response deadline passed (whichever `relay_timer` chose).
     pub fn upstream_timed_out(&mut self, env: &mut Env<'_>) {
+        self.dress(env);
         let Some(r) = relay_in(&mut self.slot) else {
             return;
         };
@@ -402,6 +403,8 @@ impl<T: Transport> Conn<T> {
                             let to_close = head.framing == Framing::Close
                                 || dechunk && head.framing == Framing::Chunked;
                             let conn = self.session.relayed_conn_header(to_close);
+                            // HSTS over TLS, as on the answers made here.
+                            buf.extend_from_slice(env.ctx.head_extra);
                             buf.extend_from_slice(conn.end_of_head());
                             r.status = head.status;
                             r.reusable = head.reusable;

@@ -208,6 +208,7 @@ impl Harness {
                     now: Instant::now(),
                     date: b"Thu, 01 Jan 1970 00:00:00 GMT",
                     limits: &self.limits,
+                    head_extra: b"",
                 },
                 log_date: "-",
                 routes: &self.routes,
@@ -224,6 +225,9 @@ impl Harness {
                 tunnels: &self.tunnels,
                 key: 0,
                 draining: false,
+                #[cfg(feature = "tls")]
+                https: None,
+                secure: false,
                 #[cfg(feature = "models")]
                 workers: None,
             };

@@ -199,15 +199,30 @@ impl Reactor {
                     } else {
                         (Event::all(key), PollMode::Edge)
                     };
+                    let peer = peer.map(|a| a.ip());
+                    let generation = self.next_generation.wrapping_add(1);
+                    #[cfg(feature = "tls")]
+                    let made = match &self.https {
+                        Some(https) => Conn::new_tls(sock, https, generation, peer, now),
+                        None => Ok(Conn::new(sock, generation, peer, now)),
+                    };
+                    #[cfg(not(feature = "tls"))]
+                    let made: io::Result<Conn> = Ok(Conn::new(sock, generation, peer, now));
+                    let mut conn = match made {
+                        Ok(c) => c,
+                        Err(e) => {
+                            log::error!("cannot start TLS on a new connection: {e}");
+                            self.release_place();
+                            continue;
+                        }
+                    };
                     // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
-                    if let Err(e) = unsafe { self.poller.add_with_mode(&sock, ev, mode) } {
+                    if let Err(e) = unsafe { self.poller.add_with_mode(conn.socket(), ev, mode) } {
                         log::error!("cannot watch a new connection: {e}");
                         self.release_place();
                         continue;
                     }
-                    self.next_generation = self.next_generation.wrapping_add(1);
-                    let peer = peer.map(|a| a.ip());
-                    let mut conn = Conn::new(sock, self.next_generation, peer, now);
+                    self.next_generation = generation;
                     conn.sched.deadline = now + self.cfg.idle_timeout;
                     conn.sched.scheduled = Some(conn.sched.deadline);
                     self.timers

@@ -57,6 +57,7 @@ macro_rules! env {
                 now: $now,
                 date: $r.dates.http(),
                 limits: &$r.cfg.limits,
+                head_extra: b"",
             },
             log_date: $r.dates.clf(),
             routes: &$r.routes,
@@ -72,6 +73,9 @@ macro_rules! env {
             tunnels: &$r.tunnels,
             key: $key,
             draining: $r.draining_until.is_some(),
+            #[cfg(feature = "tls")]
+            https: $r.https.as_deref(),
+            secure: false,
             #[cfg(feature = "models")]
             workers: $r.proactor.as_mut(),
         }
@@ -213,6 +217,9 @@ pub struct Reactor {
     peers: Vec<crate::ServerHandle>,
     /// Shutdown is complete: connections handed back now are closed.
     finished: bool,
+    /// HTTPS, when the server has TLS listeners.
+    #[cfg(feature = "tls")]
+    https: Option<Arc<crate::conn::tls::Https>>,
     /// The connection limit shared with other shards, if any (else `max_conns` of this loop).
     #[cfg(feature = "models")]
     limit: Option<Arc<SharedLimit>>,
@@ -269,9 +276,35 @@ impl Reactor {
             #[cfg(feature = "models")]
             peers: Vec::new(),
             finished: false,
+            #[cfg(feature = "tls")]
+            https: None,
             #[cfg(feature = "models")]
             limit: None,
         })
+    }
+
+    /// HTTPS (certificates, redirect, HSTS), for the threads that drive lent connections.
+    #[cfg(feature = "tls")]
+    pub fn https(&self) -> Option<Arc<crate::conn::tls::Https>> {
+        self.https.clone()
+    }
+
+    /// Serves the TLS listeners with `https`; shared by every loop of the server.
+    #[cfg(feature = "tls")]
+    pub fn set_https(&mut self, https: Arc<crate::conn::tls::Https>) {
+        self.https = Some(https);
+    }
+
+    /// SIGHUP: new handshakes get the certificate and key as the files are now; a failed reload
+    /// keeps the old ones and says why. (Ops' configuration reload can call this too.)
+    pub fn reload_certificates(&self) {
+        #[cfg(feature = "tls")]
+        if let Some(https) = &self.https {
+            match https.reload() {
+                Ok(()) => log::info!("TLS certificate reloaded"),
+                Err(e) => log::error!("TLS certificate not reloaded, the old one stays: {e}"),
+            }
+        }
     }
 
     /// The places for tunnels, for the threads that drive lent connections.
@@ -360,6 +393,7 @@ impl Reactor {
                     let arrived = self.signals.as_ref().map(|s| s.drain()).unwrap_or_default();
                     if arrived.reopen {
                         crate::logging::reopen();
+                        self.reload_certificates();
                     }
                     for _ in 0..arrived.stop {
                         if self.draining_until.is_some() {
