@@ -4,6 +4,8 @@
 #![cfg(feature = "tls")]
 
 mod common;
+#[path = "common/upstream.rs"]
+mod upstream;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -955,4 +957,121 @@ fn sighup_reloads_the_certificate_and_a_bad_reload_keeps_the_old_one() {
         "B still served"
     );
     let _ = a_der;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reverse proxy and WebSocket tunnels behind TLS
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn proxied_over_tls_with_x_forwarded_proto_https_and_hsts() {
+    use upstream::{Upstream, big, ok, pattern_vec};
+    let (site, pki) = (site(), Pki::new(KeyKind::Ec));
+    let up = Upstream::start(|r| {
+        if r.target == "/api/big" {
+            big(5_000_000, 11)
+        } else {
+            ok("from upstream")
+        }
+    });
+    let server = tls_server(&site, &pki, |cfg| {
+        cfg.proxies = vec![edgeserve::config::Route {
+            prefix: "/api/".into(),
+            upstreams: vec![up.addr],
+        }];
+        cfg.tls.hsts = Some(600);
+    });
+    let mut c = TlsClient::connect(tls_addr(&server), &default_client(&pki));
+    // A client's own X-Forwarded-Proto is not believed.
+    c.send(b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: http\r\n\r\n");
+    let r = c.response();
+    assert_eq!((r.status, &r.body[..]), (200, &b"from upstream"[..]));
+    assert_eq!(r.header("strict-transport-security"), Some("max-age=600"));
+    let seen = up.only_request();
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"), "{seen:?}");
+    // A big proxied body over TLS, on the same connection.
+    let r = c.get("/api/big");
+    assert_eq!(r.status, 200);
+    common::assert_same_bytes(&r.body, &pattern_vec(11, 0, 5_000_000), "proxied body");
+}
+
+#[test]
+fn a_websocket_tunnel_behind_tls() {
+    let (site, pki) = (site(), Pki::new(KeyKind::Ec));
+    if Command::new("python3")
+        .args(["-c", "import websockets"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        panic!("python3 -m pip install websockets");
+    }
+    let mut echo = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/ws/echo_server.py"
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("echo_server.py");
+    let mut out = std::io::BufReader::new(echo.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("PORT ")
+        .expect("PORT line")
+        .parse()
+        .unwrap();
+    let server = tls_server(&site, &pki, |cfg| {
+        cfg.proxies = vec![edgeserve::config::Route {
+            prefix: "/ws/".into(),
+            upstreams: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+        }];
+    });
+    let script = r#"
+import asyncio, ssl, sys, websockets
+async def main():
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    async with websockets.connect(sys.argv[1], ssl=ctx, max_size=None) as ws:
+        for i in range(50):
+            await ws.send(f"message {i}")
+            assert await asyncio.wait_for(ws.recv(), 10) == f"message {i}"
+        big = bytes(range(256)) * 4096
+        await ws.send(big)
+        assert await asyncio.wait_for(ws.recv(), 20) == big
+    print("OK")
+asyncio.run(asyncio.wait_for(main(), 40))
+"#;
+    let url = format!("wss://localhost:{}/ws/echo", tls_addr(&server).port());
+    let mut child = Command::new("python3")
+        .args(["-c", script, &url])
+        .arg(&pki.ca)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(60));
+    let _ = child.kill();
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert!(status.is_some_and(|s| s.success()), "{text} {err}");
+    assert_eq!(text.trim(), "OK");
 }
