@@ -66,7 +66,9 @@ fn steady_state_serving_allocates_nothing() {
     std::fs::write(root.join("hello.txt"), b"Hello, World!").unwrap();
 
     let cfg = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: vec![edgeserve::config::Listen::plain(
+            "127.0.0.1:0".parse().unwrap(),
+        )],
         root: root.clone(),
         access_log: AccessLog::Off,
         // The cache must not expire during the run, or the revalidation would allocate.

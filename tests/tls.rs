@@ -150,10 +150,15 @@ fn site() -> Site {
     site
 }
 
-/// A TLS server over `site` (the model under test), changed by `tweak`.
+/// A server over `site` (the model under test) with a plain listener, then a TLS one, changed
+/// by `tweak`.
 fn tls_server(site: &Site, pki: &Pki, tweak: impl FnOnce(&mut edgeserve::Config)) -> TestServer {
     TestServer::with(site, |cfg| {
-        cfg.tls.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        cfg.listen.push(edgeserve::config::Listen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            tls: true,
+            proxy_protocol: false,
+        });
         cfg.tls.cert = Some(pki.cert.clone());
         cfg.tls.key = Some(pki.key.clone());
         tweak(cfg);
@@ -162,7 +167,36 @@ fn tls_server(site: &Site, pki: &Pki, tweak: impl FnOnce(&mut edgeserve::Config)
 
 /// The address of the server's TLS listener.
 fn tls_addr(server: &TestServer) -> SocketAddr {
-    server.addr
+    server.addrs[1]
+}
+
+/// The binary with a TLS listener (and the plain one `BinaryServer` gives it), and the TLS
+/// listener's address from its `listening on https://` line.
+fn tls_binary(site: &Site, cert: &Path, key: &Path, extra: &[&str]) -> (BinaryServer, SocketAddr) {
+    let mut args = vec![
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let server = BinaryServer::start(&site.root(), &args);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = server.stderr();
+        if let Some(addr) = text
+            .split("listening on https://")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .and_then(|a| a.trim().parse().ok())
+        {
+            return (server, addr);
+        }
+        assert!(Instant::now() < deadline, "no https line: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -717,22 +751,12 @@ fn a_100_mib_file_to_a_slow_reader_arrives_intact_in_bounded_memory() {
     site.write("big.bin", &data);
     let want = sha256(&site.root().join("big.bin"));
     drop(data);
-    let server = BinaryServer::start(
-        &site.root(),
-        &[
-            "--listen-tls",
-            "127.0.0.1:0",
-            "--tls-cert",
-            pki.cert.to_str().unwrap(),
-            "--tls-key",
-            pki.key.to_str().unwrap(),
-        ],
-    );
+    let (server, addr) = tls_binary(&site, &pki.cert, &pki.key, &[]);
     let pid = server.child.id();
     let before = rss_kib(pid);
     let out = pki.dir.path().join("big.out");
-    let url = format!("https://localhost:{}/big.bin", server.addr.port());
-    let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
+    let url = format!("https://localhost:{}/big.bin", addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
     // 40 MB/s: a reader slower than the server, for a few seconds.
     let mut child = Command::new("curl")
         .args(["-sS", "--max-time", "60", "--limit-rate", "40M", "--cacert"])
@@ -871,8 +895,8 @@ fn bad_certificate_flags_are_one_line_and_exit_2() {
     }
 }
 
-/// The serial number of the certificate the server presents to a new handshake.
-fn served_serial(addr: SocketAddr, pki_ca: &[&Pki]) -> Option<Vec<u8>> {
+/// The certificate (DER) the server presents to a new handshake.
+fn served_cert(addr: SocketAddr, pki_ca: &[&Pki]) -> Option<Vec<u8>> {
     let mut roots = RootCertStore::empty();
     for p in pki_ca {
         for c in CertificateDer::pem_file_iter(&p.ca).unwrap() {
@@ -899,22 +923,8 @@ fn sighup_reloads_the_certificate_and_a_bad_reload_keeps_the_old_one() {
     let (cert, key) = (live.path().join("cert.pem"), live.path().join("key.pem"));
     std::fs::copy(&a.cert, &cert).unwrap();
     std::fs::copy(&a.key, &key).unwrap();
-    let server = BinaryServer::start(
-        &site.root(),
-        &[
-            "--listen-tls",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-            "--log-level",
-            "info",
-        ],
-    );
-    let addr = server.addr;
-    let a_der = std::fs::read(&a.cert).unwrap();
-    let served = |p: &[&Pki]| served_serial(addr, p).expect("handshake");
+    let (server, addr) = tls_binary(&site, &cert, &key, &["--log-level", "info"]);
+    let served = |p: &[&Pki]| served_cert(addr, p).expect("handshake");
     let first = served(&[&a, &b]);
     assert!(TlsClient::try_connect(addr, &default_client(&a)).is_ok());
     // A connection made before the reload keeps its certificate and goes on.
@@ -956,7 +966,6 @@ fn sighup_reloads_the_certificate_and_a_bad_reload_keeps_the_old_one() {
         TlsClient::try_connect(addr, &default_client(&b)).is_ok(),
         "B still served"
     );
-    let _ = a_der;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1074,4 +1083,80 @@ asyncio.run(asyncio.wait_for(main(), 40))
     let _ = echo.wait();
     assert!(status.is_some_and(|s| s.success()), "{text} {err}");
     assert_eq!(text.trim(), "OK");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain listeners beside TLS ones
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn plain_listeners_redirect_get_and_head_to_https_and_refuse_the_rest() {
+    let (site, pki) = (site(), Pki::new(KeyKind::Ec));
+    let server = tls_server(&site, &pki, |cfg| {
+        cfg.tls.redirect = true;
+        cfg.tls.hsts = Some(100);
+    });
+    let port = tls_addr(&server).port();
+    let mut c = common::Client::connect(server.addrs[0]);
+    c.send(b"GET /dir/page.html?q=1 HTTP/1.1\r\nHost: example.org:8080\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 308, "{r:?}");
+    let want = format!("https://example.org:{port}/dir/page.html?q=1");
+    assert_eq!(r.header("location"), Some(want.as_str()));
+    // No HSTS in the clear (RFC 6797 §7.2), and the connection goes on.
+    assert_eq!(r.header("strict-transport-security"), None);
+    c.send(b"HEAD /x HTTP/1.1\r\nHost: [::1]\r\n\r\n");
+    let r = c.head();
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://[::1]:{port}/x").as_str())
+    );
+    // A body sent in the clear cannot be taken back: 400.
+    c.send(b"POST /form HTTP/1.1\r\nHost: example.org\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(c.response().status, 400);
+    // A Host that is not a name is not echoed into a Location.
+    for host in ["ex ample", "a/b", "[zz]", "", "evil.org\\@x"] {
+        let mut c = common::Client::connect(server.addrs[0]);
+        c.send(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+        let r = c.response();
+        assert_eq!(r.status, 400, "{host:?}: {r:?}");
+        assert_eq!(r.header("location"), None);
+    }
+    // The TLS listener serves, with HSTS.
+    let mut t = TlsClient::connect(tls_addr(&server), &default_client(&pki));
+    let r = t.get("/hello.txt");
+    assert_eq!(
+        (r.status, r.header("strict-transport-security")),
+        (200, Some("max-age=100"))
+    );
+}
+
+#[test]
+fn without_redirect_plain_listeners_serve_beside_tls() {
+    let (site, pki) = (site(), Pki::new(KeyKind::Ec));
+    let server = tls_server(&site, &pki, |cfg| cfg.tls.hsts = Some(100));
+    let mut c = common::Client::connect(server.addrs[0]);
+    let r = c.get("/hello.txt");
+    assert_eq!((r.status, &r.body[..]), (200, &b"Hello over TLS\n"[..]));
+    assert_eq!(r.header("strict-transport-security"), None);
+    // A TLS handshake on the plain port is not HTTP: 400 and closed, the server serves on.
+    let name = ServerName::try_from("localhost").unwrap();
+    let cfg = default_client(&pki);
+    let sock = TcpStream::connect(server.addrs[0]).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut s = StreamOwned::new(ClientConnection::new(cfg, name).unwrap(), sock);
+    assert!(
+        s.conn.complete_io(&mut s.sock).is_err() || s.write_all(b"x").is_err() || {
+            let mut b = [0u8; 1];
+            s.read(&mut b).is_err()
+        }
+    );
+    still_serves(tls_addr(&server), &pki);
+    assert_eq!(
+        common::Client::connect(server.addrs[0])
+            .get("/hello.txt")
+            .status,
+        200
+    );
 }
