@@ -709,6 +709,30 @@ fn a_stalled_handshake_is_closed_at_the_header_timeout() {
 }
 
 #[test]
+fn at_the_connection_limit_stalled_handshakes_make_room() {
+    let (site, pki) = (site(), Pki::new(KeyKind::Ec));
+    let server = tls_server(&site, &pki, |cfg| {
+        cfg.max_conns = Some(8);
+        cfg.header_timeout = Duration::from_secs(60);
+    });
+    let hello = client_hello(&pki);
+    // Eight clients that never finish their handshake hold every place.
+    let stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(tls_addr(&server)).unwrap();
+            s.write_all(&hello[..10]).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A real client still gets in, long before the header timeout.
+    let started = Instant::now();
+    still_serves(tls_addr(&server), &pki);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    drop(stalled);
+}
+
+#[test]
 fn truncated_and_reset_handshakes_leave_the_server_serving() {
     let (site, pki) = (site(), Pki::new(KeyKind::Ec));
     let server = tls_server(&site, &pki, |_| {});

@@ -322,7 +322,10 @@ impl Reactor {
             .iter()
             .filter_map(|(key, held)| match held {
                 Held::Here(c)
-                    if c.sched.timer == TimerKind::Idle && !c.sched.queued && c.is_idle() =>
+                    // A TLS handshake that has not finished is a client that sent no request.
+                    if matches!(c.sched.timer, TimerKind::Idle | TimerKind::Handshake)
+                        && !c.sched.queued
+                        && c.is_idle() =>
                 {
                     Some((c.sched.deadline, key))
                 }
