@@ -998,11 +998,18 @@ fn sighup_reloads_the_certificate_and_a_bad_reload_keeps_the_old_one() {
 
 #[test]
 fn proxied_over_tls_with_x_forwarded_proto_https_and_hsts() {
-    use upstream::{Upstream, big, ok, pattern_vec};
+    use upstream::{Upstream, big, ok, pattern_vec, reply};
     let (site, pki) = (site(), Pki::new(KeyKind::Ec));
     let up = Upstream::start(|r| {
         if r.target == "/api/big" {
             big(5_000_000, 11)
+        } else if r.target == "/api/sts" {
+            reply(
+                200,
+                "OK",
+                &[("Strict-Transport-Security", "max-age=5")],
+                b"own",
+            )
         } else {
             ok("from upstream")
         }
@@ -1026,6 +1033,17 @@ fn proxied_over_tls_with_x_forwarded_proto_https_and_hsts() {
     let r = c.get("/api/big");
     assert_eq!(r.status, 200);
     common::assert_same_bytes(&r.body, &pattern_vec(11, 0, 5_000_000), "proxied body");
+    // An upstream's own Strict-Transport-Security is the only one.
+    c.send(b"GET /api/sts HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.body, b"own");
+    let sts: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("strict-transport-security"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(sts, ["max-age=5"], "{r:?}");
 }
 
 #[test]

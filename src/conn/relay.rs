@@ -403,8 +403,16 @@ impl<T: Transport> Conn<T> {
                             let to_close = head.framing == Framing::Close
                                 || dechunk && head.framing == Framing::Chunked;
                             let conn = self.session.relayed_conn_header(to_close);
-                            // HSTS over TLS, as on the answers made here.
-                            buf.extend_from_slice(env.ctx.head_extra);
+                            // HSTS over TLS, as on the answers made here, unless the
+                            // upstream set its own.
+                            let sts = b"strict-transport-security:";
+                            if !head
+                                .head
+                                .windows(sts.len())
+                                .any(|w| w.eq_ignore_ascii_case(sts))
+                            {
+                                buf.extend_from_slice(env.ctx.head_extra);
+                            }
                             buf.extend_from_slice(conn.end_of_head());
                             r.status = head.status;
                             r.reusable = head.reusable;

@@ -49,10 +49,13 @@ fn retrying(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
 pub trait Transport {
     fn read(&mut self, buf: &mut [u8]) -> Io;
     /// Writes from `buf`; `more`: more bytes follow at once (a file after its head), so a
-    /// partial segment may wait for them.
+    /// partial segment may wait for them. After `WouldBlock` the caller calls again with the
+    /// same bytes at the front of `buf` (more may follow them): TLS has taken and encrypted
+    /// some of them already and reports them written only once their records are out.
     fn write(&mut self, buf: &[u8], more: bool) -> Io;
     /// Sends up to `len` bytes of `file` from `offset` without copying them through us where
-    /// the transport can. `Done(0)` means the file ended early (it shrank).
+    /// the transport can. `Done(0)` means the file ended early (it shrank). After
+    /// `WouldBlock`, called again from the same offset, as `write`.
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> Io;
     /// No more bytes from us: FIN after what is queued.
     fn shutdown_write(&mut self);
