@@ -362,6 +362,7 @@ impl<T: Transport> Conn<T> {
     /// field lines (HSTS) answers over TLS carry. Called wherever an answer can be made.
     fn dress(&self, env: &mut Env<'_>) {
         env.secure = self.io.is_secure();
+        env.ctx.head_extra = b"";
         #[cfg(feature = "tls")]
         if env.secure
             && let Some(https) = env.https
@@ -463,6 +464,7 @@ impl<T: Transport> Conn<T> {
     /// One drive of the connection until it must wait, stops early, or closes.
     fn turn(&mut self, env: &mut Env<'_>) -> Next {
         let mut budget = env.budget;
+        let mut first = true;
         loop {
             let mut progress = false;
             #[cfg(feature = "proxy")]
@@ -492,10 +494,13 @@ impl<T: Transport> Conn<T> {
             if budget == 0 {
                 return Next::Again;
             }
-            // Requests held back while output was over the high-water mark may go on now.
-            if self.rlen > 0 && progress {
+            // Requests held back while output was over the high-water mark may go on now; and
+            // at the start of a turn, as the last one may have ended at the budget just as its
+            // output drained (no edge would bring them back).
+            if self.rlen > 0 && (progress || first) {
                 self.feed(env);
             }
+            first = false;
             let room = self.rlen < read_buf_len(env.ctx.limits.max_head);
             let backlog = self.out.buf.len() - self.out.pos >= OUTPUT_HIGH_WATER;
             if self.readable && !self.eof && room && !backlog && !self.session.is_closed() {

@@ -781,9 +781,9 @@ fn a_100_mib_file_to_a_slow_reader_arrives_intact_in_bounded_memory() {
     let out = pki.dir.path().join("big.out");
     let url = format!("https://localhost:{}/big.bin", addr.port());
     let resolve = format!("localhost:{}:127.0.0.1", addr.port());
-    // 40 MB/s: a reader slower than the server, for a few seconds.
+    // 20 MB/s: a reader slower than the server, for about five seconds.
     let mut child = Command::new("curl")
-        .args(["-sS", "--max-time", "60", "--limit-rate", "40M", "--cacert"])
+        .args(["-sS", "--max-time", "60", "--limit-rate", "20M", "--cacert"])
         .arg(&pki.ca)
         .args(["--resolve", &resolve, "-o"])
         .arg(&out)

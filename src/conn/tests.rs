@@ -586,3 +586,38 @@ fn a_held_flight_asks_for_writability() {
     script.0.borrow_mut().held = b"";
     assert_eq!(c.interest(), (true, false));
 }
+
+/// Requests held back behind 32 queued files must be answered when the output drains, even when
+/// it drains just as a turn's budget runs out and no edge follows (the next turn starts with
+/// nothing written and nothing read; a TLS connection met this at random).
+#[test]
+fn held_back_requests_go_on_after_a_turn_that_ended_at_the_budget() {
+    // Answers of exactly 4096 bytes, the harness's budget: every turn ends at the budget with
+    // one answer written, the 32nd with the output empty.
+    let (file, content) = test_file(3999);
+    let mut h = Harness::new(Vec::new());
+    h.handler = Fake {
+        file,
+        len: content.len() as u64,
+    };
+    const REQ: &[u8] = b"GET /file HTTP/1.1\r\nHost: h\r\n\r\n";
+    static MANY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let many = MANY.get_or_init(|| REQ.repeat(40));
+    let script = Script::new(vec![Read::Data(many)], Vec::new());
+    let mut c = conn(&script);
+    for _ in 0..200 {
+        if h.run(&mut c, 1) == Next::Close {
+            break;
+        }
+        // Writable edges only: the client sent everything at once.
+        c.readable = false;
+    }
+    let got = responses(&script.written());
+    assert_eq!(
+        script.written().len() / got.len().max(1),
+        4096,
+        "answers of 4096 bytes"
+    );
+    assert_eq!(got.len(), 40, "every pipelined request answered");
+    assert!(got.iter().all(|(s, b)| *s == 200 && *b == content));
+}
