@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::files::mime::MimeTypes;
 use crate::files::{Files, FilesConfig};
 use crate::http::request::Request;
 use crate::http::response::Reply;
@@ -23,6 +24,11 @@ pub struct App {
 impl App {
     pub fn new(config: &Config) -> Result<App, crate::Error> {
         let mime = config.mime().map_err(crate::Error::Config)?;
+        App::with_mime(config, mime)
+    }
+
+    /// A handler with a mime table read already (a reload reads it once for every thread).
+    pub fn with_mime(config: &Config, mime: MimeTypes) -> Result<App, crate::Error> {
         let files = Files::new(FilesConfig {
             root: config.root.clone(),
             follow_symlinks_outside: config.follow_symlinks_outside,

@@ -29,6 +29,8 @@ pub const WINDOW: usize = 64 * 1024;
 
 /// What the relay needs to start: the request as the session routed it.
 pub struct Start {
+    /// The routes in force when the request was routed, and the one it took.
+    pub routes: crate::config::Routes,
     pub route: usize,
     pub method: Method,
     /// The head to send upstream.
@@ -41,6 +43,7 @@ pub struct Start {
 }
 
 pub struct Relay {
+    routes: crate::config::Routes,
     route: usize,
     /// The client's request line, for the access log.
     line: Box<[u8]>,
@@ -102,6 +105,7 @@ pub enum Step {
 impl Relay {
     pub fn new(start: Start) -> Relay {
         Relay {
+            routes: start.routes,
             route: start.route,
             line: start.line,
             method: start.method,
@@ -161,7 +165,7 @@ impl<T: Transport> Conn<T> {
     /// A tunnel ends here (its access line is written).
     pub fn take_upstream(&mut self) -> Option<Lent> {
         match &mut self.slot {
-            Slot::Http => None,
+            Slot::Http | Slot::Preface => None,
             Slot::Relay(r) => {
                 release_upgrade(r);
                 r.up.take().map(|u| u.lent)
@@ -176,7 +180,7 @@ impl<T: Transport> Conn<T> {
 
     pub fn upstream_ready(&mut self, readable: bool, writable: bool) {
         match &mut self.slot {
-            Slot::Http => {}
+            Slot::Http | Slot::Preface => {}
             Slot::Relay(r) => r.set_ready(readable, writable),
             Slot::Tunnel(t) => t.set_ready(readable, writable),
         }
@@ -534,7 +538,8 @@ impl<T: Transport> Conn<T> {
     /// Connects to the next upstream of the route, or fails the request when none is left.
     fn connect_next(&mut self, env: &mut Env<'_>) {
         let r = relay_in(&mut self.slot).expect("relay");
-        let picked = env.upstreams().pick(r.route, &r.tried, env.ctx.now);
+        let ups = &r.routes[r.route].upstreams;
+        let picked = env.upstreams().pick(ups, r.route, &r.tried, env.ctx.now);
         // An upgrade never takes a pooled connection: it will not give it back.
         let pooled_ok = r.upgrade.is_none();
         match picked {

@@ -190,7 +190,7 @@ struct Harness {
     handler: Fake,
     limits: Limits,
     pools: Pools,
-    routes: Vec<crate::config::Route>,
+    routes: crate::config::Routes,
     #[cfg(feature = "proxy")]
     poller: polling::Poller,
     #[cfg(feature = "proxy")]
@@ -209,13 +209,12 @@ impl Harness {
             poller: polling::Poller::new().unwrap(),
             #[cfg(feature = "proxy")]
             upstreams: std::sync::Mutex::new(crate::proxy::upstream::Upstreams::new(
-                routes.clone(),
                 4,
                 std::time::Duration::from_secs(1),
             )),
             #[cfg(feature = "proxy")]
             tunnels: Arc::new(super::TunnelLimit::new(4)),
-            routes,
+            routes: routes.into(),
         }
     }
 
@@ -236,6 +235,7 @@ impl Harness {
                 log_date: "-",
                 routes: &self.routes,
                 trust_forwarded: false,
+                health: Some("/healthz"),
                 handler: &mut self.handler,
                 pools: &mut self.pools,
                 // Small, so that the budget's early stops are exercised too.

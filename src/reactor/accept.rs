@@ -31,6 +31,9 @@ const RECLAIM_RETRY: Duration = Duration::from_millis(50);
 pub(super) struct Listening {
     pub(super) sock: TcpListener,
     pub(super) spec: Listen,
+    /// The address the configuration asked for (port 0 where the kernel chose `spec.addr`'s):
+    /// what a reload's file is compared with.
+    pub(super) asked: std::net::SocketAddr,
     /// It had an edge and was not drained to `WouldBlock` yet.
     pub(super) ready: bool,
 }
@@ -246,6 +249,11 @@ impl Reactor {
                         continue;
                     }
                     self.next_generation = generation;
+                    if self.cfg.proxy_protocol
+                        || self.listeners.get(i).is_some_and(|l| l.spec.proxy_protocol)
+                    {
+                        conn.expect_proxy_header();
+                    }
                     conn.sched.deadline = now + self.cfg.idle_timeout;
                     conn.sched.scheduled = Some(conn.sched.deadline);
                     self.timers
