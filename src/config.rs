@@ -35,6 +35,15 @@ impl Listen {
     }
 }
 
+/// `--header [PREFIX=]'Name: value'`: a response header line for answers to paths under
+/// `prefix` (compared with the normalised path, as the proxy's prefixes are).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtraHeader {
+    pub prefix: String,
+    /// `Name: value`, checked, without CRLF.
+    pub line: String,
+}
+
 /// Requests whose path starts with `prefix` go to one of `upstreams`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -101,6 +110,14 @@ pub struct Config {
     pub workers: usize,
     /// Serve `/_bench/cpu?us=N` and `/_bench/sleep?ms=N` (model comparisons only).
     pub bench_routes: bool,
+    /// Extra response headers by path prefix (`--header`), in command-line order.
+    pub headers: Vec<ExtraHeader>,
+    /// Pages served for error statuses (`--error-page STATUS=PATH`), PATH a request path.
+    pub error_pages: Vec<(u16, String)>,
+    /// Serve `NAME.br`, `NAME.zst`, `NAME.gz` for `NAME` when the client takes them.
+    pub precompressed: bool,
+    /// An HTML index for directories without an index file.
+    pub dir_listing: bool,
     /// The file named by `--config`, read again on SIGHUP.
     pub config_file: Option<PathBuf>,
     /// The command line this configuration came from (a reload parses it again, file and all).
@@ -225,6 +242,10 @@ impl Default for Config {
             model: Model::Single,
             workers: 0,
             bench_routes: false,
+            headers: Vec::new(),
+            error_pages: Vec::new(),
+            precompressed: false,
+            dir_listing: false,
             config_file: None,
             args: Vec::new(),
             health: None,
@@ -261,6 +282,13 @@ Usage: edgeserve [OPTIONS] [DIR]
   --cache-entries N       file cache size                   [1024]
   --cache-valid T         file cache revalidation interval  [1s]
   --inline-max BYTES      files held in memory up to        [16384]
+  --header LINE           add a response header, LINE '[PREFIX=]Name: value',
+                          to answers for paths under PREFIX (default all; repeatable)
+  --error-page STATUS=PATH  serve the file PATH (under the root) for errors with
+                          STATUS: 400, 403, 404, 405, 406, 416, 503 (repeatable)
+  --precompressed         serve NAME.br, NAME.zst or NAME.gz for NAME when the
+                          client's Accept-Encoding takes it
+  --dir-listing           list directories without an index file (HTML)
   --proxy PREFIX=ADDR[,ADDR]  forward paths under PREFIX to upstream HOST:PORTs (repeatable)
   --proxy-connect-timeout T   upstream connect timeout       [3s]
   --proxy-timeout T       wait for upstream bytes           [60s]
@@ -568,6 +596,19 @@ fn set(
             c.health = Some(v);
         }
         "--proxy-protocol" => c.proxy_protocol = true,
+        "--header" => c.headers.push(parse_header(&value()?)?),
+        "--error-page" => {
+            let (status, path) = parse_error_page(&value()?)?;
+            c.error_pages.retain(|(s, _)| *s != status);
+            c.error_pages.push((status, path));
+        }
+        "--precompressed" => c.precompressed = true,
+        "--dir-listing" if !cfg!(feature = "dir-listing") => {
+            return Err(
+                "--dir-listing: this build has no listings (cargo feature \"dir-listing\")".into(),
+            );
+        }
+        "--dir-listing" => c.dir_listing = true,
         "--listen-tls" | "--tls-cert" | "--tls-key" | "--redirect-https" | "--hsts"
             if !cfg!(feature = "tls") =>
         {
@@ -687,6 +728,101 @@ fn parse_route(v: &str) -> Result<Route, String> {
         prefix: prefix.to_string(),
         upstreams,
     })
+}
+
+/// Names `--header` refuses: the fields that frame a message or belong to one hop (a wrong one
+/// desynchronises the client or a proxy in between), and those edgeserve writes itself (a second
+/// copy would contradict the first).
+const RESERVED_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "date",
+    "server",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "accept-ranges",
+    "etag",
+    "last-modified",
+    "location",
+];
+
+/// `[PREFIX=]Name: value`. The prefix starts with `/`; a value that would need a second line,
+/// or a name that is no token, is refused rather than sent.
+fn parse_header(v: &str) -> Result<ExtraHeader, String> {
+    let (prefix, line) = match v.split_once('=') {
+        // A `=` inside the value (`Content-Security-Policy: default-src 'self'; a=b`) is not
+        // a prefix: a prefix starts with `/` and holds no `:`.
+        Some((p, rest)) if p.starts_with('/') && !p.contains(':') => (p, rest),
+        _ if v.starts_with('/') => {
+            return Err(format!(
+                "--header: expected [PREFIX=]'Name: value' (a prefix ends at '='), got {v:?}"
+            ));
+        }
+        _ => ("/", v),
+    };
+    let (name, value) = line
+        .split_once(':')
+        .ok_or_else(|| format!("--header: expected [PREFIX=]'Name: value', got {v:?}"))?;
+    if !crate::http::request::is_token(name.as_bytes()) {
+        return Err(format!(
+            "--header: {name:?} is not a header name (letters, digits and !#$%&'*+-.^_`|~)"
+        ));
+    }
+    let value = value.trim_matches([' ', '\t']);
+    // field-value: visible ASCII, spaces and tabs; no CR, LF, NUL or other control bytes.
+    // Bytes above 0x7f are obs-text, which clients may read differently: refused too.
+    if let Some(bad) = value
+        .bytes()
+        .find(|&b| !(b == b'\t' || (b' '..=b'~').contains(&b)))
+    {
+        return Err(format!(
+            "--header {name}: the value holds byte 0x{bad:02x}; only printable ASCII, spaces and tabs"
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) {
+        return Err(format!(
+            "--header: {name} is not allowed (it frames the message, is hop-by-hop, or edgeserve writes it itself)"
+        ));
+    }
+    Ok(ExtraHeader {
+        prefix: prefix.to_string(),
+        line: format!("{name}: {value}"),
+    })
+}
+
+/// The statuses the static files answer with, and so may have a page of their own.
+pub const ERROR_PAGE_STATUSES: [u16; 7] = [400, 403, 404, 405, 406, 416, 503];
+
+/// `STATUS=PATH`, PATH a request path of a file (starts with `/`, normal form, not a directory).
+fn parse_error_page(v: &str) -> Result<(u16, String), String> {
+    let (status, path) = v
+        .split_once('=')
+        .ok_or_else(|| format!("--error-page: expected STATUS=PATH, got {v:?}"))?;
+    let status = status
+        .parse::<u16>()
+        .ok()
+        .filter(|s| ERROR_PAGE_STATUSES.contains(s))
+        .ok_or_else(|| {
+            format!(
+                "--error-page: {status:?} is not a status the files answer with (400, 403, 404, 405, 406, 416, 503)"
+            )
+        })?;
+    let mut normal = Vec::new();
+    let ok = crate::files::path::normalize_into(path, &mut normal).is_ok();
+    if !ok || normal.ends_with(b"/") {
+        return Err(format!(
+            "--error-page {status}: {path:?} is not the path of a file below the root (e.g. /404.html)"
+        ));
+    }
+    Ok((status, path.to_string()))
 }
 
 fn number(flag: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -832,6 +968,58 @@ mod tests {
     }
 
     #[test]
+    fn webui_flags() {
+        let c = run(&[
+            "--header",
+            "/assets/=Cache-Control: max-age=31536000, immutable",
+            "--header=X-Frame-Options:DENY",
+            "--header",
+            "Content-Security-Policy: default-src 'self'; img-src a=b",
+            "--error-page",
+            "404=/errors/404.html",
+            "--error-page=404=/other.html",
+            "--precompressed",
+        ])
+        .unwrap();
+        let lines: Vec<_> = c.headers.iter().map(|h| (&*h.prefix, &*h.line)).collect();
+        assert_eq!(
+            lines,
+            [
+                ("/assets/", "Cache-Control: max-age=31536000, immutable"),
+                ("/", "X-Frame-Options: DENY"),
+                (
+                    "/",
+                    "Content-Security-Policy: default-src 'self'; img-src a=b"
+                ),
+            ]
+        );
+        // The last page given for a status wins.
+        assert_eq!(c.error_pages, [(404, "/other.html".to_string())]);
+        assert!(c.precompressed);
+        assert_eq!(
+            run(&["--dir-listing"]).map(|c| c.dir_listing),
+            if cfg!(feature = "dir-listing") {
+                Ok(true)
+            } else {
+                Err(
+                    "--dir-listing: this build has no listings (cargo feature \"dir-listing\")"
+                        .into(),
+                )
+            }
+        );
+        for bad in [
+            "Content-Length: 1",
+            "CONNECTION: close",
+            "X-A: b\r\nX-B: c",
+            "X A: b",
+            "/p=",
+            "X-A: \u{7f}",
+        ] {
+            assert!(run(&["--header", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn errors_are_one_line() {
         for bad in [
             &["--listen", "nowhere"][..],
@@ -843,6 +1031,10 @@ mod tests {
             &["--max-headers", "1000"],
             &["--tunnel-timeout", "0"],
             &["--max-tunnels", "-1"],
+            &["--header", "Transfer-Encoding: chunked"],
+            &["--header", "X: a\nb"],
+            &["--error-page", "200=/x"],
+            &["--error-page", "404=/../x"],
         ] {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");

@@ -43,11 +43,10 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// Sends `n` requests one at a time and reads each whole answer into a fixed buffer.
-fn requests(sock: &mut TcpStream, n: usize, expect: &[u8]) {
-    const REQ: &[u8] = b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n";
+fn requests(sock: &mut TcpStream, n: usize, req: &[u8], status: &[u8], expect: &[u8]) {
     let mut buf = [0u8; 1024];
     for _ in 0..n {
-        sock.write_all(REQ).unwrap();
+        sock.write_all(req).unwrap();
         let mut got = 0;
         // The answer is small and ends with the body; read until it is all here.
         while !buf[..got].ends_with(expect) {
@@ -55,17 +54,32 @@ fn requests(sock: &mut TcpStream, n: usize, expect: &[u8]) {
             assert!(k > 0, "server closed the connection");
             got += k;
         }
-        assert!(buf.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(
+            buf.starts_with(status),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..got])
+        );
     }
 }
 
-#[test]
-fn steady_state_serving_allocates_nothing() {
-    let root = std::env::temp_dir().join(format!("edgeserve-alloc-{}", std::process::id()));
+/// The tests share one counter: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Serves `req` 1,000 times to warm up, then 10,000 times counting the server thread's
+/// allocations.
+fn allocations(
+    tag: &str,
+    tweak: impl FnOnce(&mut Config, &std::path::Path),
+    req: &[u8],
+    status: &[u8],
+    expect: &[u8],
+) -> usize {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = std::env::temp_dir().join(format!("edgeserve-alloc-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("hello.txt"), b"Hello, World!").unwrap();
 
-    let cfg = Config {
+    let mut cfg = Config {
         listen: vec![edgeserve::config::Listen::plain(
             "127.0.0.1:0".parse().unwrap(),
         )],
@@ -75,6 +89,7 @@ fn steady_state_serving_allocates_nothing() {
         cache_valid: Duration::from_secs(3600),
         ..Config::default()
     };
+    tweak(&mut cfg, &root);
     let server = Server::bind(cfg).unwrap();
     let addr = server.local_addr();
     let handle = server.handle();
@@ -86,21 +101,66 @@ fn steady_state_serving_allocates_nothing() {
     let mut sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     sock.set_nodelay(true).unwrap();
-    requests(&mut sock, 1000, b"Hello, World!");
+    requests(&mut sock, 1000, req, status, expect);
     let before = ALLOCS.load(Ordering::Relaxed);
     // The first requests fill the pools and the cache: the counter sees the server thread.
     assert!(
         before > 0,
         "no allocation counted on the server thread at all"
     );
-    requests(&mut sock, 10_000, b"Hello, World!");
+    requests(&mut sock, 10_000, req, status, expect);
     let during = ALLOCS.load(Ordering::Relaxed) - before;
 
     handle.shutdown();
     thread.join().unwrap().unwrap();
     std::fs::remove_dir_all(&root).unwrap();
+    ALLOCS.store(0, Ordering::Relaxed);
+    during
+}
+
+#[test]
+fn steady_state_serving_allocates_nothing() {
+    let during = allocations(
+        "plain",
+        |_, _| {},
+        b"GET /hello.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"Hello, World!",
+    );
     assert_eq!(
         during, 0,
         "{during} allocations on the server thread for 10,000 requests"
     );
+}
+
+/// The web UI's features cost no allocation per request either: a precompressed variant chosen
+/// by Accept-Encoding with extra headers, and an error page.
+#[test]
+fn precompressed_headers_and_error_pages_allocate_nothing() {
+    let webui = |c: &mut Config, root: &std::path::Path| {
+        std::fs::write(root.join("hello.txt.gz"), b"GZIPPED").unwrap();
+        std::fs::write(root.join("404.html"), b"<p>missing</p>").unwrap();
+        c.precompressed = true;
+        c.headers = vec![edgeserve::config::ExtraHeader {
+            prefix: "/".into(),
+            line: "Cache-Control: no-cache".into(),
+        }];
+        c.error_pages = vec![(404, "/404.html".into())];
+    };
+    let during = allocations(
+        "variant",
+        webui,
+        b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip, deflate, br\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"GZIPPED",
+    );
+    assert_eq!(during, 0, "{during} allocations for 10,000 variants");
+    let during = allocations(
+        "errpage",
+        webui,
+        b"GET /nothing-here HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\n",
+        b"<p>missing</p>",
+    );
+    assert_eq!(during, 0, "{during} allocations for 10,000 error pages");
 }

@@ -48,6 +48,8 @@ fn sample(name: &str, placeholder: &str, root: &Path) -> String {
         "tls-key" => root.join("key.pem").display().to_string(),
         "hsts" => "600".into(),
         "proxy" => "/api=127.0.0.1:9000,[::1]:9001".into(),
+        "header" => "/assets/=Cache-Control: max-age=31536000, immutable".into(),
+        "error-page" => "404=/errors/404.html".into(),
         _ => match placeholder {
             "N" => "3".into(),
             "T" => "1500ms".into(),

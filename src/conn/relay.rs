@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use super::transport::{self, Io, Transport};
 use super::tunnel::{Tunnel, TunnelPlace};
 use super::{Conn, Env, Slot, TimerKind, relay_in, relay_of, route};
+use crate::files::headers::HeaderBlock;
 use crate::http::access::Line;
 use crate::http::chunked::Decoder;
 use crate::http::request::Method;
@@ -40,6 +41,8 @@ pub struct Start {
     pub line: Box<[u8]>,
     /// An upgrade request, with the place it holds among the tunnels allowed.
     pub upgrade: Option<TunnelPlace>,
+    /// `--header` lines to add to the answer.
+    pub headers: Option<HeaderBlock>,
 }
 
 pub struct Relay {
@@ -70,6 +73,8 @@ pub struct Relay {
     reusable: bool,
     /// An upgrade request: a 101 turns the exchange into a tunnel, which takes this place.
     upgrade: Option<TunnelPlace>,
+    /// `--header` lines added to the final answer's head (not to a 1xx, nor a 101).
+    headers: Option<HeaderBlock>,
 }
 
 /// The upstream connection and its readiness flags (edge-triggered: cleared only on
@@ -124,6 +129,7 @@ impl Relay {
             failure: 502,
             reusable: false,
             upgrade: start.upgrade,
+            headers: start.headers,
         }
     }
 
@@ -406,6 +412,9 @@ impl<T: Transport> Conn<T> {
                             // HTTP/1.0 client, ends the client connection too.
                             let to_close = head.framing == Framing::Close
                                 || dechunk && head.framing == Framing::Chunked;
+                            if let Some(lines) = &r.headers {
+                                buf.extend_from_slice(lines.bytes());
+                            }
                             let conn = self.session.relayed_conn_header(to_close);
                             // HSTS over TLS, as on the answers made here, unless the
                             // upstream set its own.

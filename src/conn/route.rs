@@ -149,6 +149,7 @@ fn forward(
         has_body: req.body != crate::http::request::BodyFraming::None,
         line: request_line(head).into(),
         upgrade,
+        headers: env.handler.proxied_headers(req.path()),
     }))
 }
 
