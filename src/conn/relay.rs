@@ -194,6 +194,7 @@ impl<T: Transport> Conn<T> {
 
     /// The connect, request body or response deadline passed (whichever `relay_timer` chose).
     pub fn upstream_timed_out(&mut self, env: &mut Env<'_>) {
+        self.dress(env);
         let Some(r) = relay_in(&mut self.slot) else {
             return;
         };
@@ -415,6 +416,16 @@ impl<T: Transport> Conn<T> {
                                 buf.extend_from_slice(lines.bytes());
                             }
                             let conn = self.session.relayed_conn_header(to_close);
+                            // HSTS over TLS, as on the answers made here, unless the
+                            // upstream set its own.
+                            let sts = b"strict-transport-security:";
+                            if !head
+                                .head
+                                .windows(sts.len())
+                                .any(|w| w.eq_ignore_ascii_case(sts))
+                            {
+                                buf.extend_from_slice(env.ctx.head_extra);
+                            }
                             buf.extend_from_slice(conn.end_of_head());
                             r.status = head.status;
                             r.reusable = head.reusable;

@@ -49,6 +49,8 @@ pub struct Worker {
     tunnels: Arc<crate::conn::TunnelLimit>,
     #[cfg(feature = "auth")]
     auth: Option<crate::auth::Gate>,
+    #[cfg(feature = "tls")]
+    https: Option<Arc<crate::conn::tls::Https>>,
 }
 
 impl Worker {
@@ -70,6 +72,8 @@ impl Worker {
             tunnels: reactor.tunnels(),
             #[cfg(feature = "auth")]
             auth: reactor.auth_gate(),
+            #[cfg(feature = "tls")]
+            https: reactor.https(),
         })
     }
 
@@ -95,6 +99,7 @@ impl Worker {
                 now: Instant::now(),
                 date: self.dates.http(),
                 limits: &self.cfg.limits,
+                head_extra: b"",
             },
             log_date: self.dates.clf(),
             routes: &self.routes,
@@ -111,6 +116,9 @@ impl Worker {
             tunnels: &self.tunnels,
             key: t.key,
             draining: t.draining,
+            #[cfg(feature = "tls")]
+            https: self.https.as_deref(),
+            secure: false,
             workers: None,
             #[cfg(feature = "auth")]
             auth: self.auth.as_ref(),

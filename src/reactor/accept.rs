@@ -204,6 +204,9 @@ impl Reactor {
                 return;
             };
             let accepted = accept4(&listener.sock);
+            // A TLS listener's connections begin with a handshake.
+            #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+            let tls = listener.spec.tls;
             if accepted.is_err() {
                 self.release_place();
             }
@@ -222,15 +225,30 @@ impl Reactor {
                     } else {
                         (Event::all(key), PollMode::Edge)
                     };
+                    let peer = peer.map(|a| a.ip());
+                    let generation = self.next_generation.wrapping_add(1);
+                    #[cfg(feature = "tls")]
+                    let made = match &self.https {
+                        Some(https) if tls => Conn::new_tls(sock, https, generation, peer, now),
+                        _ => Ok(Conn::new(sock, generation, peer, now)),
+                    };
+                    #[cfg(not(feature = "tls"))]
+                    let made: io::Result<Conn> = Ok(Conn::new(sock, generation, peer, now));
+                    let mut conn = match made {
+                        Ok(c) => c,
+                        Err(e) => {
+                            log::error!("cannot start TLS on a new connection: {e}");
+                            self.release_place();
+                            continue;
+                        }
+                    };
                     // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
-                    if let Err(e) = unsafe { self.poller.add_with_mode(&sock, ev, mode) } {
+                    if let Err(e) = unsafe { self.poller.add_with_mode(conn.socket(), ev, mode) } {
                         log::error!("cannot watch a new connection: {e}");
                         self.release_place();
                         continue;
                     }
-                    self.next_generation = self.next_generation.wrapping_add(1);
-                    let peer = peer.map(|a| a.ip());
-                    let mut conn = Conn::new(sock, self.next_generation, peer, now);
+                    self.next_generation = generation;
                     if self.cfg.proxy_protocol
                         || self.listeners.get(i).is_some_and(|l| l.spec.proxy_protocol)
                     {
@@ -312,7 +330,10 @@ impl Reactor {
             .iter()
             .filter_map(|(key, held)| match held {
                 Held::Here(c)
-                    if c.sched.timer == TimerKind::Idle && !c.sched.queued && c.is_idle() =>
+                    // A TLS handshake that has not finished is a client that sent no request.
+                    if matches!(c.sched.timer, TimerKind::Idle | TimerKind::Handshake)
+                        && !c.sched.queued
+                        && c.is_idle() =>
                 {
                     Some((c.sched.deadline, key))
                 }
