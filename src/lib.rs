@@ -265,11 +265,17 @@ impl Server {
                 }
             }
         };
-        Ok(Server {
+        let server = Server {
             plan,
             #[cfg(feature = "auth")]
             auth: guard,
-        })
+        };
+        // Which reload the loops follow is settled above (the shards share the first's).
+        #[cfg(feature = "auth")]
+        if let Some(g) = &server.auth {
+            server.first().current().set_guard(Arc::clone(g));
+        }
+        Ok(server)
     }
 
     /// The loop that owns the signals (and whose address is the server's).

@@ -31,6 +31,10 @@ pub struct Loaded {
     /// Listeners this reload opened (addresses new in the file), one set per loop: each loop
     /// takes its own when it picks the reload up.
     opened: Mutex<Vec<Vec<Listener>>>,
+    /// The protected prefixes and their htpasswd files, read again; swapped into the server's
+    /// one guard when this is published.
+    #[cfg(feature = "auth")]
+    auth: Option<crate::auth::Rules>,
 }
 
 impl Loaded {
@@ -38,10 +42,14 @@ impl Loaded {
     fn read(config: Config) -> Result<Loaded, crate::Error> {
         crate::check_reloadable(&config)?;
         let mime = config.mime().map_err(crate::Error::Config)?;
+        #[cfg(feature = "auth")]
+        let auth = crate::auth::Rules::read(&config).map_err(crate::Error::Config)?;
         Ok(Loaded {
             config: Arc::new(config),
             mime,
             opened: Mutex::new(Vec::new()),
+            #[cfg(feature = "auth")]
+            auth,
         })
     }
 
@@ -71,6 +79,9 @@ pub struct Current {
     loaded: Mutex<Option<Arc<Loaded>>>,
     /// The configuration the server started with (what a reload parses again).
     first: Arc<Config>,
+    /// The server's one authentication guard, whose rules a reload replaces.
+    #[cfg(feature = "auth")]
+    guard: Mutex<Option<Arc<crate::auth::Guard>>>,
 }
 
 impl Current {
@@ -81,7 +92,15 @@ impl Current {
             activated: AtomicBool::new(false),
             loaded: Mutex::new(None),
             first: config,
+            #[cfg(feature = "auth")]
+            guard: Mutex::new(None),
         })
+    }
+
+    /// The guard whose rules a reload replaces (set once, where the server is built).
+    #[cfg(feature = "auth")]
+    pub fn set_guard(&self, guard: Arc<crate::auth::Guard>) {
+        *self.guard.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     }
 
     /// How the server holds its listeners: `loops` sets of them (one per shard), bound with
@@ -112,7 +131,17 @@ impl Current {
             .map_or_else(|| Arc::clone(&self.first), |l| Arc::clone(&l.config))
     }
 
-    fn publish(&self, loaded: Loaded) {
+    #[cfg_attr(not(feature = "auth"), allow(unused_mut))]
+    fn publish(&self, mut loaded: Loaded) {
+        // Requests judged from here on see the new users; a check running finishes under the
+        // rules it began with (its job holds them).
+        #[cfg(feature = "auth")]
+        if let (Some(guard), Some(rules)) = (
+            &*self.guard.lock().unwrap_or_else(|e| e.into_inner()),
+            loaded.auth.take(),
+        ) {
+            guard.replace(rules);
+        }
         let mut current = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         *current = Some(Arc::new(loaded));
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -147,8 +176,13 @@ fn load(old: &Config, current: &Current) -> Result<Loaded, String> {
         }
     };
     keep_startup_settings(old, &mut new);
-    if !new.auth.is_empty() {
-        log::warn!("reload: the htpasswd files are read at startup only; a restart reads them");
+    if new.auth.is_empty() != old.auth.is_empty() {
+        // The verifier threads and each loop's gate are set up at startup, or not at all.
+        log::warn!(
+            "reload: turning auth on or off takes effect at restart only; keeping the running prefixes"
+        );
+        new.auth = old.auth.clone();
+        new.auth_realms = old.auth_realms.clone();
     }
     if current.activated.load(Ordering::Relaxed) && new.listen != old.listen {
         log::warn!("reload: the listeners came from systemd; change them there");
@@ -212,9 +246,8 @@ fn keep_startup_settings(old: &Config, new: &mut Config) {
         user => "user",
         access_log => "access-log",
         log_level => "log-level",
-        // The htpasswd files are read once, with the verifier threads' setup.
-        auth => "auth",
-        auth_realms => "auth-realm",
+        // The prefixes, realms and htpasswd files are read again (`Loaded::auth`); how the
+        // checks run is set up once, with the verifier threads.
         auth_forward => "auth-forward",
         auth_cache => "auth-cache",
         auth_threads => "auth-threads",

@@ -795,3 +795,64 @@ fn a_pipelining_guesser_only_slows_itself() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     drop(guesser);
 }
+
+/// SIGHUP reads the htpasswd files and prefixes again: a changed password works at once and the
+/// old one (cached as good a moment ago) no longer does, a new user gets in and a removed one
+/// is refused; a file that no longer loads fails the reload and changes nothing.
+#[test]
+fn sighup_reads_the_htpasswd_files_again() {
+    let f = fixture();
+    let root = f.site.root();
+    let auth = format!("/private/={}", f.file.display());
+    let server = common::BinaryServer::start(
+        &root,
+        &[
+            "--auth",
+            &auth,
+            "--log-level",
+            "info",
+            "--auth-cache",
+            "60s",
+        ],
+    );
+    let status = |path: &str, user: &str, pass: &str| {
+        one(server.addr, path, Some(&basic(user, pass))).status
+    };
+    let reload = |what: &str| {
+        let before = server.stderr().matches("reload").count();
+        server.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.stderr().matches("reload").count() == before {
+            assert!(Instant::now() < deadline, "no reload line after {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    assert_eq!(status("/private/secret.txt", "alice", "wonder land"), 200);
+    // A new password for alice, and bob added.
+    std::fs::remove_file(&f.file).unwrap();
+    htpasswd(&f.file, &["-B"], "alice", "looking glass");
+    htpasswd(&f.file, &["-B"], "bob", "builder");
+    reload("new passwords");
+    assert_eq!(status("/private/secret.txt", "alice", "wonder land"), 401);
+    assert_eq!(status("/private/secret.txt", "alice", "looking glass"), 200);
+    assert_eq!(status("/private/secret.txt", "bob", "builder"), 200);
+    // A file that no longer loads (a weak hash) changes nothing.
+    let good = std::fs::read(&f.file).unwrap();
+    let mut weak = good.clone();
+    weak.extend_from_slice(b"carol:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n");
+    std::fs::write(&f.file, &weak).unwrap();
+    reload("a weak hash");
+    assert!(
+        server.stderr().contains("reload failed"),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(status("/private/secret.txt", "bob", "builder"), 200);
+    // Bob removed, and the file put right: bob's cached success is forgotten with the swap.
+    std::fs::remove_file(&f.file).unwrap();
+    htpasswd(&f.file, &["-B"], "alice", "looking glass");
+    reload("bob removed");
+    assert_eq!(status("/private/secret.txt", "bob", "builder"), 401);
+    assert_eq!(status("/private/secret.txt", "alice", "looking glass"), 200);
+    assert_eq!(one(server.addr, "/hello.txt", None).status, 200);
+}

@@ -18,6 +18,11 @@
 //! second gets 429 at once; the verifiers' queue is bounded, and a full queue gets 503. So a
 //! client flooding wrong passwords holds one verifier slot, never the loop, and another user's
 //! first login waits behind at most one check per flooding address.
+//!
+//! SIGHUP reads the prefixes, realms and htpasswd files again ([`Rules::read`], checked before
+//! anything is published) and swaps them in ([`Guard::replace`]); the cache of successful
+//! checks is emptied with the swap, so a removed user or a changed password stops working at
+//! once. A check already running finishes under the rules it started with.
 
 pub mod basic;
 pub mod htpasswd;
@@ -28,7 +33,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -58,17 +64,25 @@ const RETRY: &[u8] = b"Content-Type: text/plain\r\nRetry-After: 1\r\n";
 /// A protected prefix.
 struct Protected {
     prefix: String,
-    /// `WWW-Authenticate: Basic realm="..."` and the rest of the 401's fields.
-    challenge: Vec<u8>,
-    /// Its users, in `Guard::tables`.
+    /// `WWW-Authenticate: Basic realm="..."` and the rest of the 401's fields (interned: a
+    /// 401 borrows them for as long as it is written, across reloads).
+    challenge: &'static [u8],
+    /// Its users, in `Rules::tables`.
     table: usize,
 }
 
-/// The shared part: the prefixes and users, the cache, the checks in flight and the verifiers'
-/// queue. One per server, whatever the model, so that its limits hold for the whole server.
-pub struct Guard {
+/// The protected prefixes and their users, as one reading of the settings and files found them.
+pub struct Rules {
     rules: Vec<Protected>,
     tables: Vec<Users>,
+    /// Distinguishes the cache keys and shared checks of one reading from another's.
+    generation: u64,
+}
+
+/// The shared part: the rules, the cache, the checks in flight and the verifiers' queue. One
+/// per server, whatever the model, so that its limits hold for the whole server.
+pub struct Guard {
+    rules: RwLock<Arc<Rules>>,
     forward: bool,
     ttl: Duration,
     threads: usize,
@@ -95,6 +109,8 @@ struct Waiter {
 
 struct Job {
     id: u128,
+    /// The rules the request was judged by, and its table in them.
+    rules: Arc<Rules>,
     table: usize,
     creds: Credentials,
     client: IpAddr,
@@ -139,10 +155,11 @@ pub enum Check<'g> {
     Wait,
 }
 
-impl Guard {
-    /// Reads the htpasswd files of `cfg.auth`; `None` when no prefix is protected. An error is one
-    /// line naming the file (and line) or the flag.
-    pub fn new(cfg: &Config) -> Result<Option<Guard>, String> {
+impl Rules {
+    /// Reads the htpasswd files of `cfg.auth`; `None` when no prefix is protected. An error is
+    /// one line naming the file (and line) or the flag.
+    pub fn read(cfg: &Config) -> Result<Option<Rules>, String> {
+        static GENERATION: AtomicU64 = AtomicU64::new(0);
         for (prefix, _) in &cfg.auth_realms {
             if !cfg.auth.iter().any(|a| a.prefix == *prefix) {
                 return Err(format!("--auth-realm: no --auth for the prefix {prefix:?}"));
@@ -173,25 +190,15 @@ impl Guard {
                 .unwrap_or(&a.prefix);
             rules.push(Protected {
                 prefix: a.prefix.clone(),
-                challenge: challenge(realm),
+                challenge: intern(challenge(realm)),
                 table,
             });
         }
-        let threads = cfg.auth_threads.max(1);
-        Ok(Some(Guard {
+        Ok(Some(Rules {
             rules,
             tables,
-            forward: cfg.auth_forward,
-            ttl: cfg.auth_cache,
-            threads,
-            keys: (RandomState::new(), RandomState::new()),
-            state: Mutex::default(),
-            jobs: Queue::new(threads * QUEUED_PER_THREAD),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         }))
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The protected prefix `path` is under: the longest that starts its normal form. `Err`: a
@@ -216,11 +223,61 @@ impl Guard {
             .max_by_key(|r| r.prefix.len())
             .map(Ok)
     }
+}
+
+/// A challenge as a `'static` slice, one copy per distinct realm for the process's life: a 401
+/// in flight keeps pointing at it whatever a reload does, and reloading the same realms again
+/// and again allocates nothing new.
+fn intern(challenge: Vec<u8>) -> &'static [u8] {
+    static INTERNED: Mutex<Vec<&'static [u8]>> = Mutex::new(Vec::new());
+    let mut all = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&c) = all.iter().find(|c| ***c == challenge[..]) {
+        return c;
+    }
+    let c: &'static [u8] = Box::leak(challenge.into_boxed_slice());
+    all.push(c);
+    c
+}
+
+impl Guard {
+    /// Reads the htpasswd files of `cfg.auth`; `None` when no prefix is protected. An error is one
+    /// line naming the file (and line) or the flag.
+    pub fn new(cfg: &Config) -> Result<Option<Guard>, String> {
+        let Some(rules) = Rules::read(cfg)? else {
+            return Ok(None);
+        };
+        let threads = cfg.auth_threads.max(1);
+        Ok(Some(Guard {
+            rules: RwLock::new(Arc::new(rules)),
+            forward: cfg.auth_forward,
+            ttl: cfg.auth_cache,
+            threads,
+            keys: (RandomState::new(), RandomState::new()),
+            state: Mutex::default(),
+            jobs: Queue::new(threads * QUEUED_PER_THREAD),
+        }))
+    }
+
+    /// New rules for the requests that come from now on (a reload); successful checks of the
+    /// old ones are forgotten.
+    pub fn replace(&self, rules: Rules) {
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(rules);
+        self.state().cache.clear();
+    }
+
+    fn rules(&self) -> Arc<Rules> {
+        Arc::clone(&self.rules.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     /// The cache's key for these credentials under `table`.
-    fn id(&self, table: usize, c: &Credentials) -> u128 {
+    fn id(&self, rules: &Rules, table: usize, c: &Credentials) -> u128 {
         let half = |s: &RandomState| {
             let mut h = s.build_hasher();
+            h.write_u64(rules.generation);
             h.write_usize(table);
             h.write_usize(c.user().len());
             h.write(c.user());
@@ -248,7 +305,7 @@ impl Guard {
 
     fn verify_loop(&self) {
         while let Some(job) = self.jobs.pop() {
-            let ok = self.tables[job.table].verify(job.creds.user(), job.creds.password());
+            let ok = job.rules.tables[job.table].verify(job.creds.user(), job.creds.password());
             let now = Instant::now();
             let waiters = {
                 let mut st = self.state();
@@ -373,7 +430,8 @@ impl Gate {
         now: Instant,
     ) -> Check<'_> {
         let g = &*self.guard;
-        let rule = match g.rule_for(req.path()) {
+        let rules = g.rules();
+        let rule = match rules.rule_for(req.path()) {
             None => return Check::Open,
             Some(Ok(rule)) => rule,
             Some(Err(())) => return Check::Deny(Reply::text(400, TEXT)),
@@ -395,7 +453,7 @@ impl Gate {
             );
             return Check::Deny(refusal(rule));
         }
-        let id = g.id(rule.table, &creds);
+        let id = g.id(&rules, rule.table, &creds);
         let client = client_of(peer);
         let mut st = g.state();
         if st.cache.get(&id).is_some_and(|&until| until > now) {
@@ -415,9 +473,11 @@ impl Gate {
             log::debug!("authorization: a check from {client} is in flight already: 429");
             return Check::Deny(Reply::text(429, RETRY));
         }
+        let table = rule.table;
         let job = Job {
             id,
-            table: rule.table,
+            rules: Arc::clone(&rules),
+            table,
             creds,
             client,
         };
@@ -432,19 +492,19 @@ impl Gate {
     }
 
     /// The answer to a request whose check failed: 401 with its prefix's challenge.
-    pub fn refuse(&self, req: &Request<'_>) -> Reply<'_> {
-        match self.guard.rule_for(req.path()) {
+    pub fn refuse(&self, req: &Request<'_>) -> Reply<'static> {
+        match self.guard.rules().rule_for(req.path()) {
             Some(Ok(rule)) => refusal(rule),
             _ => Reply::text(400, TEXT),
         }
     }
 }
 
-fn refusal(rule: &Protected) -> Reply<'_> {
+fn refusal(rule: &Protected) -> Reply<'static> {
     const BODY: &[u8] = b"Unauthorized\n";
     Reply {
         status: 401,
-        headers: &rule.challenge,
+        headers: rule.challenge,
         len: BODY.len() as u64,
         body: Body::Bytes(BODY),
     }
