@@ -636,7 +636,7 @@ impl<T: Transport> Conn<T> {
                 && (!up.readable || drained(&up.lent.sock));
             // An upgrade's connection heard `Connection: upgrade`: it is not pooled.
             if clean && !self.session.relay_body_pending() && r.upgrade.is_none() {
-                env.upstreams().put_idle(up.lent, env.poller);
+                env.upstreams().put_idle(up.lent, env.poller, env.ctx.now);
             } else {
                 env.upstreams().close(up.lent, env.poller);
             }

@@ -1,11 +1,19 @@
 //! Upstream servers: choosing one (round robin, skipping those that failed recently), connecting
 //! without blocking, and a pool of idle keep-alive connections per upstream.
 //!
+//! The pool goes by time, not by count: a connection unused for `--proxy-idle-timeout` is closed,
+//! so under steady load (where each is reused within moments) none is ever closed and there are
+//! about as many upstream connections as requests in flight. The count cap (`--proxy-idle`,
+//! by default the connection limit) only bounds the descriptors a burst can leave behind. Each
+//! upstream's idle list is a stack: the most recently used connection goes out first, so a
+//! falling load leaves the coldest ones at the bottom to age out, and the list stays ordered
+//! by the time each was put back.
+//!
 //! Every upstream connection has a slot here for its whole life, and its poller key is
 //! `UPSTREAM_KEYS + slot`, registered once: lending a pooled connection to a client connection or
 //! taking it back only changes the slot's owner, so the pool costs no `epoll_ctl` per request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -23,8 +31,9 @@ struct Slot {
     addr: SocketAddr,
     /// The client connection using it, or `None` while it waits in the pool...
     owner: Option<usize>,
-    /// ...holding its socket here.
+    /// ...holding its socket here, unused since `since`.
     idle: Option<TcpStream>,
+    since: Instant,
 }
 
 /// An upstream connection lent to a client connection.
@@ -43,13 +52,21 @@ pub struct Upstreams {
     cursor: Vec<usize>,
     down_until: HashMap<SocketAddr, Instant>,
     slots: Slab<Slot>,
-    idle: HashMap<SocketAddr, Vec<usize>>,
-    max_idle: usize,
+    /// Per upstream, the idle slots, oldest first (taken from the back).
+    idle: HashMap<SocketAddr, VecDeque<usize>>,
+    pool: Pool,
     fail_timeout: Duration,
 }
 
+/// How many idle connections may wait per upstream, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct Pool {
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
 impl Upstreams {
-    pub fn new(routes: Vec<Route>, max_idle: usize, fail_timeout: Duration) -> Upstreams {
+    pub fn new(routes: Vec<Route>, pool: Pool, fail_timeout: Duration) -> Upstreams {
         let cursor = vec![0; routes.len()];
         Upstreams {
             routes,
@@ -57,7 +74,7 @@ impl Upstreams {
             down_until: HashMap::new(),
             slots: Slab::new(),
             idle: HashMap::new(),
-            max_idle,
+            pool,
             fail_timeout,
         }
     }
@@ -100,7 +117,7 @@ impl Upstreams {
         pooled_ok: bool,
     ) -> io::Result<Lent> {
         if pooled_ok {
-            while let Some(slot) = self.idle.get_mut(&addr).and_then(Vec::pop) {
+            while let Some(slot) = self.idle.get_mut(&addr).and_then(VecDeque::pop_back) {
                 let s = &mut self.slots[slot];
                 let Some(sock) = s.idle.take() else { continue };
                 s.owner = Some(client);
@@ -120,6 +137,7 @@ impl Upstreams {
             addr,
             owner: Some(client),
             idle: None,
+            since: Instant::now(),
         });
         Ok(Lent {
             slot,
@@ -132,16 +150,42 @@ impl Upstreams {
 
     /// Takes back a connection whose last response was complete, or closes it when the pool for
     /// its upstream is full.
-    pub fn put_idle(&mut self, lent: Lent, poller: &Poller) {
+    pub fn put_idle(&mut self, lent: Lent, poller: &Poller, now: Instant) {
         let list = self.idle.entry(lent.addr).or_default();
-        if list.len() >= self.max_idle {
+        if list.len() >= self.pool.max_idle {
             self.close(lent, poller);
             return;
         }
-        list.push(lent.slot);
+        list.push_back(lent.slot);
         let s = &mut self.slots[lent.slot];
         s.owner = None;
         s.idle = Some(lent.sock);
+        s.since = now;
+    }
+
+    /// When the oldest idle connection is due to close, if any is idle.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.idle
+            .values()
+            .filter_map(|list| list.front())
+            .map(|&slot| self.slots[slot].since + self.pool.idle_timeout)
+            .min()
+    }
+
+    /// Closes the idle connections unused for the idle timeout at `now`.
+    pub fn expire(&mut self, now: Instant, poller: &Poller) {
+        for list in self.idle.values_mut() {
+            while let Some(&slot) = list.front() {
+                if self.slots[slot].since + self.pool.idle_timeout > now {
+                    break;
+                }
+                list.pop_front();
+                let s = self.slots.remove(slot);
+                if let Some(sock) = s.idle {
+                    let _ = poller.delete(&sock);
+                }
+            }
+        }
     }
 
     /// Closes a lent connection.

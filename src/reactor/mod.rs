@@ -254,7 +254,10 @@ impl Reactor {
             #[cfg(feature = "proxy")]
             upstreams: Arc::new(std::sync::Mutex::new(Upstreams::new(
                 cfg.proxies.clone(),
-                cfg.proxy_idle,
+                crate::proxy::upstream::Pool {
+                    max_idle: cfg.proxy_idle_cap(max_conns),
+                    idle_timeout: cfg.proxy_idle_timeout,
+                },
                 cfg.proxy_fail_timeout,
             ))),
             #[cfg(feature = "proxy")]

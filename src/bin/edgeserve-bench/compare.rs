@@ -281,15 +281,10 @@ fn cell(
         notes: Vec::new(),
     };
     let extra = match (workload, upstream_port) {
-        // An idle pool as large as the most connections, so that every model keeps its upstream
-        // connections: the default (32 per loop) would measure connection churn at 128 clients,
-        // and unevenly (a sharded server has one pool per shard).
-        (Workload::Proxy, Some(port)) => vec![
-            "--proxy".to_string(),
-            format!("/up=127.0.0.1:{port}"),
-            "--proxy-idle".to_string(),
-            "1024".to_string(),
-        ],
+        // Default pool flags: idle upstream connections go by time, so none churns under load.
+        (Workload::Proxy, Some(port)) => {
+            vec!["--proxy".to_string(), format!("/up=127.0.0.1:{port}")]
+        }
         _ => Vec::new(),
     };
     let spec = server::Spec {
