@@ -52,6 +52,11 @@ pub const READ_BUF: usize = 16 * 1024;
 pub struct Pools {
     read: Vec<Vec<u8>>,
     write: Vec<Vec<u8>>,
+    /// Finished relays, with their buffers (a proxied request allocates nothing). Boxed: a
+    /// connection's slot holds one boxed, and it moves there and back without a copy.
+    #[cfg(feature = "proxy")]
+    #[allow(clippy::vec_box)]
+    relays: Vec<Box<relay::Relay>>,
 }
 
 const POOL_KEEP: usize = 64;
@@ -81,6 +86,19 @@ impl Pools {
         if self.write.len() < POOL_KEEP && b.capacity() <= WRITE_KEEP_CAPACITY {
             b.clear();
             self.write.push(b);
+        }
+    }
+    #[cfg(feature = "proxy")]
+    fn relay(&mut self) -> Box<relay::Relay> {
+        self.relays
+            .pop()
+            .unwrap_or_else(|| Box::new(relay::Relay::new()))
+    }
+    #[cfg(feature = "proxy")]
+    fn put_relay(&mut self, mut r: Box<relay::Relay>) {
+        if self.relays.len() < POOL_KEEP {
+            r.reset();
+            self.relays.push(r);
         }
     }
 }

@@ -50,13 +50,17 @@ pub struct Lent {
 pub struct Upstreams {
     routes: Vec<Route>,
     cursor: Vec<usize>,
-    down_until: HashMap<SocketAddr, Instant>,
+    down_until: HashMap<SocketAddr, Instant, Hasher>,
     slots: Slab<Slot>,
     /// Per upstream, the idle slots, oldest first (taken from the back).
-    idle: HashMap<SocketAddr, VecDeque<usize>>,
+    idle: HashMap<SocketAddr, VecDeque<usize>, Hasher>,
     pool: Pool,
     fail_timeout: Duration,
 }
+
+/// Both maps are looked up on every proxied request, with keys we chose (upstream addresses):
+/// a fast hash, not SipHash.
+type Hasher = foldhash::fast::RandomState;
 
 /// How many idle connections may wait per upstream, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -71,9 +75,9 @@ impl Upstreams {
         Upstreams {
             routes,
             cursor,
-            down_until: HashMap::new(),
+            down_until: HashMap::default(),
             slots: Slab::new(),
-            idle: HashMap::new(),
+            idle: HashMap::default(),
             pool,
             fail_timeout,
         }
