@@ -14,6 +14,27 @@ pub enum AccessLog {
     Off,
 }
 
+/// One listening address (`--listen`, repeatable) and what its connections speak.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// Connections begin with a TLS handshake.
+    pub tls: bool,
+    /// Connections begin with a PROXY protocol header naming the real client.
+    pub proxy_protocol: bool,
+}
+
+impl Listen {
+    /// Plain HTTP on `addr`.
+    pub fn plain(addr: SocketAddr) -> Listen {
+        Listen {
+            addr,
+            tls: false,
+            proxy_protocol: false,
+        }
+    }
+}
+
 /// Requests whose path starts with `prefix` go to one of `upstreams`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -23,7 +44,8 @@ pub struct Route {
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// Where to listen, in the order given (never empty once parsed).
+    pub listen: Vec<Listen>,
     pub root: PathBuf,
     pub backlog: i32,
     /// Most connections open at once; `None` derives it from the descriptor limit.
@@ -124,7 +146,7 @@ impl Model {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: vec![Listen::plain(SocketAddr::from(([127, 0, 0, 1], 8080)))],
             root: PathBuf::from("."),
             backlog: 1024,
             max_conns: None,
@@ -169,7 +191,7 @@ edgeserve: a single-threaded, event-driven HTTP/1.1 static file server
 Usage: edgeserve [OPTIONS] [DIR]
 
   DIR                     document root (same as --root)
-  --listen ADDR           address to listen on              [127.0.0.1:8080]
+  --listen ADDR           address to listen on (repeatable) [127.0.0.1:8080]
   --root DIR              document root                     [.]
   --backlog N             listen backlog                    [1024]
   --max-conns N           most open connections             [descriptor limit - cache - 32]
@@ -227,6 +249,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
     let mut c = Config::default();
     let mut args = args.into_iter();
     let mut root_given = false;
+    // The first `--listen` replaces the default address; later ones add to it.
+    let mut listen_given = false;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -241,7 +265,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "--listen" => c.listen = parse_addr(&value()?)?,
+            "--listen" => {
+                let addr = parse_addr(&value()?)?;
+                if !listen_given {
+                    c.listen.clear();
+                    listen_given = true;
+                }
+                add_listener(&mut c.listen, Listen::plain(addr))?;
+            }
             "--root" => {
                 c.root = PathBuf::from(value()?);
                 root_given = true;
@@ -378,6 +409,16 @@ impl Config {
 
 /// `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` or `:PORT` (all IPv4 addresses). No name lookup:
 /// resolving names would pull the resolver (and, in a static build, NSS) into the binary.
+/// Adds a listener, refusing an address given twice (the second bind would fail with a less
+/// clear message, or, with SO_REUSEPORT in the sharded model, silently split the connections).
+pub fn add_listener(list: &mut Vec<Listen>, l: Listen) -> Result<(), String> {
+    if list.iter().any(|o| o.addr == l.addr && o.addr.port() != 0) {
+        return Err(format!("--listen: {} is given twice", l.addr));
+    }
+    list.push(l);
+    Ok(())
+}
+
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse() {
         return Ok(a);
@@ -469,7 +510,7 @@ mod tests {
             "10",
         ])
         .unwrap();
-        assert_eq!(c.listen, "[::1]:0".parse().unwrap());
+        assert_eq!(c.listen, [Listen::plain("[::1]:0".parse().unwrap())]);
         assert_eq!(c.header_timeout, Duration::from_millis(250));
         assert_eq!(c.root, PathBuf::from("www"));
         assert_eq!(c.max_conns, Some(10));
@@ -487,11 +528,27 @@ mod tests {
 
     #[test]
     fn listen_forms_without_name_lookup() {
-        let addr = |a: &str| run(&["--listen", a]).unwrap().listen;
+        let addr = |a: &str| run(&["--listen", a]).unwrap().listen[0].addr;
         assert_eq!(addr("localhost:81"), "127.0.0.1:81".parse().unwrap());
         assert_eq!(addr(":82"), "0.0.0.0:82".parse().unwrap());
         assert_eq!(addr("[::1]:83"), "[::1]:83".parse().unwrap());
         assert!(run(&["--listen", "example.com:80"]).is_err());
+    }
+
+    #[test]
+    fn several_listeners_replace_the_default() {
+        let addrs = |args: &[&str]| -> Vec<SocketAddr> {
+            run(args).unwrap().listen.iter().map(|l| l.addr).collect()
+        };
+        assert_eq!(addrs(&[]), ["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(
+            addrs(&["--listen", ":81", "--listen=[::]:81"]),
+            ["0.0.0.0:81".parse().unwrap(), "[::]:81".parse().unwrap()]
+        );
+        let twice = run(&["--listen", ":81", "--listen", "0.0.0.0:81"]).unwrap_err();
+        assert!(twice.contains("given twice"), "{twice}");
+        // Port 0 twice is two different ports.
+        assert_eq!(addrs(&["--listen", ":0", "--listen", ":0"]).len(), 2);
     }
 
     #[test]

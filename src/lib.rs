@@ -23,6 +23,7 @@ pub mod config;
 pub mod conn;
 pub mod files;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod models;
 #[cfg(feature = "proxy")]
@@ -37,7 +38,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use polling::Poller;
-use socket2::{Domain, Protocol, Socket, Type};
 
 use app::App;
 pub use config::{Config, Model};
@@ -128,22 +128,30 @@ impl ServerHandle {
 }
 
 impl Server {
-    /// Binds `config.listen` and prepares the document root.
+    /// Binds every `config.listen` and prepares the document root.
     pub fn bind(config: Config) -> Result<Server, Error> {
         let sharded = config.model == Model::Sharded;
-        let listener = listen(config.listen, config.backlog, sharded)
-            .map_err(|e| Error::Bind(config.listen, e))?;
-        Server::build(config, listener, sharded)
+        let listeners = listen::bind_all(&config.listen, config.backlog, sharded)
+            .map_err(|(addr, e)| Error::Bind(addr, e))?;
+        Server::build(config, listeners, sharded)
     }
 
-    /// Serves on a listener made elsewhere (systemd socket activation); `config.listen` is unused.
-    /// Shards then share that one listener (they cannot bind more with SO_REUSEPORT).
-    pub fn with_listener(config: Config, listener: TcpListener) -> Result<Server, Error> {
-        Server::build(config, listener, false)
+    /// Serves on listeners made elsewhere (systemd socket activation): each takes the
+    /// `config.listen` of its address, if there is one, for its settings; no other is bound.
+    /// Shards then share those sockets (they cannot bind more with SO_REUSEPORT).
+    pub fn with_listeners(config: Config, socks: Vec<TcpListener>) -> Result<Server, Error> {
+        let listeners = listen::adopt(socks, &config.listen)?;
+        Server::build(config, listeners, false)
     }
 
-    fn build(config: Config, listener: TcpListener, reuse_port: bool) -> Result<Server, Error> {
-        listener.set_nonblocking(true)?;
+    fn build(
+        config: Config,
+        listeners: Vec<listen::Listener>,
+        reuse_port: bool,
+    ) -> Result<Server, Error> {
+        for l in &listeners {
+            l.sock.set_nonblocking(true)?;
+        }
         if cfg!(not(feature = "proxy")) && !config.proxies.is_empty() {
             return Err(Error::Config(
                 "this build has no proxy (cargo feature \"proxy\")".into(),
@@ -160,31 +168,33 @@ impl Server {
             .unwrap_or_else(|| default_max_conns(config.cache_entries));
         let cfg = Arc::new(config);
         let _ = reuse_port; // only shards bind more listeners
-        let reactor = |listener, max_conns| -> Result<Reactor, Error> {
+        let reactor = |listeners, max_conns| -> Result<Reactor, Error> {
             Ok(Reactor::new(
                 Arc::clone(&cfg),
-                listener,
+                listeners,
                 App::new(&cfg)?,
                 max_conns,
             )?)
         };
         let plan = match cfg.model {
-            Model::Single => Plan::Single(reactor(listener, max_conns)?),
+            Model::Single => Plan::Single(reactor(listeners, max_conns)?),
             #[cfg(not(feature = "models"))]
             _ => unreachable!("refused above"),
             #[cfg(feature = "models")]
             Model::Sharded => {
-                let addr = listener.local_addr()?;
-                let mut listeners = vec![listener];
+                let mut sets = Vec::with_capacity(cfg.threads());
                 for _ in 1..cfg.threads() {
-                    let l = if reuse_port {
-                        listen(addr, cfg.backlog, true).map_err(|e| Error::Bind(addr, e))?
-                    } else {
-                        listeners[0].try_clone()?
-                    };
-                    listeners.push(l);
+                    let set = listeners
+                        .iter()
+                        .map(|l| {
+                            l.for_shard(cfg.backlog, reuse_port)
+                                .map_err(|e| Error::Bind(l.local_addr(), e))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    sets.push(set);
                 }
-                let mut shards = listeners
+                sets.insert(0, listeners);
+                let mut shards = sets
                     .into_iter()
                     .map(|l| reactor(l, max_conns))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -204,13 +214,13 @@ impl Server {
             #[cfg(feature = "models")]
             Model::ProactorPool => {
                 let (workers, link) = models::proactor::Workers::new(&cfg, cfg.threads())?;
-                let mut r = reactor(listener, max_conns)?;
+                let mut r = reactor(listeners, max_conns)?;
                 r.set_proactor(link);
                 Plan::Proactor(r, workers)
             }
             #[cfg(feature = "models")]
             Model::ReactorPool | Model::LeaderFollowers => {
-                let r = reactor(listener, max_conns)?;
+                let r = reactor(listeners, max_conns)?;
                 let workers = (0..cfg.threads())
                     .map(|_| Worker::new(&r))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -245,8 +255,15 @@ impl Server {
         }
     }
 
+    /// The address of the first listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.first().local_addr()
+        self.first().local_addrs()[0].addr
+    }
+
+    /// Every listener's address (the real port where port 0 was asked for) and settings, in
+    /// the order given.
+    pub fn listening(&self) -> &[config::Listen] {
+        self.first().local_addrs()
     }
 
     pub fn handle(&self) -> ServerHandle {
@@ -287,26 +304,6 @@ impl Server {
             Plan::LeaderFollowers(r, workers) => models::pooled::leader_followers(r, workers),
         }
     }
-}
-
-fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<TcpListener> {
-    let sock = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    sock.set_reuse_address(true)?;
-    if reuse_port {
-        sock.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        sock.set_only_v6(true)?;
-    }
-    sock.set_tcp_nodelay(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(backlog)?;
-    sock.set_nonblocking(true)?;
-    Ok(sock.into())
 }
 
 /// Raises the descriptor limit to its hard maximum and leaves room for the file caches and the

@@ -20,8 +20,8 @@ fn main() -> ExitCode {
         return fail(&e);
     }
     let user = config.user.clone();
-    let bound = match service::inherited_listener() {
-        Some(Ok(listener)) => Server::with_listener(*config, listener),
+    let bound = match service::inherited_listeners() {
+        Some(Ok(listeners)) => Server::with_listeners(*config, listeners),
         Some(Err(e)) => return fail(&format!("socket activation: {e}")),
         None => Server::bind(*config),
     };
@@ -37,7 +37,9 @@ fn main() -> ExitCode {
     if let Err(e) = server.handle_signals() {
         return fail(&e.to_string());
     }
-    log::info!("listening on http://{}", server.local_addr());
+    for l in server.listening() {
+        log::info!("listening on http://{}", l.addr);
+    }
     let ran = server.run();
     // Lines written as the loops closed what was left (a tunnel's line, at the end of the grace
     // period) are still buffered.

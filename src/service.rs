@@ -5,13 +5,13 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::FromRawFd;
 
-/// The first socket passed by systemd socket activation (`LISTEN_PID` is us and `LISTEN_FDS`
-/// is at least 1), or `None` when the server was not started that way. The variables are removed
-/// so that children (none today) do not take the socket for theirs.
-pub fn inherited_listener() -> Option<io::Result<TcpListener>> {
+/// The sockets passed by systemd socket activation (`LISTEN_PID` is us and `LISTEN_FDS` is at
+/// least 1: descriptors 3, 4, ...), or `None` when the server was not started that way. The
+/// variables are removed so that children (CGI, later) do not take the sockets for theirs.
+pub fn inherited_listeners() -> Option<io::Result<Vec<TcpListener>>> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
-    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
-    if pid != std::process::id() || fds == 0 {
+    let fds: i32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if pid != std::process::id() || fds <= 0 {
         return None;
     }
     // SAFETY: removing variables while no other thread runs (this is called before the loop
@@ -22,23 +22,50 @@ pub fn inherited_listener() -> Option<io::Result<TcpListener>> {
         std::env::remove_var("LISTEN_FDNAMES");
     }
     const SD_LISTEN_FDS_START: i32 = 3;
-    // SAFETY: systemd passes descriptor 3 open and owned by us from here on.
-    let listener = unsafe { TcpListener::from_raw_fd(SD_LISTEN_FDS_START) };
-    Some(check_listener(&listener).map(|()| listener))
+    // More than a few hundred is not a socket set but a broken environment.
+    if fds > 1024 {
+        return Some(Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("LISTEN_FDS={fds}: too many sockets"),
+        )));
+    }
+    // Each descriptor is checked before it is owned: one that is not an open listening socket
+    // must not be closed (or later used) as if it were ours.
+    let listeners = (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + fds)
+        .map(|fd| {
+            check_listener(fd)?;
+            // SAFETY: systemd passes descriptors 3.. open and owned by us from here on, and
+            // `check_listener` saw a listening TCP socket at `fd`.
+            Ok(unsafe { TcpListener::from_raw_fd(fd) })
+        })
+        .collect();
+    Some(listeners)
 }
 
-fn check_listener(l: &TcpListener) -> io::Result<()> {
-    let sock = socket2::SockRef::from(l);
-    if sock.r#type()? != socket2::Type::STREAM || !sock.is_listener()? {
+fn check_listener(fd: i32) -> io::Result<()> {
+    // SAFETY: the descriptor is only borrowed for the checks; it is open (fcntl F_GETFD
+    // succeeding says so) and not closed while borrowed.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "descriptor 3 is not a listening TCP socket",
+            format!("descriptor {fd} is not open"),
         ));
     }
-    l.set_nonblocking(true)?;
+    // SAFETY: `fd` is open (checked above) and stays open for the borrow.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&borrowed);
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("descriptor {fd}: {e}"));
+    if sock.r#type().map_err(named)? != socket2::Type::STREAM
+        || !sock.is_listener().map_err(named)?
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a listening TCP socket"),
+        ));
+    }
+    sock.set_nonblocking(true)?;
     // The socket's own close-on-exec flag is systemd's to choose; ours is set here.
-    // SAFETY: plain fcntl on a descriptor we own.
-    unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
+    sock.set_cloexec(true)?;
     Ok(())
 }
 

@@ -82,7 +82,9 @@ fn steady_state_serving_allocates_nothing() {
     std::fs::write(root.join("hello.txt"), b"Hello, World!").unwrap();
 
     let cfg = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: vec![edgeserve::config::Listen::plain(
+            "127.0.0.1:0".parse().unwrap(),
+        )],
         root: root.clone(),
         access_log: AccessLog::Off,
         // The cache must not expire during the run, or the revalidation would allocate.
@@ -125,7 +127,9 @@ fn steady_state_proxying_allocates_nothing() {
     std::fs::create_dir_all(root.join("api")).unwrap();
     std::fs::write(root.join("api/hello.txt"), b"Hello, World!").unwrap();
     let base = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: vec![edgeserve::config::Listen::plain(
+            "127.0.0.1:0".parse().unwrap(),
+        )],
         root: root.clone(),
         access_log: AccessLog::Off,
         cache_valid: Duration::from_secs(3600),

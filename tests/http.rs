@@ -741,8 +741,67 @@ fn serves_on_an_ipv6_address() {
         return;
     }
     let site = site();
-    let server = TestServer::with(&site, |cfg| cfg.listen = "[::1]:0".parse().unwrap());
+    let server = TestServer::with(&site, |cfg| {
+        cfg.listen = vec![edgeserve::config::Listen::plain("[::1]:0".parse().unwrap())]
+    });
     assert!(server.addr.is_ipv6());
     let r = common::get(server.addr, "/hello.txt");
     assert_eq!(r.status, 200);
+}
+
+/// `--listen` repeated: every listener serves (IPv4 and, where the machine has it, IPv6), in
+/// every model, and a shutdown closes them all.
+#[test]
+fn serves_on_several_listeners() {
+    use edgeserve::config::Listen;
+    let site = site();
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let server = TestServer::with(&site, |cfg| {
+        cfg.listen = vec![
+            Listen::plain("127.0.0.1:0".parse().unwrap()),
+            Listen::plain("127.0.0.1:0".parse().unwrap()),
+        ];
+        if ipv6 {
+            cfg.listen.push(Listen::plain("[::1]:0".parse().unwrap()));
+        }
+    });
+    assert_eq!(server.addrs.len(), if ipv6 { 3 } else { 2 });
+    assert_ne!(server.addrs[0], server.addrs[1]);
+    // Several rounds: in the sharded model each listener has a socket per shard.
+    for _ in 0..4 {
+        for &addr in &server.addrs {
+            let r = common::get(addr, "/hello.txt");
+            assert_eq!((r.status, r.body.as_slice()), (200, HELLO), "{addr}");
+        }
+    }
+    let addrs = server.addrs.clone();
+    server.stop().unwrap();
+    for addr in addrs {
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "{addr} still accepts after shutdown"
+        );
+    }
+}
+
+/// A listener that cannot be bound names its address, and none of the others is left open.
+#[test]
+fn a_listener_that_cannot_be_bound_is_named() {
+    use edgeserve::config::Listen;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let site = site();
+    let mut cfg = common::test_config(&site.root());
+    cfg.listen = vec![
+        Listen::plain("127.0.0.1:0".parse().unwrap()),
+        Listen::plain(taken_addr),
+    ];
+    let err = edgeserve::Server::bind(cfg)
+        .err()
+        .expect("the bind must fail");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&taken_addr.to_string()) && msg.contains("cannot listen"),
+        "{msg}"
+    );
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::{Site, TempDir};
 
-/// Reads stderr until the `listening on` line and returns the address in it.
-fn listening_addr(child: &mut Child) -> SocketAddr {
+/// Reads stderr until `n` `listening on` lines and returns the addresses in them.
+fn listening_addrs(child: &mut Child, n: usize) -> Vec<SocketAddr> {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -22,13 +22,56 @@ fn listening_addr(child: &mut Child) -> SocketAddr {
             }
         }
     });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Some(addr)) => addr,
-        other => {
-            let _ = child.kill();
-            panic!("no 'listening on' line: {other:?}");
+    let mut addrs = Vec::new();
+    while addrs.len() < n {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Some(addr)) => addrs.push(addr),
+            other => {
+                let _ = child.kill();
+                panic!(
+                    "{} of {n} 'listening on' lines, then {other:?}",
+                    addrs.len()
+                );
+            }
         }
     }
+    addrs
+}
+
+/// Starts the binary as systemd would with these sockets as descriptors 3, 4, ...
+fn activated(listeners: &[TcpListener], root: &std::path::Path) -> Child {
+    let fds: Vec<i32> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    let mut cmd = Command::new("sh");
+    // LISTEN_PID must be the server's pid: `exec` keeps the shell's.
+    cmd.args([
+        "-c",
+        r#"LISTEN_PID=$$ LISTEN_FDS=$2 exec "$0" --root "$1" --access-log off"#,
+    ])
+    .arg(env!("CARGO_BIN_EXE_edgeserve"))
+    .arg(root)
+    .arg(fds.len().to_string())
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    // SAFETY: dup(2), dup2(2) and close(2) are async-signal-safe. Each socket is first moved
+    // above the range 3.. (so that placing one cannot overwrite another not yet placed), then
+    // dup2 puts it at 3 + i without close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let high: Vec<i32> = fds
+                .iter()
+                .map(|&fd| libc::fcntl(fd, libc::F_DUPFD, 64))
+                .collect();
+            for (i, &fd) in high.iter().enumerate() {
+                if fd < 0 || libc::dup2(fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
 }
 
 fn stop(mut child: Child) {
@@ -45,44 +88,65 @@ fn serves_the_socket_systemd_hands_over() {
     // The "systemd" side: a bound, listening socket that the child finds as descriptor 3.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let fd = listener.as_raw_fd();
-    let mut cmd = Command::new("sh");
-    // LISTEN_PID must be the server's pid: `exec` keeps the shell's.
-    cmd.args([
-        "-c",
-        r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --root "$1" --access-log off"#,
-    ])
-    .arg(env!("CARGO_BIN_EXE_edgeserve"))
-    .arg(site.root())
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    // SAFETY: dup2(2) and fcntl(2) are async-signal-safe. dup2 gives a descriptor 3 without
-    // close-on-exec; when the listener is descriptor 3 already, dup2 would do nothing, so its flag
-    // is cleared instead.
-    unsafe {
-        cmd.pre_exec(move || {
-            let ok = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if ok < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
+    let mut child = activated(std::slice::from_ref(&listener), &site.root());
     assert_eq!(
-        listening_addr(&mut child),
-        addr,
+        listening_addrs(&mut child, 1),
+        [addr],
         "it must serve the inherited socket, not bind its own"
     );
     drop(listener); // only the child's copy is left
     let r = common::get(addr, "/hello.txt");
     assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]));
     stop(child);
+}
+
+/// `LISTEN_FDS=3`: every socket handed over is served, and no other is bound.
+#[test]
+fn serves_every_socket_systemd_hands_over() {
+    let site = Site::new("activation-several");
+    site.write("hello.txt", b"Hello, World!");
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let mut child = activated(&listeners, &site.root());
+    assert_eq!(listening_addrs(&mut child, 3), addrs);
+    drop(listeners);
+    for addr in addrs {
+        let r = common::get(addr, "/hello.txt");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]));
+    }
+    stop(child);
+}
+
+/// `LISTEN_FDS=2` where descriptor 4 is not a socket: one clear line, nothing served.
+#[test]
+fn activation_with_a_bad_second_descriptor_is_one_clear_error() {
+    let dir = TempDir::new("activation-bad-second");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"LISTEN_PID=$$ LISTEN_FDS=2 exec "$0" --root "$1" 4</dev/null"#,
+    ])
+    .arg(env!("CARGO_BIN_EXE_edgeserve"))
+    .arg(dir.path());
+    // SAFETY: dup2(2) is async-signal-safe; it places the listener at 3 without close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd != 3 && libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::fcntl(3, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("descriptor 4"), "{err}");
 }
 
 #[test]
@@ -137,7 +201,7 @@ fn user_drops_root_after_binding() {
         assert!(!status.success(), "switching users without root must fail");
         return;
     }
-    let addr = listening_addr(&mut child);
+    let addr = listening_addrs(&mut child, 1)[0];
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
     let uids: Vec<u32> = status
         .lines()

@@ -17,6 +17,7 @@ use polling::Poller;
 use polling::{Event, PollMode};
 
 use super::{Held, Reactor};
+use crate::config::Listen;
 use crate::conn::{Conn, TimerKind};
 
 /// Accepts per loop turn, so that a connection storm does not starve the connections we have.
@@ -26,9 +27,19 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a full server waits before it looks for idle connections to close again.
 const RECLAIM_RETRY: Duration = Duration::from_millis(50);
 
-pub(super) struct Accept {
-    /// The listener had an edge and was not drained to `WouldBlock` yet.
+/// A listener of this loop.
+pub(super) struct Listening {
+    pub(super) sock: TcpListener,
+    #[expect(
+        dead_code,
+        reason = "what TLS and the PROXY protocol will set connections up by"
+    )]
+    pub(super) spec: Listen,
+    /// It had an edge and was not drained to `WouldBlock` yet.
     pub(super) ready: bool,
+}
+
+pub(super) struct Accept {
     /// Out of descriptors: retry at this time, or as soon as a connection closes.
     pub(super) paused_until: Option<Instant>,
     /// Logged the current burst of descriptor exhaustion already.
@@ -158,29 +169,42 @@ impl Reactor {
         self.conns.len() < self.max_conns
     }
 
+    /// Some listener had an edge that was not drained yet.
+    pub(super) fn accept_ready(&self) -> bool {
+        self.listeners.iter().any(|l| l.ready)
+    }
+
+    /// Accepts from every listener with an edge, a batch from each in turn.
     pub(super) fn accept(&mut self, now: Instant) {
-        if self.accept.paused_until.is_some_and(|t| t > now) {
-            return;
+        for i in 0..self.listeners.len() {
+            if self.accept.paused_until.is_some_and(|t| t > now) {
+                return;
+            }
+            self.accept.paused_until = None;
+            self.accept_from(i, now);
         }
-        self.accept.paused_until = None;
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        let fd = listener.as_raw_fd();
+    }
+
+    fn accept_from(&mut self, i: usize, now: Instant) {
         let lent = self.lent();
         let mut n = 0;
-        while self.accept.ready && n < ACCEPT_BATCH {
-            if !self.has_room() && !self.make_room(fd, now) {
-                break;
+        while n < ACCEPT_BATCH {
+            let Some(listener) = self.listeners.get(i).filter(|l| l.ready) else {
+                return;
+            };
+            let fd = listener.sock.as_raw_fd();
+            if !self.has_room() && !self.make_room(i, fd, now) {
+                return;
             }
             n += 1;
             if !self.reserve_place() {
-                break; // another shard took the last place
+                return; // another shard took the last place
             }
-            let Some(listener) = &self.listener else {
-                break;
+            let Some(listener) = self.listeners.get(i) else {
+                self.release_place();
+                return;
             };
-            let accepted = accept4(listener);
+            let accepted = accept4(&listener.sock);
             if accepted.is_err() {
                 self.release_place();
             }
@@ -216,7 +240,11 @@ impl Reactor {
                     // Data often arrives with the handshake: try it now rather than after a wait.
                     self.drive(key, now);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept.ready = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(l) = self.listeners.get_mut(i) {
+                        l.ready = false;
+                    }
+                }
                 Err(e) if is_out_of_descriptors(&e) => {
                     if !self.accept.warned {
                         log::warn!(
@@ -238,14 +266,14 @@ impl Reactor {
     /// that have waited longest for a request (kept-alive ones, and new ones that sent nothing),
     /// as nginx reuses its idle connections: otherwise a few hundred silent sockets would lock
     /// every new client out until their idle timeout. True when a place was made.
-    fn make_room(&mut self, listener: i32, now: Instant) -> bool {
+    fn make_room(&mut self, i: usize, listener: i32, now: Instant) -> bool {
         if self.accept.reclaim_after.is_some_and(|t| t > now) {
             return false;
         }
         self.accept.reclaim_after = None;
         if !backlog_waiting(listener) {
             // Nothing waits: the next connection to arrive brings a new edge.
-            self.accept.ready = false;
+            self.listeners[i].ready = false;
             return false;
         }
         if !self.accept.reclaiming {

@@ -13,7 +13,7 @@ impl Reactor {
     /// or the next look for idle connections to close at the limit.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let reclaim = self.accept.reclaim_after.filter(|_| {
-            self.accept.ready && self.accept.paused_until.is_none() && !self.has_room()
+            self.accept_ready() && self.accept.paused_until.is_none() && !self.has_room()
         });
         [
             self.timers.next(),

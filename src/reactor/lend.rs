@@ -159,7 +159,7 @@ impl Reactor {
         if let Some(at) = self.pool_expiry() {
             self.wake_for(at);
         }
-        let accept_waits = next == Next::Close && self.accept.ready;
+        let accept_waits = next == Next::Close && self.accept_ready();
         if !self.ready.is_empty() || self.draining_until.is_some() || accept_waits {
             // The waiting thread must come and hand it out (or accept the connection waiting for
             // this one's place, or see that shutdown is done).

@@ -30,7 +30,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -39,10 +38,11 @@ use polling::{Event, PollMode, Poller};
 use slab::Slab;
 
 use crate::app::App;
-use crate::config::{Config, Route};
+use crate::config::{Config, Listen, Route};
 use crate::conn::{Conn, Env, Next, Pools};
 use crate::http::date::DateCache;
 use crate::http::session::Ctx;
+use crate::listen::Listener;
 #[cfg(feature = "proxy")]
 use crate::proxy::upstream::{UPSTREAM_KEYS, Upstreams};
 use crate::signal::SignalPipe;
@@ -86,17 +86,20 @@ mod lend;
 pub mod timer;
 mod wait;
 
-use accept::Accept;
 #[cfg(feature = "models")]
 pub use accept::SharedLimit;
+use accept::{Accept, Listening};
 #[cfg(feature = "models")]
 pub use lend::Taken;
 
 /// How often a loop that is done but waits for its peers looks at them.
 const PEER_POLL: Duration = Duration::from_millis(50);
 
-const LISTENER: usize = usize::MAX - 1;
 const SIGNALS: usize = usize::MAX - 2;
+/// Listener `i` is registered as `LISTENERS + i`: below `SIGNALS`, above the upstreams' keys.
+const LISTENERS: usize = SIGNALS - MAX_LISTENERS;
+/// More listeners than this is a mistake in the configuration, not a deployment.
+pub const MAX_LISTENERS: usize = 256;
 
 /// A slab slot: the connection, or the note that another thread has it for now.
 // Nearly every slot holds its connection: boxing it would cost an allocation and an indirection
@@ -175,8 +178,10 @@ impl Held {
 
 pub struct Reactor {
     poller: Arc<Poller>,
-    listener: Option<TcpListener>,
-    local_addr: SocketAddr,
+    /// Emptied when shutdown begins.
+    listeners: Vec<Listening>,
+    /// Each listener's address and settings, kept after they close.
+    local_addrs: Vec<Listen>,
     conns: Slab<Held>,
     timers: Timers,
     ready: VecDeque<(usize, u32)>,
@@ -222,17 +227,38 @@ pub struct Reactor {
 impl Reactor {
     pub fn new(
         cfg: Arc<Config>,
-        listener: TcpListener,
+        listeners: Vec<Listener>,
         app: App,
         max_conns: usize,
     ) -> io::Result<Reactor> {
+        if listeners.is_empty() || listeners.len() > MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "between 1 and {MAX_LISTENERS} listeners, not {}",
+                    listeners.len()
+                ),
+            ));
+        }
         let poller = Arc::new(Poller::new()?);
-        // SAFETY: the listener is deleted from the poller before it is dropped (shutdown, Drop).
-        unsafe { poller.add_with_mode(&listener, Event::readable(LISTENER), PollMode::Edge)? };
+        for (i, l) in listeners.iter().enumerate() {
+            // SAFETY: listeners are deleted from the poller before they are dropped (shutdown,
+            // Drop).
+            unsafe {
+                poller.add_with_mode(&l.sock, Event::readable(LISTENERS + i), PollMode::Edge)?
+            };
+        }
         Ok(Reactor {
             poller,
-            local_addr: listener.local_addr()?,
-            listener: Some(listener),
+            local_addrs: listeners.iter().map(|l| l.spec.clone()).collect(),
+            listeners: listeners
+                .into_iter()
+                .map(|l| Listening {
+                    sock: l.sock,
+                    spec: l.spec,
+                    ready: true,
+                })
+                .collect(),
             conns: Slab::new(),
             timers: Timers::default(),
             ready: VecDeque::with_capacity(64),
@@ -241,7 +267,6 @@ impl Reactor {
             dates: DateCache::default(),
             max_conns,
             accept: Accept {
-                ready: true,
                 paused_until: None,
                 warned: false,
                 reclaim_after: None,
@@ -315,8 +340,9 @@ impl Reactor {
         &self.cfg
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// Each listener's address (the real port where 0 was asked for) and settings.
+    pub fn local_addrs(&self) -> &[Listen] {
+        &self.local_addrs
     }
 
     pub fn poller(&self) -> Arc<Poller> {
@@ -359,7 +385,11 @@ impl Reactor {
         self.dates.update(SystemTime::now());
         for ev in events {
             match ev.key {
-                LISTENER => self.accept.ready = true,
+                k if (LISTENERS..LISTENERS + MAX_LISTENERS).contains(&k) => {
+                    if let Some(l) = self.listeners.get_mut(k - LISTENERS) {
+                        l.ready = true;
+                    }
+                }
                 SIGNALS => {
                     let arrived = self.signals.as_ref().map(|s| s.drain()).unwrap_or_default();
                     if arrived.reopen {
@@ -473,8 +503,7 @@ impl Reactor {
     /// How long the next `wait` may sleep. With lent connections the ready list is handed out
     /// by the caller, so it does not shorten the wait here.
     pub fn wait_timeout(&mut self, now: Instant) -> Option<Duration> {
-        let can_accept = self.accept.ready
-            && self.listener.is_some()
+        let can_accept = self.accept_ready()
             && self.has_room()
             && self.accept.paused_until.is_none_or(|t| t <= now);
         if (!self.lent() && !self.ready.is_empty()) || can_accept {
@@ -570,10 +599,12 @@ impl Reactor {
         self.draining_until = Some(now + self.cfg.grace);
         // Connections already in the backlog were made before the signal: take them (and what
         // they have sent) rather than reset them when the listener closes.
-        self.accept.ready = true;
+        for l in &mut self.listeners {
+            l.ready = true;
+        }
         self.accept(now);
-        if let Some(l) = self.listener.take() {
-            let _ = self.poller.delete(&l);
+        for l in std::mem::take(&mut self.listeners) {
+            let _ = self.poller.delete(&l.sock);
         }
         // Connections lent out are told when they come back (`put_back`), and so are those queued
         // to be lent: they may have a request not read yet. Every other one reads what it was
@@ -641,8 +672,8 @@ impl Drop for Reactor {
         upstreams.clear(&self.poller);
         #[cfg(feature = "proxy")]
         drop(upstreams);
-        if let Some(l) = &self.listener {
-            let _ = self.poller.delete(l);
+        for l in &self.listeners {
+            let _ = self.poller.delete(&l.sock);
         }
         if let Some(s) = &self.signals {
             let _ = self.poller.delete(s.source());

@@ -151,7 +151,9 @@ pub fn test_model() -> Model {
 /// two threads (more threads than this machine's cores would only hide ordering bugs less).
 pub fn test_config(root: &Path) -> Config {
     Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: vec![edgeserve::config::Listen::plain(
+            "127.0.0.1:0".parse().unwrap(),
+        )],
         root: root.to_path_buf(),
         access_log: edgeserve::config::AccessLog::Off,
         grace: Duration::from_secs(2),
@@ -163,7 +165,10 @@ pub fn test_config(root: &Path) -> Config {
 
 /// A server on its own thread; shut down gracefully and joined on drop.
 pub struct TestServer {
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener's address, in the order of `Config::listen`.
+    pub addrs: Vec<SocketAddr>,
     handle: ServerHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -172,10 +177,12 @@ impl TestServer {
     pub fn start(cfg: Config) -> TestServer {
         let server = Server::bind(cfg).expect("bind test server");
         let addr = server.local_addr();
+        let addrs = server.listening().iter().map(|l| l.addr).collect();
         let handle = server.handle();
         let thread = std::thread::spawn(move || server.run());
         TestServer {
             addr,
+            addrs,
             handle,
             thread: Some(thread),
         }
