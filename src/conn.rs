@@ -251,6 +251,11 @@ pub struct Conn<T = Tcp> {
     /// the loop's events, cleared when a call meets `WouldBlock`.
     readable: bool,
     writable: bool,
+    /// The loop reports the peer's FIN (EPOLLRDHUP) for this connection...
+    fin_watched: bool,
+    /// ...and has: a short read no longer means the queue is drained (a read must meet the
+    /// FIN).
+    peer_closing: bool,
     pub sched: Sched,
     /// The client's address, for the access log and X-Forwarded-For.
     peer: Option<IpAddr>,
@@ -290,6 +295,8 @@ impl<T: Transport> Conn<T> {
             io,
             readable: true,
             writable: true,
+            fin_watched: false,
+            peer_closing: false,
             sched: Sched {
                 generation,
                 queued: false,
@@ -307,6 +314,18 @@ impl<T: Transport> Conn<T> {
             life: Life::Open,
             slot: Slot::Http,
         }
+    }
+
+    /// The loop reports the peer's FIN for this connection ([`Conn::peer_closing`]), so a read
+    /// that returns less than asked may end the reading until the next edge.
+    pub fn watch_peer_close(&mut self) {
+        self.fin_watched = true;
+    }
+
+    /// An event said the peer closed its side (or the connection broke): read until a read
+    /// says so, whatever a short read suggests.
+    pub fn peer_closing(&mut self) {
+        self.peer_closing = true;
     }
 
     /// Readiness the loop saw (edge-triggered: it only adds).
@@ -482,8 +501,15 @@ impl<T: Transport> Conn<T> {
                         self.client_gone(env);
                     }
                     Io::Done(n) => {
+                        let asked = self.rbuf.len() - self.rlen;
                         self.rlen += n;
                         budget = budget.saturating_sub(n);
+                        // Less than asked: the queue is empty, and any byte or FIN after it
+                        // comes with an edge of its own (a FIN already here was reported with
+                        // RDHUP). This saves the read that would meet EAGAIN, one per request.
+                        if n < asked && self.fin_watched && !self.peer_closing {
+                            self.readable = !self.io.short_read_drains();
+                        }
                         self.feed(env);
                     }
                     Io::WouldBlock => self.readable = false,

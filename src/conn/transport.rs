@@ -56,6 +56,11 @@ pub trait Transport {
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> Io;
     /// No more bytes from us: FIN after what is queued.
     fn shutdown_write(&mut self);
+    /// A read that returned less than asked emptied the kernel's queue (plain TCP; not a
+    /// transport whose reads go through a record layer).
+    fn short_read_drains(&self) -> bool {
+        false
+    }
 }
 
 /// Plain TCP.
@@ -103,6 +108,10 @@ impl Transport for Tcp {
 
     fn shutdown_write(&mut self) {
         let _ = self.0.shutdown(Shutdown::Write);
+    }
+
+    fn short_read_drains(&self) -> bool {
+        true
     }
 }
 

@@ -217,14 +217,18 @@ impl Reactor {
                     let _ = sock.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
-                    // Lent connections are armed one-shot when they are first put back.
-                    let (ev, mode) = if lent {
-                        (Event::none(key), PollMode::Oneshot)
-                    } else {
-                        (Event::all(key), PollMode::Edge)
-                    };
+                    // Lent connections are armed one-shot when they are first put back; this
+                    // loop's own are watched for the peer's FIN too (`wait::watch`).
                     // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
-                    if let Err(e) = unsafe { self.poller.add_with_mode(&sock, ev, mode) } {
+                    let added = unsafe {
+                        if lent {
+                            let ev = Event::none(key);
+                            self.poller.add_with_mode(&sock, ev, PollMode::Oneshot)
+                        } else {
+                            super::wait::watch(&self.poller, &sock, key)
+                        }
+                    };
+                    if let Err(e) = added {
                         log::error!("cannot watch a new connection: {e}");
                         self.release_place();
                         continue;
@@ -232,6 +236,9 @@ impl Reactor {
                     self.next_generation = self.next_generation.wrapping_add(1);
                     let peer = peer.map(|a| a.ip());
                     let mut conn = Conn::new(sock, self.next_generation, peer, now);
+                    if !lent {
+                        conn.watch_peer_close();
+                    }
                     conn.sched.deadline = now + self.cfg.idle_timeout;
                     conn.sched.scheduled = Some(conn.sched.deadline);
                     self.timers

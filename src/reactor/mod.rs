@@ -84,7 +84,7 @@ mod deadlines;
 #[cfg(feature = "models")]
 mod lend;
 pub mod timer;
-mod wait;
+pub(crate) mod wait;
 
 #[cfg(feature = "models")]
 pub use accept::SharedLimit;
@@ -432,6 +432,9 @@ impl Reactor {
                 key => {
                     if let Some(c) = here(&mut self.conns, key) {
                         c.set_ready(ev.readable, ev.writable);
+                        if ev.is_interrupt() {
+                            c.peer_closing();
+                        }
                         self.drive(key, now);
                     }
                 }

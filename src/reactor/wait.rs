@@ -14,8 +14,14 @@
 //! the rest. The timerfd is never armed by this path (the timeout goes to `epoll_wait` itself,
 //! rounded up to whole milliseconds: deadlines here are seconds, and waking a little late
 //! never fires a deadline early).
+//!
+//! Client sockets of this loop are registered here too ([`watch`]), with EPOLLRDHUP beside what
+//! `polling` asks for, and an event that carries it (or HUP, ERR) is marked as an interrupt: the
+//! connection then knows the peer's FIN has arrived even when a read returned data before it,
+//! which is what lets a short read stand for "drained" (see `Conn::read_in`).
 
 use std::io;
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -91,9 +97,49 @@ impl Waiter {
                 let readable =
                     flags & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI) != 0;
                 let writable = flags & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0;
-                Event::new(key_of(e), readable, writable)
+                let ev = Event::new(key_of(e), readable, writable);
+                if flags & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+                    ev.with_interrupt()
+                } else {
+                    ev
+                }
             });
         raw.chain(self.fallback.iter())
+    }
+}
+
+/// Registers a client socket under `key`, edge-triggered for reading and writing as
+/// `Poller::add_with_mode(.., Event::all(key), PollMode::Edge)` would, and for the peer's FIN
+/// (EPOLLRDHUP), which `polling` cannot ask for.
+///
+/// # Safety
+/// As for `Poller::add_with_mode`: the socket must be deleted from the poller before it is
+/// closed.
+pub unsafe fn watch(poller: &Poller, sock: &TcpStream, key: usize) -> io::Result<()> {
+    let flags = libc::EPOLLIN
+        | libc::EPOLLPRI
+        | libc::EPOLLOUT
+        | libc::EPOLLHUP
+        | libc::EPOLLERR
+        | libc::EPOLLRDHUP
+        | libc::EPOLLET;
+    let mut ev = libc::epoll_event {
+        events: flags as u32,
+        u64: key as u64,
+    };
+    // SAFETY: both descriptors are open for the call, and `ev` is a valid event to read.
+    let r = unsafe {
+        libc::epoll_ctl(
+            poller.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            sock.as_raw_fd(),
+            &mut ev,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
