@@ -2234,6 +2234,12 @@ fn running_out_of_descriptors_gives_502_without_blaming_the_upstream() {
         HELLO,
         "the connection stays usable"
     );
+    // The line was written before the 502, but the thread that drains the server's stderr may
+    // not have read it yet.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !server.stderr().contains("cannot connect to") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let log = server.stderr();
     assert!(log.contains("cannot connect to"), "{log}");
     assert!(
