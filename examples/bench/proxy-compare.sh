@@ -48,7 +48,7 @@ rps() { taskset -c 1 wrk "$@" 2>/dev/null | awk '/Requests\/sec/{r=$2} /Socket e
 # CPU time (user+system, clock ticks) the proxy process has used so far.
 ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 # Connections the upstream has accepted so far.
-accepts() { [ -f $W/accepts ] && grep -c '^[0-9]* *accept4(.*= [0-9]' $W/accepts || echo -; }
+accepts() { if [ -f $W/accepts ]; then grep -c '^[0-9]* *accept4(.*= [0-9]' $W/accepts; else echo -; fi; }
 declare -A R C N
 loads=(1 50 500)
 for s in edgeserve nginx; do
