@@ -2351,3 +2351,73 @@ fn default_pool_keeps_one_upstream_connection_per_busy_client() {
         "an upstream connection was closed under load"
     );
 }
+
+/// An upstream whose every answer carries its FIN in the same segment (corked, then shut for
+/// writing): one edge brings both. Each connection answers one request; returns the address
+/// and a counter of accepted connections. Bounded: it stops after `conns` connections or 10 s.
+fn answer_and_fin_upstream(
+    conns: usize,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut open = Vec::new();
+        while count.load(Ordering::SeqCst) < conns && Instant::now() < deadline {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                match s.read(&mut buf) {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            socket2::SockRef::from(&s).set_tcp_cork(true).unwrap();
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npong");
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            // Kept open for reading, so that the proxy's bytes (if any) meet no reset.
+            open.push(s);
+        }
+    });
+    (addr, accepted)
+}
+
+/// An answer and the upstream's FIN in one segment: the connection must not be pooled, or the
+/// next request (a POST, which is never retried) would be sent on it and never be answered. The
+/// single loop takes a short read for "nothing behind" only when no FIN was reported with it
+/// (checked: with the report ignored, this test fails 3 runs out of 3).
+#[test]
+fn answer_and_upstream_fin_in_one_segment_do_not_pool_the_connection() {
+    let site = site();
+    let (up, accepted) = answer_and_fin_upstream(4);
+    let server = proxy_server(&site, vec![route("/api", &[up])], one_loop);
+    let mut c = server.client();
+    for i in 0..2 {
+        let r = c.get(&format!("/api/get/{i}"));
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"pong"[..]), "{r:?}");
+        c.send(b"POST /api/post HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+        let r = c.response();
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"pong"[..]),
+            "the POST after answer {i} went to a closed connection: {r:?}"
+        );
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "one connection per answer"
+    );
+}

@@ -82,6 +82,10 @@ pub(super) struct Up {
     pub(super) lent: Lent,
     pub(super) readable: bool,
     pub(super) writable: bool,
+    /// The last read returned less than asked (the queue was empty then).
+    pub(super) short_read: bool,
+    /// An event said the upstream closed its side (or the connection broke).
+    pub(super) closing: bool,
 }
 
 enum Resp {
@@ -215,6 +219,16 @@ impl<T: Transport> Conn<T> {
                 self.slot = Slot::Http;
                 up
             }
+        }
+    }
+
+    /// An event said the upstream connection's peer closed its side: its next read must be
+    /// allowed to meet the FIN.
+    pub fn upstream_closing(&mut self) {
+        if let Slot::Relay(r) = &mut self.slot
+            && let Some(up) = &mut r.up
+        {
+            up.closing = true;
         }
     }
 
@@ -394,6 +408,7 @@ impl<T: Transport> Conn<T> {
             match transport::recv(&up.lent.sock, r.from_up.spare(READ_CHUNK)) {
                 Io::Closed => return Err(self.upstream_eof(env)),
                 Io::Done(n) => {
+                    up.short_read = n < READ_CHUNK;
                     r.from_up.filled(n);
                     self.sched.wrote = true;
                     moved = true;
@@ -592,6 +607,8 @@ impl<T: Transport> Conn<T> {
                     lent,
                     readable: false,
                     writable,
+                    short_read: false,
+                    closing: false,
                 });
             }
             // Out of descriptors or buffers here is no fault of the upstream's: answer 502
@@ -681,10 +698,16 @@ impl<T: Transport> Conn<T> {
         let upgrade = r.upgrade.is_some();
         release_upgrade(&mut r);
         if let Some(up) = r.up.take() {
+            // Nothing may wait behind the answer. A short last read says so where the loop
+            // reports the upstream's FIN (a FIN that came with the answer was reported with
+            // it); otherwise one more read must meet EAGAIN.
+            let nothing_behind = !up.readable
+                || up.short_read && up.lent.fin_watched && !up.closing
+                || drained(&up.lent.sock);
             let clean = r.reusable
                 && r.to_up_pos == r.to_up.len()
                 && r.from_up.is_empty()
-                && (!up.readable || drained(&up.lent.sock));
+                && nothing_behind;
             if clean && !self.session.relay_body_pending() && !upgrade {
                 env.upstreams().put_idle(up.lent, env.poller, env.ctx.now);
             } else {

@@ -18,7 +18,7 @@ use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use polling::{Event, PollMode, Poller};
+use polling::Poller;
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -45,6 +45,9 @@ pub struct Lent {
     pub reused: bool,
     /// The connect is still in progress.
     pub connecting: bool,
+    /// The loop reports this connection's FIN (EPOLLRDHUP) as an interrupt: a short read that
+    /// ends an answer means nothing waits behind it (see `Upstreams::watch_fin`).
+    pub fin_watched: bool,
 }
 
 pub struct Upstreams {
@@ -56,6 +59,8 @@ pub struct Upstreams {
     idle: HashMap<SocketAddr, VecDeque<usize>, Hasher>,
     pool: Pool,
     fail_timeout: Duration,
+    /// The loop waits with `reactor::wait` (which reports EPOLLRDHUP), not `polling`'s wait.
+    fin_watched: bool,
 }
 
 /// Both maps are looked up on every proxied request, with keys we chose (upstream addresses):
@@ -80,7 +85,14 @@ impl Upstreams {
             idle: HashMap::default(),
             pool,
             fail_timeout,
+            fin_watched: false,
         }
+    }
+
+    /// The loop's waits report the upstream connections' FINs (set by the single-threaded loop;
+    /// the pooled models wait with `polling`, which does not).
+    pub fn watch_fin(&mut self) {
+        self.fin_watched = true;
     }
 
     /// The next upstream of `route` not in `tried`, preferring those not marked down.
@@ -131,6 +143,7 @@ impl Upstreams {
                     addr,
                     reused: true,
                     connecting: false,
+                    fin_watched: self.fin_watched,
                 });
             }
         }
@@ -149,6 +162,7 @@ impl Upstreams {
             addr,
             reused: false,
             connecting,
+            fin_watched: self.fin_watched,
         })
     }
 
@@ -248,8 +262,10 @@ fn connect(addr: SocketAddr, poller: &Poller, key: usize) -> io::Result<(TcpStre
         Err(e) => return Err(e),
     };
     let sock: TcpStream = sock.into();
+    // Edge-triggered both ways, and for the peer's FIN (EPOLLRDHUP, reported by the single
+    // loop's wait; harmless where `polling` waits).
     // SAFETY: the socket is deleted from the poller before it is dropped (`Upstreams::close`,
-    // `idle_event`, `clear`).
-    unsafe { poller.add_with_mode(&sock, Event::all(key), PollMode::Edge)? };
+    // `idle_event`, `clear`, `expire`).
+    unsafe { crate::reactor::wait::watch(poller, &sock, key)? };
     Ok((sock, pending))
 }

@@ -369,6 +369,9 @@ impl Reactor {
     /// (`wait.rs`: `polling`'s own wait costs four more syscalls per call).
     pub fn run(&mut self) -> io::Result<()> {
         let mut waiter = wait::Waiter::default();
+        // Its events report the upstream connections' FINs too.
+        #[cfg(feature = "proxy")]
+        self.upstreams().watch_fin();
         loop {
             let timeout = self.wait_timeout(Instant::now());
             waiter.wait(&self.poller, timeout)?;
@@ -418,6 +421,9 @@ impl Reactor {
                     match owner.map(|client| (client, self.conns.get_mut(client))) {
                         Some((client, Some(Held::Here(c)))) => {
                             c.upstream_ready(ev.readable, ev.writable);
+                            if ev.is_interrupt() {
+                                c.upstream_closing();
+                            }
                             self.drive(client, now);
                         }
                         // Another thread drives the client now: it gets the news when back.
