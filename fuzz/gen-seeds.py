@@ -133,3 +133,15 @@ REWRITE = {
 }
 for name, req in REWRITE.items():
     write("proxy_rewrite", name, req)
+
+# accept_encoding: byte 0 = siblings (bit 0 br, 1 zstd, 2 gzip; bit 3: no field), then the value
+ACCEPT = {
+    "browser": (7, b"gzip, deflate, br, zstd"),
+    "qvalues": (7, b"br;q=0.5, gzip;q=0.5, identity;q=0"),
+    "star-refuses": (4, b"*;q=0, identity"),
+    "identity-refused": (3, b"identity;q=0"),
+    "malformed-q": (7, b"br;q=1.5, gzip;q=0.001, x-gzip"),
+    "absent": (15, b""),
+}
+for name, (siblings, value) in ACCEPT.items():
+    write("accept_encoding", name, bytes([siblings]) + value)

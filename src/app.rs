@@ -4,6 +4,8 @@
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::files::headers::HeaderBlock;
+use crate::files::mime::MimeTypes;
 use crate::files::{Files, FilesConfig};
 use crate::http::request::Request;
 use crate::http::response::Reply;
@@ -12,6 +14,11 @@ use crate::http::response::Reply;
 /// The protocol core never calls it; the connection does, for the heads the core hands out.
 pub trait Handler {
     fn handle<'s>(&'s mut self, req: &Request<'_>, now: Instant) -> Reply<'s>;
+
+    /// The `--header` lines for a proxied answer to a request for `path`, if any apply.
+    fn proxied_headers(&self, _path: &str) -> Option<HeaderBlock> {
+        None
+    }
 }
 
 pub struct App {
@@ -23,6 +30,11 @@ pub struct App {
 impl App {
     pub fn new(config: &Config) -> Result<App, crate::Error> {
         let mime = config.mime().map_err(crate::Error::Config)?;
+        App::with_mime(config, mime)
+    }
+
+    /// A handler with a mime table read already (a reload reads it once for every thread).
+    pub fn with_mime(config: &Config, mime: MimeTypes) -> Result<App, crate::Error> {
         let files = Files::new(FilesConfig {
             root: config.root.clone(),
             follow_symlinks_outside: config.follow_symlinks_outside,
@@ -31,6 +43,19 @@ impl App {
             cache_valid: config.cache_valid,
             inline_max: config.inline_max,
             mime,
+            headers: crate::files::headers::HeaderRules::new(&config.headers),
+            error_pages: config
+                .error_pages
+                .iter()
+                .map(|(status, path)| {
+                    let mut key = Vec::new();
+                    // Checked when the flag was parsed.
+                    let _ = crate::files::path::normalize_into(path, &mut key);
+                    (*status, key.into_boxed_slice())
+                })
+                .collect(),
+            precompressed: config.precompressed,
+            dir_listing: config.dir_listing,
         })
         .map_err(|e| crate::Error::Root(config.root.clone(), e))?;
         Ok(App {
@@ -50,6 +75,10 @@ impl Handler for App {
             return bench::handle(name, req.target);
         }
         self.files.handle(req, now)
+    }
+
+    fn proxied_headers(&self, path: &str) -> Option<HeaderBlock> {
+        self.files.header_block(path)
     }
 }
 

@@ -35,12 +35,25 @@ impl Listen {
     }
 }
 
+/// `--header [PREFIX=]'Name: value'`: a response header line for answers to paths under
+/// `prefix` (compared with the normalised path, as the proxy's prefixes are).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtraHeader {
+    pub prefix: String,
+    /// `Name: value`, checked, without CRLF.
+    pub line: String,
+}
+
 /// Requests whose path starts with `prefix` go to one of `upstreams`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub prefix: String,
     pub upstreams: Vec<SocketAddr>,
 }
+
+/// The routes of one configuration, shared: a relay keeps the ones it started with, so a reload
+/// that changes them cannot send its failover somewhere else.
+pub type Routes = std::sync::Arc<[Route]>;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -100,6 +113,24 @@ pub struct Config {
     pub workers: usize,
     /// Serve `/_bench/cpu?us=N` and `/_bench/sleep?ms=N` (model comparisons only).
     pub bench_routes: bool,
+    /// Extra response headers by path prefix (`--header`), in command-line order.
+    pub headers: Vec<ExtraHeader>,
+    /// Pages served for error statuses (`--error-page STATUS=PATH`), PATH a request path.
+    pub error_pages: Vec<(u16, String)>,
+    /// Serve `NAME.br`, `NAME.zst`, `NAME.gz` for `NAME` when the client takes them.
+    pub precompressed: bool,
+    /// An HTML index for directories without an index file.
+    pub dir_listing: bool,
+    /// The file named by `--config`, read again on SIGHUP.
+    pub config_file: Option<PathBuf>,
+    /// The command line this configuration came from (a reload parses it again, file and all).
+    pub args: Vec<String>,
+    /// Answer `GET`/`HEAD` of this path with 200 at once, before routes and files (load
+    /// balancers' health checks).
+    pub health: Option<String>,
+    /// Every connection begins with a PROXY protocol header (v1 or v2) from a load balancer,
+    /// whose source address becomes the client's.
+    pub proxy_protocol: bool,
 }
 
 /// The server models (`--model`): the same protocol core, run on different thread layouts.
@@ -181,6 +212,14 @@ impl Default for Config {
             model: Model::Single,
             workers: 0,
             bench_routes: false,
+            headers: Vec::new(),
+            error_pages: Vec::new(),
+            precompressed: false,
+            dir_listing: false,
+            config_file: None,
+            args: Vec::new(),
+            health: None,
+            proxy_protocol: false,
         }
     }
 }
@@ -212,6 +251,13 @@ Usage: edgeserve [OPTIONS] [DIR]
   --cache-entries N       file cache size                   [1024]
   --cache-valid T         file cache revalidation interval  [1s]
   --inline-max BYTES      files held in memory up to        [16384]
+  --header LINE           add a response header, LINE '[PREFIX=]Name: value',
+                          to answers for paths under PREFIX (default all; repeatable)
+  --error-page STATUS=PATH  serve the file PATH (under the root) for errors with
+                          STATUS: 400, 403, 404, 405, 406, 416, 503 (repeatable)
+  --precompressed         serve NAME.br, NAME.zst or NAME.gz for NAME when the
+                          client's Accept-Encoding takes it
+  --dir-listing           list directories without an index file (HTML)
   --proxy PREFIX=ADDR[,ADDR]  forward paths under PREFIX to upstream HOST:PORTs (repeatable)
   --proxy-connect-timeout T   upstream connect timeout       [3s]
   --proxy-timeout T       wait for upstream bytes           [60s]
@@ -227,31 +273,80 @@ Usage: edgeserve [OPTIONS] [DIR]
   --workers N             threads for the other models      [available cores]
   --bench-routes          serve /_bench/cpu?us=N and /_bench/sleep?ms=N
   --user NAME             switch to this user after binding (port 80 as root)
+  --health PATH           answer 200 to PATH at once (load balancer checks)
+  --proxy-protocol        each connection begins with a PROXY v1/v2 header
+                          (one listener only: --listen 'ADDR proxy-protocol')
+                          (behind HAProxy or nginx stream with send-proxy)
+  --config FILE           read settings from FILE first: one 'name value' per line,
+                          '#' comments; command-line flags replace the file's lines
+                          of the same name (repeatable ones too)
+  --check-config          check the settings, root and files they name; exit 0 or 2
   -h, --help              this text
   -V, --version           the version
 
 Times take a unit: 500ms, 2s, 1m (a bare number is seconds).
 Started by systemd socket activation (LISTEN_FDS), it serves the socket it was given.
-SIGTERM or SIGINT: finish what is in flight (a second one: stop now). SIGHUP or SIGUSR1:
-reopen the access log.
+SIGTERM or SIGINT: finish what is in flight (a second one: stop now). SIGHUP: read the
+config file and the files it names again, apply them to new requests, reopen the access
+log (a reload that fails changes nothing). SIGUSR1: reopen the access log.
 ";
 
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
     Run(Box<Config>),
+    /// `--check-config`: validate and exit.
+    Check(Box<Config>),
     Help,
     Version,
 }
 
-/// Parses flags (`--flag value` or `--flag=value`). Errors are one line for the user.
+/// Parses flags (`--flag value` or `--flag=value`), after the lines of the `--config` file if
+/// one is named. Errors are one line for the user.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    parse(args.into_iter().collect())
+}
+
+/// `parse_args` without the generic parameter: one copy of the parser in the binary, whoever
+/// calls it (startup, a reload).
+fn parse(args: Vec<String>) -> Result<Command, String> {
     let mut c = Config::default();
-    let mut args = args.into_iter();
+    let mut seen = Seen::default();
+    if let Some(path) = config_file_arg(&args)? {
+        let text = read_config(&path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+        // A flag given on the command line replaces every line of that name in the file (for a
+        // repeatable flag too: its list is the command line's).
+        let given: Vec<&str> = args
+            .iter()
+            .filter(|a| a.starts_with("--"))
+            .map(|a| a.split_once('=').map_or(a.as_str(), |(f, _)| f))
+            .collect();
+        for line in file_lines(&text) {
+            let (n, name, value) = line;
+            let at = |e: String| format!("{}:{n}: {e}", path.display());
+            let flag = format!("--{name}");
+            if matches!(name, "config" | "check-config" | "help" | "version") {
+                return Err(at(format!("{name:?} is for the command line only")));
+            }
+            if given.contains(&flag.as_str()) {
+                continue;
+            }
+            let mut value = Some(value.to_string()).filter(|v| !v.is_empty());
+            let mut take = || value.take().ok_or_else(|| format!("{name} needs a value"));
+            match set(&mut c, &mut seen, &flag, &mut take).map_err(at)? {
+                Set::Done => {}
+                _ => return Err(at(format!("unknown setting {name:?}"))),
+            }
+            if value.is_some() {
+                return Err(at(format!("{name} takes no value")));
+            }
+        }
+        c.config_file = Some(path);
+    }
+    let mut check = false;
+    let mut rest = args.iter().cloned();
     let mut root_given = false;
-    // The first `--listen` replaces the default address; later ones add to it.
-    let mut listen_given = false;
-    while let Some(arg) = args.next() {
+    while let Some(arg) = rest.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
@@ -259,108 +354,22 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         let mut value = || -> Result<String, String> {
             inline
                 .clone()
-                .or_else(|| args.next())
+                .or_else(|| rest.next())
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "--listen" => {
-                let addr = parse_addr(&value()?)?;
-                if !listen_given {
-                    c.listen.clear();
-                    listen_given = true;
-                }
-                add_listener(&mut c.listen, Listen::plain(addr))?;
+        match set(&mut c, &mut seen, &flag, &mut value)? {
+            Set::Done => root_given |= flag == "--root",
+            Set::Help => return Ok(Command::Help),
+            Set::Version => return Ok(Command::Version),
+            Set::Check => check = true,
+            Set::Unknown if flag.starts_with('-') => {
+                return Err(format!("unknown option {flag} (see --help)"));
             }
-            "--root" => {
-                c.root = PathBuf::from(value()?);
+            Set::Unknown if !root_given => {
+                c.root = PathBuf::from(arg);
                 root_given = true;
             }
-            "--backlog" => c.backlog = number(&flag, &value()?, 1, i32::MAX as u64)? as i32,
-            "--max-conns" => c.max_conns = Some(number(&flag, &value()?, 1, 1 << 24)? as usize),
-            "--header-timeout" => c.header_timeout = duration(&flag, &value()?)?,
-            "--idle-timeout" => c.idle_timeout = duration(&flag, &value()?)?,
-            "--send-timeout" => c.send_timeout = duration(&flag, &value()?)?,
-            "--linger-timeout" => c.linger_timeout = duration(&flag, &value()?)?,
-            "--grace" => c.grace = duration(&flag, &value()?)?,
-            "--max-head" => c.limits.max_head = number(&flag, &value()?, 64, 1 << 20)? as usize,
-            "--max-headers" => {
-                c.limits.max_headers = number(
-                    &flag,
-                    &value()?,
-                    1,
-                    crate::http::request::MAX_HEADERS as u64,
-                )? as usize
-            }
-            "--max-body" => c.limits.max_body = number(&flag, &value()?, 0, u64::MAX)?,
-            "--budget" => c.budget = number(&flag, &value()?, 4096, 1 << 30)? as usize,
-            "--access-log" => {
-                c.access_log = match value()?.as_str() {
-                    "-" | "stdout" => AccessLog::Stdout,
-                    "off" => AccessLog::Off,
-                    path => AccessLog::File(PathBuf::from(path)),
-                }
-            }
-            "--log-level" => {
-                c.log_level = value()?.parse().map_err(|_| {
-                    "--log-level: expected error, warn, info, debug or off".to_string()
-                })?
-            }
-            "--follow-symlinks" => c.follow_symlinks_outside = true,
-            "--index" => {
-                c.index = value()?;
-                if c.index.is_empty() || c.index.contains('/') || c.index == ".." {
-                    return Err("--index: expected a file name".into());
-                }
-            }
-            "--mime-types" => c.mime_types = Some(PathBuf::from(value()?)),
-            "--cache-entries" => c.cache_entries = number(&flag, &value()?, 1, 1 << 20)? as usize,
-            "--cache-valid" => c.cache_valid = duration(&flag, &value()?)?,
-            "--user" => c.user = Some(value()?),
-            "--proxy" if !cfg!(feature = "proxy") => {
-                return Err("--proxy: this build has no proxy (cargo feature \"proxy\")".into());
-            }
-            "--proxy" => c.proxies.push(parse_route(&value()?)?),
-            "--proxy-connect-timeout" => c.proxy_connect_timeout = duration(&flag, &value()?)?,
-            "--proxy-timeout" => c.proxy_timeout = duration(&flag, &value()?)?,
-            "--proxy-idle" => {
-                let v = value()?;
-                if v.parse::<u64>().is_err() && duration(&flag, &v).is_ok() {
-                    // Easy to mix up with the idle time since the pool went by time.
-                    return Err(format!(
-                        "--proxy-idle: expected a count of connections, got {v:?} \
-                         (the idle time is --proxy-idle-timeout)"
-                    ));
-                }
-                c.proxy_idle = Some(number(&flag, &v, 0, 1 << 24)? as usize)
-            }
-            "--proxy-idle-timeout" => c.proxy_idle_timeout = duration(&flag, &value()?)?,
-            "--proxy-fail-timeout" => c.proxy_fail_timeout = duration(&flag, &value()?)?,
-            "--proxy-trust-forwarded" => c.proxy_trust_forwarded = true,
-            "--tunnel-timeout" => c.tunnel_timeout = duration(&flag, &value()?)?,
-            "--max-tunnels" => c.max_tunnels = Some(number(&flag, &value()?, 0, 1 << 24)? as usize),
-            "--model" => {
-                let v = value()?;
-                c.model = Model::parse(&v).ok_or_else(|| {
-                    format!("--model: expected single, proactor-pool, reactor-pool, sharded or leader-followers, got {v:?}")
-                })?
-            }
-            "--workers" => c.workers = number(&flag, &value()?, 1, 1024)? as usize,
-            "--bench-routes" if !cfg!(feature = "bench-routes") => {
-                return Err(
-                    "--bench-routes: this build has no bench routes (cargo feature \"bench-routes\")"
-                        .into(),
-                );
-            }
-            "--bench-routes" => c.bench_routes = true,
-            "--inline-max" => c.inline_max = number(&flag, &value()?, 0, 1 << 24)?,
-            f if f.starts_with('-') => return Err(format!("unknown option {f} (see --help)")),
-            dir if !root_given => {
-                c.root = PathBuf::from(dir);
-                root_given = true;
-            }
-            extra => return Err(format!("unexpected argument {extra:?} (see --help)")),
+            Set::Unknown => return Err(format!("unexpected argument {arg:?} (see --help)")),
         }
     }
     if c.header_timeout.is_zero()
@@ -370,7 +379,214 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
     {
         return Err("timeouts must be greater than zero".into());
     }
-    Ok(Command::Run(Box::new(c)))
+    if c.proxy_protocol {
+        for l in &mut c.listen {
+            l.proxy_protocol = true;
+        }
+    }
+    c.args = args;
+    Ok(if check {
+        Command::Check(Box::new(c))
+    } else {
+        Command::Run(Box::new(c))
+    })
+}
+
+/// The file named by `--config FILE` (or `--config=FILE`), if any.
+fn config_file_arg(args: &[String]) -> Result<Option<PathBuf>, String> {
+    let mut found = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let path = match a.strip_prefix("--config") {
+            Some("") => it.next().ok_or("--config needs a value")?.clone(),
+            Some(v) if v.starts_with('=') => v[1..].to_string(),
+            _ => continue,
+        };
+        if found.replace(PathBuf::from(path)).is_some() {
+            return Err("--config: given twice".into());
+        }
+    }
+    Ok(found)
+}
+
+/// The longest config file read (a typo naming a device or a huge file must not eat memory).
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+fn read_config(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(std::io::Error::other("longer than 1 MiB"));
+    }
+    Ok(text)
+}
+
+/// The settings of a config file: (line number, name, value) for every line that is not blank
+/// or a `#` comment. The name is the first word; the value is the rest of the line, trimmed.
+fn file_lines(text: &str) -> impl Iterator<Item = (usize, &str, &str)> {
+    text.lines().enumerate().filter_map(|(i, line)| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let (name, value) = line
+            .split_once(|c: char| c.is_ascii_whitespace())
+            .unwrap_or((line, ""));
+        Some((i + 1, name, value.trim()))
+    })
+}
+
+/// Flags met so far whose later occurrences behave differently from the first.
+#[derive(Default)]
+struct Seen {
+    listen: bool,
+}
+
+/// What one flag did.
+enum Set {
+    Done,
+    Help,
+    Version,
+    Check,
+    /// Not a flag this parser knows (a positional argument, or a misspelling).
+    Unknown,
+}
+
+/// Applies one flag to `c`, taking its value from `value` if it has one. The same for the
+/// command line and the config file, so that every flag works in both.
+fn set(
+    c: &mut Config,
+    seen: &mut Seen,
+    flag: &str,
+    value: &mut dyn FnMut() -> Result<String, String>,
+) -> Result<Set, String> {
+    let flag = flag.to_string();
+    let mut value = || value();
+    match flag.as_str() {
+        "-h" | "--help" => return Ok(Set::Help),
+        "-V" | "--version" => return Ok(Set::Version),
+        "--check-config" => return Ok(Set::Check),
+        // Read before the other flags (`config_file_arg`); only its value is skipped here.
+        "--config" => {
+            value()?;
+        }
+        "--listen" => {
+            let l = parse_listen(&value()?)?;
+            // The first `--listen` replaces the default address; later ones add to it.
+            if !seen.listen {
+                c.listen.clear();
+                seen.listen = true;
+            }
+            add_listener(&mut c.listen, l)?;
+        }
+        "--root" => c.root = PathBuf::from(value()?),
+        "--backlog" => c.backlog = number(&flag, &value()?, 1, i32::MAX as u64)? as i32,
+        "--max-conns" => c.max_conns = Some(number(&flag, &value()?, 1, 1 << 24)? as usize),
+        "--header-timeout" => c.header_timeout = duration(&flag, &value()?)?,
+        "--idle-timeout" => c.idle_timeout = duration(&flag, &value()?)?,
+        "--send-timeout" => c.send_timeout = duration(&flag, &value()?)?,
+        "--linger-timeout" => c.linger_timeout = duration(&flag, &value()?)?,
+        "--grace" => c.grace = duration(&flag, &value()?)?,
+        "--max-head" => c.limits.max_head = number(&flag, &value()?, 64, 1 << 20)? as usize,
+        "--max-headers" => {
+            c.limits.max_headers = number(
+                &flag,
+                &value()?,
+                1,
+                crate::http::request::MAX_HEADERS as u64,
+            )? as usize
+        }
+        "--max-body" => c.limits.max_body = number(&flag, &value()?, 0, u64::MAX)?,
+        "--budget" => c.budget = number(&flag, &value()?, 4096, 1 << 30)? as usize,
+        "--access-log" => {
+            c.access_log = match value()?.as_str() {
+                "-" | "stdout" => AccessLog::Stdout,
+                "off" => AccessLog::Off,
+                path => AccessLog::File(PathBuf::from(path)),
+            }
+        }
+        "--log-level" => {
+            c.log_level = value()?
+                .parse()
+                .map_err(|_| "--log-level: expected error, warn, info, debug or off".to_string())?
+        }
+        "--follow-symlinks" => c.follow_symlinks_outside = true,
+        "--index" => {
+            c.index = value()?;
+            if c.index.is_empty() || c.index.contains('/') || c.index == ".." {
+                return Err("--index: expected a file name".into());
+            }
+        }
+        "--mime-types" => c.mime_types = Some(PathBuf::from(value()?)),
+        "--cache-entries" => c.cache_entries = number(&flag, &value()?, 1, 1 << 20)? as usize,
+        "--cache-valid" => c.cache_valid = duration(&flag, &value()?)?,
+        "--user" => c.user = Some(value()?),
+        "--proxy" if !cfg!(feature = "proxy") => {
+            return Err("--proxy: this build has no proxy (cargo feature \"proxy\")".into());
+        }
+        "--proxy" => c.proxies.push(parse_route(&value()?)?),
+        "--proxy-connect-timeout" => c.proxy_connect_timeout = duration(&flag, &value()?)?,
+        "--proxy-timeout" => c.proxy_timeout = duration(&flag, &value()?)?,
+        "--proxy-idle" => {
+            let v = value()?;
+            if v.parse::<u64>().is_err() && duration(&flag, &v).is_ok() {
+                // Easy to mix up with the idle time since the pool went by time.
+                return Err(format!(
+                    "--proxy-idle: expected a count of connections, got {v:?} \
+                     (the idle time is --proxy-idle-timeout)"
+                ));
+            }
+            c.proxy_idle = Some(number(&flag, &v, 0, 1 << 24)? as usize)
+        }
+        "--proxy-idle-timeout" => c.proxy_idle_timeout = duration(&flag, &value()?)?,
+        "--proxy-fail-timeout" => c.proxy_fail_timeout = duration(&flag, &value()?)?,
+        "--proxy-trust-forwarded" => c.proxy_trust_forwarded = true,
+        "--tunnel-timeout" => c.tunnel_timeout = duration(&flag, &value()?)?,
+        "--max-tunnels" => c.max_tunnels = Some(number(&flag, &value()?, 0, 1 << 24)? as usize),
+        "--model" => {
+            let v = value()?;
+            c.model = Model::parse(&v).ok_or_else(|| {
+                format!("--model: expected single, proactor-pool, reactor-pool, sharded or leader-followers, got {v:?}")
+            })?
+        }
+        "--workers" => c.workers = number(&flag, &value()?, 1, 1024)? as usize,
+        "--bench-routes" if !cfg!(feature = "bench-routes") => {
+            return Err(
+                "--bench-routes: this build has no bench routes (cargo feature \"bench-routes\")"
+                    .into(),
+            );
+        }
+        "--bench-routes" => c.bench_routes = true,
+        "--inline-max" => c.inline_max = number(&flag, &value()?, 0, 1 << 24)?,
+        "--health" => {
+            let v = value()?;
+            if !v.starts_with('/') || v.contains(['?', '#']) {
+                return Err(format!(
+                    "--health: expected a path such as /healthz, got {v:?}"
+                ));
+            }
+            c.health = Some(v);
+        }
+        "--proxy-protocol" => c.proxy_protocol = true,
+        "--header" => c.headers.push(parse_header(&value()?)?),
+        "--error-page" => {
+            let (status, path) = parse_error_page(&value()?)?;
+            c.error_pages.retain(|(s, _)| *s != status);
+            c.error_pages.push((status, path));
+        }
+        "--precompressed" => c.precompressed = true,
+        "--dir-listing" if !cfg!(feature = "dir-listing") => {
+            return Err(
+                "--dir-listing: this build has no listings (cargo feature \"dir-listing\")".into(),
+            );
+        }
+        "--dir-listing" => c.dir_listing = true,
+        _ => return Ok(Set::Unknown),
+    }
+    Ok(Set::Done)
 }
 
 impl Config {
@@ -419,6 +635,24 @@ pub fn add_listener(list: &mut Vec<Listen>, l: Listen) -> Result<(), String> {
     Ok(())
 }
 
+/// `ADDR [OPTION...]`: an address as `parse_addr` takes it, then what its connections speak:
+/// `proxy-protocol` (a PROXY header comes first).
+fn parse_listen(v: &str) -> Result<Listen, String> {
+    let mut words = v.split_ascii_whitespace();
+    let mut l = Listen::plain(parse_addr(words.next().unwrap_or(""))?);
+    for option in words {
+        match option {
+            "proxy-protocol" => l.proxy_protocol = true,
+            other => {
+                return Err(format!(
+                    "--listen: unknown option {other:?} after the address (expected proxy-protocol)"
+                ));
+            }
+        }
+    }
+    Ok(l)
+}
+
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse() {
         return Ok(a);
@@ -454,6 +688,101 @@ fn parse_route(v: &str) -> Result<Route, String> {
         prefix: prefix.to_string(),
         upstreams,
     })
+}
+
+/// Names `--header` refuses: the fields that frame a message or belong to one hop (a wrong one
+/// desynchronises the client or a proxy in between), and those edgeserve writes itself (a second
+/// copy would contradict the first).
+const RESERVED_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "date",
+    "server",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "accept-ranges",
+    "etag",
+    "last-modified",
+    "location",
+];
+
+/// `[PREFIX=]Name: value`. The prefix starts with `/`; a value that would need a second line,
+/// or a name that is no token, is refused rather than sent.
+fn parse_header(v: &str) -> Result<ExtraHeader, String> {
+    let (prefix, line) = match v.split_once('=') {
+        // A `=` inside the value (`Content-Security-Policy: default-src 'self'; a=b`) is not
+        // a prefix: a prefix starts with `/` and holds no `:`.
+        Some((p, rest)) if p.starts_with('/') && !p.contains(':') => (p, rest),
+        _ if v.starts_with('/') => {
+            return Err(format!(
+                "--header: expected [PREFIX=]'Name: value' (a prefix ends at '='), got {v:?}"
+            ));
+        }
+        _ => ("/", v),
+    };
+    let (name, value) = line
+        .split_once(':')
+        .ok_or_else(|| format!("--header: expected [PREFIX=]'Name: value', got {v:?}"))?;
+    if !crate::http::request::is_token(name.as_bytes()) {
+        return Err(format!(
+            "--header: {name:?} is not a header name (letters, digits and !#$%&'*+-.^_`|~)"
+        ));
+    }
+    let value = value.trim_matches([' ', '\t']);
+    // field-value: visible ASCII, spaces and tabs; no CR, LF, NUL or other control bytes.
+    // Bytes above 0x7f are obs-text, which clients may read differently: refused too.
+    if let Some(bad) = value
+        .bytes()
+        .find(|&b| !(b == b'\t' || (b' '..=b'~').contains(&b)))
+    {
+        return Err(format!(
+            "--header {name}: the value holds byte 0x{bad:02x}; only printable ASCII, spaces and tabs"
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) {
+        return Err(format!(
+            "--header: {name} is not allowed (it frames the message, is hop-by-hop, or edgeserve writes it itself)"
+        ));
+    }
+    Ok(ExtraHeader {
+        prefix: prefix.to_string(),
+        line: format!("{name}: {value}"),
+    })
+}
+
+/// The statuses the static files answer with, and so may have a page of their own.
+pub const ERROR_PAGE_STATUSES: [u16; 7] = [400, 403, 404, 405, 406, 416, 503];
+
+/// `STATUS=PATH`, PATH a request path of a file (starts with `/`, normal form, not a directory).
+fn parse_error_page(v: &str) -> Result<(u16, String), String> {
+    let (status, path) = v
+        .split_once('=')
+        .ok_or_else(|| format!("--error-page: expected STATUS=PATH, got {v:?}"))?;
+    let status = status
+        .parse::<u16>()
+        .ok()
+        .filter(|s| ERROR_PAGE_STATUSES.contains(s))
+        .ok_or_else(|| {
+            format!(
+                "--error-page: {status:?} is not a status the files answer with (400, 403, 404, 405, 406, 416, 503)"
+            )
+        })?;
+    let mut normal = Vec::new();
+    let ok = crate::files::path::normalize_into(path, &mut normal).is_ok();
+    if !ok || normal.ends_with(b"/") {
+        return Err(format!(
+            "--error-page {status}: {path:?} is not the path of a file below the root (e.g. /404.html)"
+        ));
+    }
+    Ok((status, path.to_string()))
 }
 
 fn number(flag: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -536,6 +865,18 @@ mod tests {
     }
 
     #[test]
+    fn listen_options() {
+        let c = run(&["--listen", ":81 proxy-protocol", "--listen", ":82"]).unwrap();
+        let pp: Vec<bool> = c.listen.iter().map(|l| l.proxy_protocol).collect();
+        assert_eq!(pp, [true, false]);
+        let c = run(&["--listen", ":81", "--listen", ":82", "--proxy-protocol"]).unwrap();
+        assert!(c.listen.iter().all(|l| l.proxy_protocol));
+        let e = run(&["--listen", ":81 proxy_protocol"]).unwrap_err();
+        assert!(e.contains("proxy_protocol"), "{e}");
+        assert!(run(&["--listen", ""]).is_err());
+    }
+
+    #[test]
     fn several_listeners_replace_the_default() {
         let addrs = |args: &[&str]| -> Vec<SocketAddr> {
             run(args).unwrap().listen.iter().map(|l| l.addr).collect()
@@ -596,6 +937,58 @@ mod tests {
     }
 
     #[test]
+    fn webui_flags() {
+        let c = run(&[
+            "--header",
+            "/assets/=Cache-Control: max-age=31536000, immutable",
+            "--header=X-Frame-Options:DENY",
+            "--header",
+            "Content-Security-Policy: default-src 'self'; img-src a=b",
+            "--error-page",
+            "404=/errors/404.html",
+            "--error-page=404=/other.html",
+            "--precompressed",
+        ])
+        .unwrap();
+        let lines: Vec<_> = c.headers.iter().map(|h| (&*h.prefix, &*h.line)).collect();
+        assert_eq!(
+            lines,
+            [
+                ("/assets/", "Cache-Control: max-age=31536000, immutable"),
+                ("/", "X-Frame-Options: DENY"),
+                (
+                    "/",
+                    "Content-Security-Policy: default-src 'self'; img-src a=b"
+                ),
+            ]
+        );
+        // The last page given for a status wins.
+        assert_eq!(c.error_pages, [(404, "/other.html".to_string())]);
+        assert!(c.precompressed);
+        assert_eq!(
+            run(&["--dir-listing"]).map(|c| c.dir_listing),
+            if cfg!(feature = "dir-listing") {
+                Ok(true)
+            } else {
+                Err(
+                    "--dir-listing: this build has no listings (cargo feature \"dir-listing\")"
+                        .into(),
+                )
+            }
+        );
+        for bad in [
+            "Content-Length: 1",
+            "CONNECTION: close",
+            "X-A: b\r\nX-B: c",
+            "X A: b",
+            "/p=",
+            "X-A: \u{7f}",
+        ] {
+            assert!(run(&["--header", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn errors_are_one_line() {
         for bad in [
             &["--listen", "nowhere"][..],
@@ -607,6 +1000,10 @@ mod tests {
             &["--max-headers", "1000"],
             &["--tunnel-timeout", "0"],
             &["--max-tunnels", "-1"],
+            &["--header", "Transfer-Encoding: chunked"],
+            &["--header", "X: a\nb"],
+            &["--error-page", "200=/x"],
+            &["--error-page", "404=/../x"],
         ] {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");

@@ -24,7 +24,7 @@ use polling::Poller;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::app::Handler;
-use crate::config::Route;
+use crate::config::Routes;
 use crate::http::response::{Output, Reply};
 use crate::http::session::{Ctx, Event, OUTPUT_HIGH_WATER, Session};
 #[cfg(feature = "proxy")]
@@ -70,9 +70,12 @@ fn read_buf_len(max_head: usize) -> usize {
 
 impl Pools {
     fn read_buf(&mut self, max_head: usize) -> Vec<u8> {
-        self.read
-            .pop()
-            .unwrap_or_else(|| vec![0; read_buf_len(max_head)])
+        let len = read_buf_len(max_head);
+        match self.read.pop() {
+            // (Smaller only after a reload raised --max-head: such buffers go.)
+            Some(b) if b.len() >= len => b,
+            _ => vec![0; len],
+        }
     }
     fn put_read(&mut self, b: Vec<u8>) {
         if self.read.len() < POOL_KEEP {
@@ -143,6 +146,9 @@ pub enum Life {
 /// slot is `Http`, awaits the relay's answer during `Relay`, and has stepped aside for good
 /// once a `Tunnel` carries the bytes).
 enum Slot {
+    /// Before HTTP, on a `--proxy-protocol` listener: the load balancer's PROXY header, whose
+    /// source address becomes the client's. Nothing else is read until it is complete.
+    Preface,
     /// HTTP/1.1, answered here.
     Http,
     /// HTTP/1.1, with the request in progress forwarded upstream.
@@ -212,9 +218,11 @@ pub struct Env<'a> {
     /// The current time in Common Log Format's `[...]` form, for access lines.
     pub log_date: &'a str,
     /// Paths forwarded upstream.
-    pub routes: &'a [Route],
+    pub routes: &'a Routes,
     /// Extend a client's X-Forwarded-For chain rather than replace it (`--proxy-trust-forwarded`).
     pub trust_forwarded: bool,
+    /// `--health`: the path answered 200 here, before routes and files.
+    pub health: Option<&'a str>,
     pub handler: &'a mut dyn Handler,
     pub pools: &'a mut Pools,
     pub budget: usize,
@@ -328,6 +336,41 @@ impl<T: Transport> Conn<T> {
         self.peer_closing = true;
     }
 
+    /// The connection came through a load balancer that speaks the PROXY protocol: its header
+    /// comes first, within the header timeout.
+    pub fn expect_proxy_header(&mut self) {
+        self.slot = Slot::Preface;
+    }
+
+    fn in_preface(&self) -> bool {
+        matches!(self.slot, Slot::Preface)
+    }
+
+    /// Reads the PROXY header from the input held: false when it is not one (the connection is
+    /// to be closed). Once it is complete, the client's address is the one it names and the
+    /// bytes after it go to the HTTP session.
+    fn preface(&mut self, env: &mut Env<'_>) -> bool {
+        match crate::proxy_protocol::parse(&self.rbuf[..self.rlen]) {
+            Ok(None) => true,
+            Ok(Some(h)) => {
+                if let Some(source) = h.source {
+                    self.peer = Some(source.ip());
+                }
+                self.slot = Slot::Http;
+                self.rbuf.copy_within(h.len..self.rlen, 0);
+                self.rlen -= h.len;
+                if self.rlen > 0 {
+                    self.feed(env);
+                }
+                true
+            }
+            Err(e) => {
+                log::debug!("closing a connection from {:?}: {e}", self.peer);
+                false
+            }
+        }
+    }
+
     /// Readiness the loop saw (edge-triggered: it only adds).
     pub fn set_ready(&mut self, readable: bool, writable: bool) {
         self.readable |= readable;
@@ -369,6 +412,11 @@ impl<T: Transport> Conn<T> {
 
     /// The request-head deadline passed: answer 408 and close.
     pub fn request_timed_out(&mut self, env: &mut Env<'_>) {
+        if self.in_preface() {
+            // No HTTP was spoken yet: nothing to answer, the balancer's connection just goes.
+            self.set_life(Life::Closed);
+            return;
+        }
         self.ensure_out(env);
         if let Some(x) = self.session.timed_out(&mut self.out, &env.ctx) {
             route::log(env, self.peer, &x, None);
@@ -412,6 +460,9 @@ impl<T: Transport> Conn<T> {
     }
 
     pub fn drive(&mut self, env: &mut Env<'_>) -> Next {
+        if self.life == Life::Closed {
+            return Next::Close;
+        }
         #[cfg(feature = "proxy")]
         if self.tunnelling() {
             return self.drive_tunnel(env);
@@ -487,7 +538,7 @@ impl<T: Transport> Conn<T> {
                 return Next::Again;
             }
             // Requests held back while output was over the high-water mark may go on now.
-            if self.rlen > 0 && progress {
+            if self.rlen > 0 && progress && !self.in_preface() {
                 self.feed(env);
             }
             let room = self.rlen < read_buf_len(env.ctx.limits.max_head);
@@ -510,7 +561,11 @@ impl<T: Transport> Conn<T> {
                         if n < asked && self.fin_watched && !self.peer_closing {
                             self.readable = !self.io.short_read_drains();
                         }
-                        self.feed(env);
+                        if !self.in_preface() {
+                            self.feed(env);
+                        } else if !self.preface(env) {
+                            return self.set_life(Life::Closed);
+                        }
                     }
                     Io::WouldBlock => self.readable = false,
                     Io::Error(e) => {
@@ -706,7 +761,10 @@ impl<T: Transport> Conn<T> {
                 kind
             };
         }
-        if self.life == Life::Lingering || (self.session.is_closed() && self.out.is_empty()) {
+        if self.in_preface() {
+            TimerKind::Request
+        } else if self.life == Life::Lingering || (self.session.is_closed() && self.out.is_empty())
+        {
             TimerKind::Linger
         } else if !self.out.is_empty() {
             TimerKind::Send

@@ -28,7 +28,9 @@ pub mod logging;
 pub mod models;
 #[cfg(feature = "proxy")]
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reactor;
+pub mod reload;
 pub mod service;
 pub mod signal;
 
@@ -114,6 +116,13 @@ impl ServerHandle {
         self.request(reactor::Stop::NOW);
     }
 
+    /// Wakes the loops (to take up a reload).
+    pub fn wake(&self) {
+        for (poller, _) in &self.loops {
+            let _ = poller.notify();
+        }
+    }
+
     /// True once every loop of the server has finished.
     pub fn is_done(&self) -> bool {
         self.loops.iter().all(|(_, stop)| stop.is_done())
@@ -141,7 +150,10 @@ impl Server {
     /// Shards then share those sockets (they cannot bind more with SO_REUSEPORT).
     pub fn with_listeners(config: Config, socks: Vec<TcpListener>) -> Result<Server, Error> {
         let listeners = listen::adopt(socks, &config.listen)?;
-        Server::build(config, listeners, false)
+        let server = Server::build(config, listeners, false)?;
+        // systemd owns these sockets: a reload leaves them as they are.
+        server.first().current().set_layout(1, true);
+        Ok(server)
     }
 
     fn build(
@@ -152,17 +164,7 @@ impl Server {
         for l in &listeners {
             l.sock.set_nonblocking(true)?;
         }
-        if cfg!(not(feature = "proxy")) && !config.proxies.is_empty() {
-            return Err(Error::Config(
-                "this build has no proxy (cargo feature \"proxy\")".into(),
-            ));
-        }
-        if cfg!(not(feature = "models")) && config.model != Model::Single {
-            return Err(Error::Config(format!(
-                "--model {}: this build has the single model only (cargo feature \"models\")",
-                config.model.name()
-            )));
-        }
+        supported(&config)?;
         let max_conns = config
             .max_conns
             .unwrap_or_else(|| default_max_conns(config.cache_entries));
@@ -198,6 +200,11 @@ impl Server {
                     .into_iter()
                     .map(|l| reactor(l, max_conns))
                     .collect::<Result<Vec<_>, _>>()?;
+                let current = shards[0].current();
+                current.set_layout(shards.len(), false);
+                for (i, r) in shards.iter_mut().enumerate().skip(1) {
+                    r.share_current(Arc::clone(&current), i);
+                }
                 let pollers = shards.iter().map(|r| r.poller()).collect();
                 let limit = Arc::new(reactor::SharedLimit::new(max_conns, pollers));
                 #[cfg(feature = "proxy")]
@@ -293,7 +300,7 @@ impl Server {
             Plan::Sharded(shards) => models::sharded(shards),
             #[cfg(feature = "models")]
             Plan::Proactor(mut r, workers) => {
-                let running = workers.spawn(r.config(), &r.poller())?;
+                let running = workers.spawn(r.config(), &r.current(), &r.poller())?;
                 let result = r.run();
                 running.stop();
                 result
@@ -304,6 +311,46 @@ impl Server {
             Plan::LeaderFollowers(r, workers) => models::pooled::leader_followers(r, workers),
         }
     }
+}
+
+/// Refuses what this build cannot do.
+fn supported(config: &Config) -> Result<(), Error> {
+    if cfg!(not(feature = "proxy")) && !config.proxies.is_empty() {
+        return Err(Error::Config(
+            "this build has no proxy (cargo feature \"proxy\")".into(),
+        ));
+    }
+    if cfg!(not(feature = "models")) && config.model != Model::Single {
+        return Err(Error::Config(format!(
+            "--model {}: this build has the single model only (cargo feature \"models\")",
+            config.model.name()
+        )));
+    }
+    Ok(())
+}
+
+/// What a reload checks before it publishes a configuration: what this build supports, and
+/// what a handler built from it opens (the document root, the mime table). Features that read
+/// files named by their settings (certificates, password files) check them here too.
+pub fn check_reloadable(config: &Config) -> Result<(), Error> {
+    supported(config)?;
+    App::new(config)?;
+    Ok(())
+}
+
+/// `--check-config`: everything starting would check short of binding and switching user:
+/// the flags (parsed already), what this build supports, the document root, the mime table,
+/// and that the access log can be opened for appending.
+pub fn check(config: &Config) -> Result<(), Error> {
+    check_reloadable(config)?;
+    if let config::AccessLog::File(p) = &config.access_log {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|e| Error::Config(format!("--access-log {}: {e}", p.display())))?;
+    }
+    Ok(())
 }
 
 /// Raises the descriptor limit to its hard maximum and leaves room for the file caches and the

@@ -6,6 +6,15 @@ use edgeserve::{Server, logging, service};
 fn main() -> ExitCode {
     let config = match config::parse_args(std::env::args().skip(1)) {
         Ok(Command::Run(c)) => c,
+        Ok(Command::Check(c)) => {
+            return match edgeserve::check(&c) {
+                Ok(()) => {
+                    println!("edgeserve: the configuration is valid");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            };
+        }
         Ok(Command::Help) => {
             print!("{}", config::USAGE);
             return ExitCode::SUCCESS;

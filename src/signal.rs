@@ -2,7 +2,9 @@
 //! loop as one more event rather than a flag polled in a busy loop.
 //!
 //! - SIGINT, SIGTERM: graceful shutdown; a second one during the grace period stops at once.
-//! - SIGHUP, SIGUSR1: reopen the access log (logrotate's `postrotate kill -HUP`, nginx's USR1).
+//! - SIGHUP: reload the configuration (`reload.rs`) and reopen the access log (logrotate's
+//!   `postrotate kill -HUP`).
+//! - SIGUSR1: reopen the access log only (nginx's USR1).
 //! - SIGUSR2: ignored, so that a stray one does not kill the server.
 //!
 //! The handler writes the signal's number as one byte, so the loop learns which ones came.
@@ -38,8 +40,10 @@ extern "C" fn on_signal(sig: libc::c_int) {
 pub struct Arrived {
     /// SIGINT or SIGTERM, with how many of them.
     pub stop: usize,
-    /// SIGHUP or SIGUSR1.
+    /// SIGHUP or SIGUSR1: reopen the access log.
     pub reopen: bool,
+    /// SIGHUP: read the configuration again.
+    pub reload: bool,
 }
 
 /// The read end of the pipe; readable once a signal has arrived.
@@ -82,7 +86,11 @@ impl SignalPipe {
             for &b in &buf[..n] {
                 match libc::c_int::from(b) {
                     libc::SIGINT | libc::SIGTERM => got.stop += 1,
-                    libc::SIGHUP | libc::SIGUSR1 => got.reopen = true,
+                    libc::SIGHUP => {
+                        got.reopen = true;
+                        got.reload = true;
+                    }
+                    libc::SIGUSR1 => got.reopen = true,
                     _ => {}
                 }
             }

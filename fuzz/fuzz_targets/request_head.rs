@@ -85,6 +85,7 @@ fn serialize(req: &Request<'_>) -> Vec<u8> {
         if_modified_since,
         range,
         if_range,
+        accept_encoding,
         expect_continue,
         upgrade,
     } = *req;
@@ -132,6 +133,7 @@ fn serialize(req: &Request<'_>) -> Vec<u8> {
         ("If-Modified-Since", if_modified_since),
         ("Range", range),
         ("If-Range", if_range),
+        ("Accept-Encoding", accept_encoding),
     ] {
         if let Some(value) = value {
             header(name, value);

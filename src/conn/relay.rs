@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use super::transport::{self, Io, Transport};
 use super::tunnel::{Tunnel, TunnelPlace};
 use super::{Conn, Env, Slot, TimerKind, relay_in, relay_of, route};
+use crate::files::headers::HeaderBlock;
 use crate::http::access::Line;
 use crate::http::chunked::Decoder;
 use crate::http::request::Method;
@@ -37,6 +38,8 @@ const KEEP_CAPACITY: usize = 20 * 1024;
 /// What the relay needs to start, beside the head it was given to write ([`Relay::head_buf`]):
 /// the request as the session routed it.
 pub struct Start<'a> {
+    /// The routes in force when the request was routed, and the one it took.
+    pub routes: crate::config::Routes,
     pub route: usize,
     pub method: Method,
     pub has_body: bool,
@@ -44,11 +47,14 @@ pub struct Start<'a> {
     pub line: &'a [u8],
     /// An upgrade request, with the place it holds among the tunnels allowed.
     pub upgrade: Option<TunnelPlace>,
+    /// `--header` lines to add to the answer.
+    pub headers: Option<HeaderBlock>,
 }
 
 /// A forwarded exchange. Relays are reused (`Pools`): a finished one keeps its buffers'
 /// capacity for the next request, so a proxied request allocates nothing in steady state.
 pub struct Relay {
+    routes: crate::config::Routes,
     route: usize,
     /// The client's request line, for the access log.
     line: Vec<u8>,
@@ -74,6 +80,8 @@ pub struct Relay {
     reusable: bool,
     /// An upgrade request: a 101 turns the exchange into a tunnel, which takes this place.
     upgrade: Option<TunnelPlace>,
+    /// `--header` lines added to the final answer's head (not to a 1xx, nor a 101).
+    headers: Option<HeaderBlock>,
 }
 
 /// The upstream connection and its readiness flags (edge-triggered: cleared only on
@@ -114,6 +122,8 @@ impl Relay {
     /// An empty relay, for the pool.
     pub fn new() -> Relay {
         Relay {
+            // Replaced by `start`; a pooled relay keeps the last routes it had until then.
+            routes: std::sync::Arc::from(Vec::new()),
             route: 0,
             line: Vec::new(),
             method: Method::Get,
@@ -131,6 +141,7 @@ impl Relay {
             failure: 502,
             reusable: false,
             upgrade: None,
+            headers: None,
         }
     }
 
@@ -141,6 +152,8 @@ impl Relay {
 
     /// Makes a pooled (or new) relay ready for a request whose upstream head is in `head_buf`.
     pub fn start(&mut self, start: Start<'_>) {
+        self.routes = start.routes;
+        self.headers = start.headers;
         self.route = start.route;
         self.method = start.method;
         self.has_body = start.has_body;
@@ -169,6 +182,7 @@ impl Relay {
         self.failure = 502;
         self.reusable = false;
         self.upgrade = None;
+        self.headers = None;
     }
 
     pub fn connecting(&self) -> bool {
@@ -209,7 +223,7 @@ impl<T: Transport> Conn<T> {
     /// A tunnel ends here (its access line is written).
     pub fn take_upstream(&mut self) -> Option<Lent> {
         match &mut self.slot {
-            Slot::Http => None,
+            Slot::Http | Slot::Preface => None,
             Slot::Relay(r) => {
                 release_upgrade(r);
                 r.up.take().map(|u| u.lent)
@@ -234,7 +248,7 @@ impl<T: Transport> Conn<T> {
 
     pub fn upstream_ready(&mut self, readable: bool, writable: bool) {
         match &mut self.slot {
-            Slot::Http => {}
+            Slot::Http | Slot::Preface => {}
             Slot::Relay(r) => r.set_ready(readable, writable),
             Slot::Tunnel(t) => t.set_ready(readable, writable),
         }
@@ -464,6 +478,9 @@ impl<T: Transport> Conn<T> {
                             // HTTP/1.0 client, ends the client connection too.
                             let to_close = head.framing == Framing::Close
                                 || dechunk && head.framing == Framing::Chunked;
+                            if let Some(lines) = &r.headers {
+                                buf.extend_from_slice(lines.bytes());
+                            }
                             let conn = self.session.relayed_conn_header(to_close);
                             buf.extend_from_slice(conn.end_of_head());
                             r.status = head.status;
@@ -585,7 +602,8 @@ impl<T: Transport> Conn<T> {
     /// Connects to the next upstream of the route, or fails the request when none is left.
     fn connect_next(&mut self, env: &mut Env<'_>) {
         let r = relay_in(&mut self.slot).expect("relay");
-        let picked = env.upstreams().pick(r.route, &r.tried, env.ctx.now);
+        let ups = &r.routes[r.route].upstreams;
+        let picked = env.upstreams().pick(ups, r.route, &r.tried, env.ctx.now);
         // An upgrade never takes a pooled connection: it will not give it back.
         let pooled_ok = r.upgrade.is_none();
         match picked {

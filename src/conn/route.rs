@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use super::Env;
 use crate::http::access::Line;
-use crate::http::request::Request;
-use crate::http::response::Output;
+use crate::http::request::{Method, Request};
+use crate::http::response::{Body, Output, Reply};
 #[cfg(feature = "proxy")]
 use crate::http::session::request_line;
 use crate::http::session::{Exchange, Session};
@@ -39,6 +39,23 @@ pub fn route(
     req: &Request<'_>,
     env: &mut Env<'_>,
 ) -> Routed {
+    if env.health == Some(req.path()) && req.method != Method::Other {
+        // A load balancer's check: no disk, no upstream, no worker thread.
+        let reply = Reply {
+            status: 200,
+            headers: b"Content-Type: text/plain\r\nCache-Control: no-store\r\n",
+            len: 3,
+            body: Body::Bytes(b"ok\n"),
+        };
+        let line = Line::Parsed {
+            method: req.method_str,
+            target: req.target,
+            version: req.version.as_str(),
+        };
+        let x = session.respond(reply, out, &env.ctx, line);
+        log(env, peer, &x, None);
+        return Routed::Answered;
+    }
     #[cfg(feature = "proxy")]
     if let Some(routed) = forward(session, out, peer, head, req, env) {
         return routed;
@@ -122,11 +139,13 @@ fn forward(
     };
     session.await_answer(true);
     relay.start(super::relay::Start {
+        routes: std::sync::Arc::clone(env.routes),
         route,
         method: req.method,
         has_body: req.body != crate::http::request::BodyFraming::None,
         line: request_line(head),
         upgrade,
+        headers: env.handler.proxied_headers(req.path()),
     });
     Some(Routed::Forward(relay))
 }

@@ -167,7 +167,7 @@ struct Harness {
     handler: Fake,
     limits: Limits,
     pools: Pools,
-    routes: Vec<crate::config::Route>,
+    routes: crate::config::Routes,
     #[cfg(feature = "proxy")]
     poller: polling::Poller,
     #[cfg(feature = "proxy")]
@@ -186,7 +186,6 @@ impl Harness {
             poller: polling::Poller::new().unwrap(),
             #[cfg(feature = "proxy")]
             upstreams: std::sync::Mutex::new(crate::proxy::upstream::Upstreams::new(
-                routes.clone(),
                 crate::proxy::upstream::Pool {
                     max_idle: 4,
                     idle_timeout: std::time::Duration::from_secs(4),
@@ -195,7 +194,7 @@ impl Harness {
             )),
             #[cfg(feature = "proxy")]
             tunnels: Arc::new(super::TunnelLimit::new(4)),
-            routes,
+            routes: routes.into(),
         }
     }
 
@@ -215,6 +214,7 @@ impl Harness {
                 log_date: "-",
                 routes: &self.routes,
                 trust_forwarded: false,
+                health: Some("/healthz"),
                 handler: &mut self.handler,
                 pools: &mut self.pools,
                 // Small, so that the budget's early stops are exercised too.

@@ -12,6 +12,9 @@
 //! one budget, [`descriptor_budget`], which the default `--max-conns` leaves room for. Past the
 //! budget a large file is still served, with a descriptor closed after its response.
 
+pub mod headers;
+#[cfg(feature = "dir-listing")]
+mod listing;
 pub mod mime;
 mod open;
 pub mod path;
@@ -29,8 +32,10 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use slab::Slab;
 
 use crate::app::Handler;
+use crate::http::accept::{self, Choice, Coding, Codings};
 use crate::http::request::{Method, Request};
 use crate::http::response::{Body, Reply, push_u64};
+use headers::HeaderRules;
 use mime::MimeTypes;
 use open::{Opened, Root};
 use range::RangeSpec;
@@ -46,6 +51,33 @@ pub struct FilesConfig {
     /// Files up to this size are held in memory.
     pub inline_max: u64,
     pub mime: MimeTypes,
+    /// Extra header lines by path prefix (`--header`).
+    pub headers: HeaderRules,
+    /// Pages for error statuses (`--error-page`): the status and the normalised path.
+    pub error_pages: Vec<(u16, Box<[u8]>)>,
+    /// Serve precompressed siblings (`--precompressed`).
+    pub precompressed: bool,
+    /// List directories without an index file (`--dir-listing`).
+    pub dir_listing: bool,
+}
+
+impl FilesConfig {
+    /// The defaults of the command line for a root (the tests' starting point).
+    pub fn new(root: PathBuf) -> FilesConfig {
+        FilesConfig {
+            root,
+            follow_symlinks_outside: false,
+            index: "index.html".into(),
+            cache_entries: 1024,
+            cache_valid: Duration::from_secs(1),
+            inline_max: 16 * 1024,
+            mime: MimeTypes::default(),
+            headers: HeaderRules::default(),
+            error_pages: Vec::new(),
+            precompressed: false,
+            dir_listing: false,
+        }
+    }
 }
 
 /// What a cached path resolves to: only definite answers are cached.
@@ -56,20 +88,62 @@ enum Kind {
     Redirect(Box<[u8]>),
     /// 404 or 403.
     Status(u16),
+    /// A directory's HTML index (`--dir-listing`): its header lines and the page.
+    #[cfg_attr(not(feature = "dir-listing"), allow(dead_code))]
+    Listing(Box<[u8]>, Box<[u8]>),
 }
 
 #[derive(Debug)]
 struct FileInfo {
-    /// Content-Type, Last-Modified, ETag and Accept-Ranges lines.
+    /// Content-Type, Content-Encoding (of a precompressed sibling), Accept-Ranges, then the
+    /// `validators`.
     headers: Vec<u8>,
-    /// Last-Modified and ETag lines alone, for 304.
+    /// Last-Modified, ETag, Vary (a file with precompressed siblings) and `--header` lines:
+    /// what a 304 repeats.
     validators: Vec<u8>,
+    /// Bytes of the Content-Type line at the start of `headers` (an error page's type).
+    type_len: usize,
     etag: String,
     last_modified: String,
     mtime: u64,
     len: u64,
     /// Bytes of a small file, or the open descriptor of a large one.
     content: Content,
+    /// Which precompressed siblings exist (`--precompressed`), loaded and revalidated with the
+    /// file, so that choosing one costs no system call.
+    codings: Codings,
+    /// The siblings, by `Coding` (none without any).
+    coded: Option<Box<[Option<FileInfo>; 3]>>,
+}
+
+impl FileInfo {
+    /// The representation for `coding` (the file itself for identity).
+    fn variant(&self, coding: Option<Coding>) -> &FileInfo {
+        match (coding, &self.coded) {
+            (Some(c), Some(coded)) => coded[c as usize].as_ref().unwrap_or(self),
+            _ => self,
+        }
+    }
+
+    fn variant_mut(&mut self, coding: Option<Coding>) -> &mut FileInfo {
+        let held = match (coding, &self.coded) {
+            (Some(c), Some(coded)) => coded[c as usize].is_some(),
+            _ => false,
+        };
+        match coding {
+            // Decided before borrowing, so the borrow checker sees the two ways apart.
+            Some(c) if held => self
+                .coded
+                .as_mut()
+                .and_then(|v| v[c as usize].as_mut())
+                .expect("held"),
+            _ => self,
+        }
+    }
+
+    fn representations(&self) -> impl Iterator<Item = &FileInfo> {
+        std::iter::once(self).chain(self.coded.iter().flat_map(|c| c.iter().flatten()))
+    }
 }
 
 #[derive(Debug)]
@@ -122,6 +196,32 @@ pub struct Files {
     key: Vec<u8>,
     /// Headers built per request (Content-Range, Location).
     scratch: Vec<u8>,
+}
+
+/// What an answer is, decided before the reply borrows from the cache.
+enum Plan {
+    Error(u16, Lines),
+    Redirect,
+    Listing,
+    /// A file in the coding chosen (`None`: identity).
+    File(Option<Coding>, FileAnswer),
+}
+
+enum FileAnswer {
+    NotModified,
+    Whole,
+    Part { start: u64, end: u64 },
+}
+
+/// Header lines an error answer carries beside Content-Type and `--header`'s.
+#[derive(Clone, Copy, Default)]
+struct Lines {
+    allow: bool,
+    retry_after: bool,
+    /// The path has precompressed siblings.
+    vary: bool,
+    /// `Content-Range: bytes */N` (416).
+    range_of: Option<u64>,
 }
 
 /// Bytes of small files held in memory across the cache, at most.
@@ -215,10 +315,10 @@ impl Files {
             used: now,
             kind,
         };
-        if let Kind::File(FileInfo {
-            content: Content::Uncached(_),
-            ..
-        }) = &entry.kind
+        if let Kind::File(info) = &entry.kind
+            && info
+                .representations()
+                .any(|r| matches!(r.content, Content::Uncached(_)))
         {
             self.transient = Some(entry);
             return Found::Transient;
@@ -281,16 +381,20 @@ impl Files {
         Ok(match self.root.open(rel) {
             // `/file.txt/` names a directory; the file system says ENOTDIR, so do we.
             Ok(Opened::File(..)) if dir_form => Kind::Status(404),
-            Ok(Opened::File(file, meta)) => Kind::File(self.file_info(name, file, &meta)),
-            Ok(Opened::Dir) if !dir_form => Kind::Redirect(location(key)),
-            Ok(Opened::Dir) => self.load_index(rel)?,
+            Ok(Opened::File(file, meta)) => {
+                Kind::File(self.file_entry(rel, name, file, &meta, key))
+            }
+            Ok(Opened::Dir(_)) if !dir_form => Kind::Redirect(location(key)),
+            Ok(Opened::Dir(dir)) => self.load_index(rel, key, dir)?,
             Err(e) => Kind::Status(definite_status(&e).ok_or(e)?),
         })
     }
 
     /// The index file of directory `rel`, opened from the root (not from the directory's
     /// descriptor), so that an index symlink to elsewhere inside the root works.
-    fn load_index(&self, rel: &[u8]) -> Result<Kind, io::Error> {
+    /// With `--dir-listing`, a directory without one is listed (`dir`, open, is read for it).
+    #[cfg_attr(not(feature = "dir-listing"), allow(unused_variables))]
+    fn load_index(&self, rel: &[u8], key: &[u8], dir: File) -> Result<Kind, io::Error> {
         let mut joined = rel.to_vec();
         if !joined.is_empty() {
             joined.push(b'/');
@@ -298,22 +402,88 @@ impl Files {
         joined.extend_from_slice(self.cfg.index.as_bytes());
         Ok(match self.root.open(&joined) {
             Ok(Opened::File(file, meta)) => {
-                Kind::File(self.file_info(&self.cfg.index, file, &meta))
+                Kind::File(self.file_entry(&joined, &self.cfg.index, file, &meta, key))
             }
-            Ok(Opened::Dir) => Kind::Status(403),
+            Ok(Opened::Dir(_)) => Kind::Status(403),
+            #[cfg(feature = "dir-listing")]
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.cfg.dir_listing => {
+                let page = listing::render(dir, rel, key, &self.root)?;
+                let mut headers = b"Content-Type: text/html; charset=utf-8\r\n".to_vec();
+                headers.extend_from_slice(self.cfg.headers.for_path(key));
+                Kind::Listing(headers.into(), page.into())
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Kind::Status(403),
             Err(e) => Kind::Status(definite_status(&e).ok_or(e)?),
         })
     }
 
-    fn file_info(&self, name: &str, mut file: File, meta: &Metadata) -> FileInfo {
+    /// A file (`rel` below the root, `name` for its type) and, with `--precompressed`, the
+    /// siblings it has: `rel.br`, `rel.zst`, `rel.gz`, opened through the root like any file
+    /// (a sibling the symlink rule refuses does not exist). `key` is the path it answers.
+    fn file_entry(
+        &self,
+        rel: &[u8],
+        name: &str,
+        file: File,
+        meta: &Metadata,
+        key: &[u8],
+    ) -> FileInfo {
+        let mut coded: [Option<FileInfo>; 3] = [None, None, None];
+        let mut codings = Codings::default();
+        if self.cfg.precompressed {
+            let mut sibling = rel.to_vec();
+            for c in Coding::ALL {
+                sibling.truncate(rel.len());
+                sibling.extend_from_slice(c.suffix().as_bytes());
+                if let Ok(Opened::File(f, m)) = self.root.open(&sibling) {
+                    coded[c as usize] = Some(self.file_info(name, f, &m, Some(c), true, key));
+                    codings = codings.with(c);
+                }
+            }
+        }
+        let vary = !codings.is_empty();
+        let mut info = self.file_info(name, file, meta, None, vary, key);
+        if vary {
+            info.codings = codings;
+            info.coded = Some(Box::new(coded));
+        }
+        info
+    }
+
+    /// One representation of a file: itself, or a sibling holding it in `coding`.
+    fn file_info(
+        &self,
+        name: &str,
+        mut file: File,
+        meta: &Metadata,
+        coding: Option<Coding>,
+        vary: bool,
+        key: &[u8],
+    ) -> FileInfo {
         let len = meta.len();
         let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
         let last_modified = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(mtime));
-        let etag = format!("\"{mtime:x}-{len:x}\"");
-        let validators = format!("Last-Modified: {last_modified}\r\nETag: {etag}\r\n").into_bytes();
+        // Each coding has its own tag: a cache holding the br bytes must not revalidate them
+        // against the gzip ones (RFC 9110 §8.8.3).
+        let etag = match coding {
+            None => format!("\"{mtime:x}-{len:x}\""),
+            Some(c) => format!("\"{mtime:x}-{len:x}-{}\"", c.token()),
+        };
+        let mut validators =
+            format!("Last-Modified: {last_modified}\r\nETag: {etag}\r\n").into_bytes();
+        if vary {
+            validators.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+        }
+        validators.extend_from_slice(self.cfg.headers.for_path(key));
         let ty = self.cfg.mime.for_name(name);
-        let mut headers = format!("Content-Type: {ty}\r\nAccept-Ranges: bytes\r\n").into_bytes();
+        let mut headers = format!("Content-Type: {ty}\r\n").into_bytes();
+        let type_len = headers.len();
+        if let Some(c) = coding {
+            headers.extend_from_slice(b"Content-Encoding: ");
+            headers.extend_from_slice(c.token().as_bytes());
+            headers.extend_from_slice(b"\r\n");
+        }
+        headers.extend_from_slice(b"Accept-Ranges: bytes\r\n");
         headers.extend_from_slice(&validators);
         let mut content = None;
         if len <= self.cfg.inline_max && self.inline_bytes + len <= INLINE_BUDGET {
@@ -330,11 +500,14 @@ impl Files {
         FileInfo {
             headers,
             validators,
+            type_len,
             etag,
             last_modified,
             mtime,
             len,
             content,
+            codings: Codings::default(),
+            coded: None,
         }
     }
 
@@ -357,10 +530,14 @@ impl Files {
 
 fn inline_len(e: &Entry) -> u64 {
     match &e.kind {
-        Kind::File(FileInfo {
-            content: Content::Bytes(b),
-            ..
-        }) => b.len() as u64,
+        Kind::File(info) => info
+            .representations()
+            .map(|r| match &r.content {
+                Content::Bytes(b) => b.len() as u64,
+                _ => 0,
+            })
+            .sum(),
+        Kind::Listing(_, page) => page.len() as u64,
         _ => 0,
     }
 }
@@ -405,14 +582,79 @@ fn definite_status(e: &io::Error) -> Option<u16> {
 impl Handler for Files {
     fn handle<'s>(&'s mut self, req: &Request<'_>, now: Instant) -> Reply<'s> {
         if req.method == Method::Other {
-            return Reply::text(405, b"Allow: GET, HEAD\r\nContent-Type: text/plain\r\n");
+            let lines = Lines {
+                allow: true,
+                ..Lines::default()
+            };
+            return self.error(405, lines, req, false, now);
         }
         let found = match self.find(req.path(), now) {
-            None => return Reply::text(400, b"Content-Type: text/plain\r\n"),
+            None => return self.error(400, Lines::default(), req, false, now),
             Some(Found::Unavailable) => {
-                return Reply::text(503, b"Retry-After: 1\r\nContent-Type: text/plain\r\n");
+                let lines = Lines {
+                    retry_after: true,
+                    ..Lines::default()
+                };
+                return self.error(503, lines, req, true, now);
             }
             Some(found) => found,
+        };
+        // First what to answer, from a borrow that ends here (an error page needs the cache
+        // again); then the reply, borrowing the entry.
+        let plan = match self.entry(&found) {
+            None => Plan::Error(
+                503,
+                Lines {
+                    retry_after: true,
+                    ..Lines::default()
+                },
+            ),
+            Some(entry) => plan(&entry.kind, req),
+        };
+        let (coding, answer) = match plan {
+            Plan::Error(status, lines) => return self.error(status, lines, req, true, now),
+            Plan::File(coding, answer) => (coding, answer),
+            Plan::Redirect | Plan::Listing => {
+                let Files {
+                    entries,
+                    transient,
+                    scratch,
+                    cfg,
+                    key,
+                    ..
+                } = self;
+                let entry = match found {
+                    Found::Cached(i) => &entries[i],
+                    _ => match transient {
+                        Some(e) => &*e,
+                        None => return Reply::text(503, b"Content-Type: text/plain\r\n"),
+                    },
+                };
+                return match &entry.kind {
+                    Kind::Listing(headers, page) => Reply {
+                        status: 200,
+                        headers,
+                        len: page.len() as u64,
+                        body: Body::Bytes(page),
+                    },
+                    Kind::Redirect(location) => {
+                        scratch.clear();
+                        scratch.extend_from_slice(b"Location: ");
+                        scratch.extend_from_slice(location);
+                        push_query(req.target, scratch);
+                        scratch.extend_from_slice(b"\r\nContent-Type: text/plain\r\n");
+                        scratch.extend_from_slice(cfg.headers.for_path(normal_key(req, key)));
+                        let body = crate::http::response::reason(301).as_bytes();
+                        Reply {
+                            status: 301,
+                            headers: scratch,
+                            len: body.len() as u64,
+                            body: Body::Bytes(body),
+                        }
+                    }
+                    _ => Reply::text(503, b"Content-Type: text/plain\r\n"),
+                };
+            }
         };
         let Files {
             entries,
@@ -421,75 +663,36 @@ impl Handler for Files {
             scratch,
             ..
         } = self;
-        let entry = match found {
-            Found::Cached(i) => &entries[i],
-            _ => {
-                let Some(entry) = transient.as_mut() else {
-                    return Reply::text(503, b"Retry-After: 1\r\nContent-Type: text/plain\r\n");
-                };
-                if let Kind::File(FileInfo {
-                    content: Content::Uncached(file),
-                    ..
-                }) = &mut entry.kind
-                {
-                    *transient_file = file.take();
+        let info = match found {
+            Found::Cached(i) => match &entries[i].kind {
+                Kind::File(info) => info.variant(coding),
+                _ => return Reply::text(503, b"Content-Type: text/plain\r\n"),
+            },
+            _ => match transient.as_mut().map(|e| &mut e.kind) {
+                Some(Kind::File(info)) => {
+                    let info = info.variant_mut(coding);
+                    if let Content::Uncached(file) = &mut info.content {
+                        *transient_file = file.take();
+                    }
+                    &*info
                 }
-                &*entry
-            }
+                _ => return Reply::text(503, b"Content-Type: text/plain\r\n"),
+            },
         };
-        let info = match &entry.kind {
-            Kind::File(info) => info,
-            Kind::Status(s) => return Reply::text(*s, b"Content-Type: text/plain\r\n"),
-            Kind::Redirect(location) => {
-                scratch.clear();
-                scratch.extend_from_slice(b"Location: ");
-                scratch.extend_from_slice(location);
-                push_query(req.target, scratch);
-                scratch.extend_from_slice(b"\r\nContent-Type: text/plain\r\n");
-                let body = crate::http::response::reason(301).as_bytes();
-                return Reply {
-                    status: 301,
-                    headers: scratch,
-                    len: body.len() as u64,
-                    body: Body::Bytes(body),
-                };
-            }
-        };
-        if not_modified(req, info) {
-            return Reply {
+        match answer {
+            FileAnswer::NotModified => Reply {
                 status: 304,
                 headers: &info.validators,
                 len: 0,
                 body: Body::Empty,
-            };
-        }
-        let spec = match req.range {
-            Some(r) if req.method == Method::Get && if_range_holds(req.if_range, info) => {
-                range::parse(r, info.len)
-            }
-            _ => RangeSpec::Ignore,
-        };
-        match spec {
-            RangeSpec::Ignore => Reply {
+            },
+            FileAnswer::Whole => Reply {
                 status: 200,
                 headers: &info.headers,
                 len: info.len,
                 body: body(info, 0, info.len, transient_file),
             },
-            RangeSpec::Unsatisfiable => {
-                scratch.clear();
-                scratch.extend_from_slice(b"Content-Type: text/plain\r\nContent-Range: bytes */");
-                push_u64(scratch, info.len);
-                scratch.extend_from_slice(b"\r\n");
-                let text = crate::http::response::reason(416).as_bytes();
-                Reply {
-                    status: 416,
-                    headers: scratch,
-                    len: text.len() as u64,
-                    body: Body::Bytes(text),
-                }
-            }
-            RangeSpec::Bytes { start, end } => {
+            FileAnswer::Part { start, end } => {
                 scratch.clear();
                 scratch.extend_from_slice(&info.headers);
                 scratch.extend_from_slice(b"Content-Range: bytes ");
@@ -508,6 +711,189 @@ impl Handler for Files {
                 }
             }
         }
+    }
+}
+
+/// What to answer with an entry: its status, or which representation of a file and how.
+fn plan(kind: &Kind, req: &Request<'_>) -> Plan {
+    let info = match kind {
+        Kind::File(info) => info,
+        Kind::Status(s) => return Plan::Error(*s, Lines::default()),
+        Kind::Redirect(_) => return Plan::Redirect,
+        Kind::Listing(..) => return Plan::Listing,
+    };
+    let vary = info.coded.is_some();
+    let coding = if vary {
+        match accept::choose(req.accept_encoding, info.codings) {
+            Choice::Identity => None,
+            Choice::Coded(c) => Some(c),
+            Choice::None => {
+                let lines = Lines {
+                    vary,
+                    ..Lines::default()
+                };
+                return Plan::Error(406, lines);
+            }
+        }
+    } else {
+        None
+    };
+    // Conditions and ranges apply to the representation chosen.
+    let info = info.variant(coding);
+    if not_modified(req, info) {
+        return Plan::File(coding, FileAnswer::NotModified);
+    }
+    let spec = match req.range {
+        Some(r) if req.method == Method::Get && if_range_holds(req.if_range, info) => {
+            range::parse(r, info.len)
+        }
+        _ => RangeSpec::Ignore,
+    };
+    match spec {
+        RangeSpec::Ignore => Plan::File(coding, FileAnswer::Whole),
+        RangeSpec::Bytes { start, end } => Plan::File(coding, FileAnswer::Part { start, end }),
+        RangeSpec::Unsatisfiable => {
+            let lines = Lines {
+                vary,
+                range_of: Some(info.len),
+                ..Lines::default()
+            };
+            Plan::Error(416, lines)
+        }
+    }
+}
+
+/// The normalised path of the request just found: the path itself when it was normal, else
+/// what `find` wrote to `key`.
+fn normal_key<'a>(req: &'a Request<'_>, key: &'a [u8]) -> &'a [u8] {
+    let path = req.path();
+    if path::is_normal(path) {
+        path.as_bytes()
+    } else {
+        key
+    }
+}
+
+impl Files {
+    /// The `--header` lines for a proxied answer to `path` (the request's, not yet normalised).
+    pub fn header_block(&self, path: &str) -> Option<headers::HeaderBlock> {
+        if self.cfg.headers.is_empty() {
+            return None;
+        }
+        if path::is_normal(path) {
+            return self.cfg.headers.block(path.as_bytes());
+        }
+        // Rare (the proxy forwards few spellings that are not normal): a key of its own.
+        let mut key = Vec::new();
+        path::normalize_into(path, &mut key).ok()?;
+        self.cfg.headers.block(&key)
+    }
+
+    /// The entry `find` found.
+    fn entry(&self, found: &Found) -> Option<&Entry> {
+        match found {
+            Found::Cached(i) => self.entries.get(*i),
+            _ => self.transient.as_ref(),
+        }
+    }
+
+    /// An error answer: the `--error-page` for its status if there is one and it is a file (else
+    /// the built-in text), with the `--header` lines for the request's path. `keyed`: `find`
+    /// normalised the path (else the lines are those of the path as sent).
+    fn error<'s>(
+        &'s mut self,
+        status: u16,
+        lines: Lines,
+        req: &Request<'_>,
+        keyed: bool,
+        now: Instant,
+    ) -> Reply<'s> {
+        let page = self.error_page(status, now);
+        let Files {
+            cfg,
+            key,
+            scratch,
+            entries,
+            transient,
+            transient_file,
+            ..
+        } = self;
+        let page = match page {
+            Some(Found::Cached(i)) => match &entries[i].kind {
+                Kind::File(info) => Some(info),
+                _ => None,
+            },
+            Some(Found::Transient) => match transient.as_mut().map(|e| &mut e.kind) {
+                Some(Kind::File(info)) => {
+                    if let Content::Uncached(file) = &mut info.content {
+                        *transient_file = file.take();
+                    }
+                    Some(&*info)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        scratch.clear();
+        match page {
+            Some(info) => scratch.extend_from_slice(&info.headers[..info.type_len]),
+            None => scratch.extend_from_slice(b"Content-Type: text/plain\r\n"),
+        }
+        if lines.allow {
+            scratch.extend_from_slice(b"Allow: GET, HEAD\r\n");
+        }
+        if lines.retry_after {
+            scratch.extend_from_slice(b"Retry-After: 1\r\n");
+        }
+        if lines.vary {
+            scratch.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+        }
+        if let Some(len) = lines.range_of {
+            scratch.extend_from_slice(b"Content-Range: bytes */");
+            push_u64(scratch, len);
+            scratch.extend_from_slice(b"\r\n");
+        }
+        if !cfg.headers.is_empty() {
+            let path = if keyed {
+                normal_key(req, key)
+            } else {
+                req.path().as_bytes()
+            };
+            scratch.extend_from_slice(cfg.headers.for_path(path));
+        }
+        match page {
+            Some(info) => Reply {
+                status,
+                headers: scratch,
+                len: info.len,
+                body: body(info, 0, info.len, transient_file),
+            },
+            None => {
+                let text = crate::http::response::reason(status).as_bytes();
+                Reply {
+                    status,
+                    headers: scratch,
+                    len: text.len() as u64,
+                    body: Body::Bytes(text),
+                }
+            }
+        }
+    }
+
+    /// The entry of the page for `status`, looked up through the cache like any file, so the
+    /// root's symlink rule holds for it too. What it finds is used only if it is a file: a
+    /// missing page gives the built-in text, never another error page.
+    fn error_page(&mut self, status: u16, now: Instant) -> Option<Found> {
+        if self.cfg.error_pages.is_empty() {
+            return None;
+        }
+        let pages = std::mem::take(&mut self.cfg.error_pages);
+        let found = pages
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, key)| self.lookup(key, now));
+        self.cfg.error_pages = pages;
+        found
     }
 }
 
@@ -569,13 +955,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("hot.txt"), b"hot").unwrap();
         let mut files = Files::new(FilesConfig {
-            root: dir.clone(),
-            follow_symlinks_outside: false,
-            index: "index.html".into(),
             cache_entries: 8,
             cache_valid: Duration::from_secs(60),
             inline_max: 16,
-            mime: MimeTypes::default(),
+            ..FilesConfig::new(dir.clone())
         })
         .unwrap();
         let now = Instant::now();

@@ -32,7 +32,8 @@ pub struct Root {
 #[derive(Debug)]
 pub enum Opened {
     File(File, Metadata),
-    Dir,
+    /// A directory, opened for reading (its listing).
+    Dir(File),
 }
 
 /// How often an open is retried when the kernel says a concurrent rename may have disturbed
@@ -114,7 +115,7 @@ impl Root {
         };
         let meta = file.metadata()?;
         if meta.is_dir() {
-            Ok(Opened::Dir)
+            Ok(Opened::Dir(file))
         } else if meta.is_file() {
             Ok(Opened::File(file, meta))
         } else {
@@ -204,7 +205,7 @@ mod tests {
                 std::io::Read::read_to_end(&mut f, &mut v)?;
                 Ok(v)
             }
-            Opened::Dir => Ok(b"dir".to_vec()),
+            Opened::Dir(_) => Ok(b"dir".to_vec()),
         }
     }
 

@@ -81,6 +81,9 @@ pub struct Request<'a> {
     pub if_modified_since: Option<&'a [u8]>,
     pub range: Option<&'a [u8]>,
     pub if_range: Option<&'a [u8]>,
+    /// `Accept-Encoding`, for precompressed files. Sent twice, it counts as absent (identity is
+    /// served): the two lists are not joined, and a client that splits its list is rare.
+    pub accept_encoding: Option<&'a [u8]>,
     /// `Expect: 100-continue`: the client may hold its body back until told to send it.
     pub expect_continue: bool,
     /// An HTTP/1.1 request with an `Upgrade` field and the `upgrade` token in `Connection`
@@ -211,6 +214,7 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
         if_modified_since: None,
         range: None,
         if_range: None,
+        accept_encoding: None,
         expect_continue: false,
         upgrade: false,
     };
@@ -219,6 +223,7 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
     let mut chunked = false;
     let mut saw_te = false;
     let mut hosts = 0;
+    let mut accept_encodings = 0;
     for h in req.headers.iter() {
         // httparse has refused control characters and DEL in names and values already.
         let value = h.value;
@@ -275,6 +280,10 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
             }
             17 if name.eq_ignore_ascii_case(b"if-modified-since") => {
                 out.if_modified_since = Some(value)
+            }
+            15 if name.eq_ignore_ascii_case(b"accept-encoding") => {
+                accept_encodings += 1;
+                out.accept_encoding = (accept_encodings == 1).then_some(value);
             }
             _ => {}
         }
@@ -442,7 +451,7 @@ pub fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_tchar(b))
 }
 
-pub fn is_tchar(b: u8) -> bool {
+pub const fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,

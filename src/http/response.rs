@@ -153,6 +153,7 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden\n",
         404 => "Not Found\n",
         405 => "Method Not Allowed\n",
+        406 => "Not Acceptable\n",
         408 => "Request Timeout\n",
         412 => "Precondition Failed\n",
         413 => "Content Too Large\n",

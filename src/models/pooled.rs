@@ -37,6 +37,10 @@ pub struct Worker {
     pools: Pools,
     dates: DateCache,
     cfg: Arc<Config>,
+    routes: crate::config::Routes,
+    /// Reloads, and the generation this worker's handler was built from.
+    current: Arc<crate::reload::Current>,
+    seen: u64,
     #[cfg(feature = "proxy")]
     poller: Arc<Poller>,
     #[cfg(feature = "proxy")]
@@ -53,6 +57,9 @@ impl Worker {
             pools: Pools::default(),
             dates: DateCache::default(),
             cfg: Arc::clone(cfg),
+            routes: cfg.proxies.clone().into(),
+            current: reactor.current(),
+            seen: reactor.current().generation(),
             #[cfg(feature = "proxy")]
             poller: reactor.poller(),
             #[cfg(feature = "proxy")]
@@ -62,7 +69,22 @@ impl Worker {
         })
     }
 
+    /// Takes up a reload (see `Reactor::reconfigure`): its own handler, settings and routes.
+    fn reconfigure(&mut self) {
+        let Some(loaded) = self.current.newer(&mut self.seen) else {
+            return;
+        };
+        let cfg = Arc::clone(&loaded.config);
+        match loaded.app() {
+            Ok(app) => self.app = app,
+            Err(e) => return log::error!("reload not applied in a worker: {e}"),
+        }
+        self.routes = cfg.proxies.clone().into();
+        self.cfg = cfg;
+    }
+
     fn drive(&mut self, t: &mut Taken) -> Next {
+        self.reconfigure();
         self.dates.update(SystemTime::now());
         let mut env = Env {
             ctx: Ctx {
@@ -71,8 +93,9 @@ impl Worker {
                 limits: &self.cfg.limits,
             },
             log_date: self.dates.clf(),
-            routes: &self.cfg.proxies,
+            routes: &self.routes,
             trust_forwarded: self.cfg.proxy_trust_forwarded,
+            health: self.cfg.health.as_deref(),
             handler: &mut self.app,
             pools: &mut self.pools,
             budget: self.cfg.budget,

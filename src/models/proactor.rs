@@ -143,19 +143,33 @@ impl Workers {
         Ok((Workers { apps, jobs, done }, link))
     }
 
-    pub fn spawn(self, cfg: &Arc<Config>, poller: &Arc<Poller>) -> io::Result<Running> {
+    pub fn spawn(
+        self,
+        cfg: &Arc<Config>,
+        current: &Arc<crate::reload::Current>,
+        poller: &Arc<Poller>,
+    ) -> io::Result<Running> {
         let mut threads = Vec::new();
         for (i, mut app) in self.apps.into_iter().enumerate() {
-            let (jobs, done, poller, cfg) = (
+            let (jobs, done, poller, mut cfg, current) = (
                 Arc::clone(&self.jobs),
                 Arc::clone(&self.done),
                 Arc::clone(poller),
                 Arc::clone(cfg),
+                Arc::clone(current),
             );
+            let mut seen = current.generation();
             let t = std::thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
                     while let Some(job) = jobs.pop() {
+                        // A reload: this worker's own handler, built from the new settings.
+                        if let Some(l) = current.newer(&mut seen) {
+                            match l.app() {
+                                Ok(a) => (app, cfg) = (a, Arc::clone(&l.config)),
+                                Err(e) => log::error!("reload not applied in a worker: {e}"),
+                            }
+                        }
                         let reply = match request::parse(&job.head, cfg.limits.max_headers) {
                             Ok(req) => OwnedReply::new(app.handle(&req, Instant::now())),
                             // The loop parsed this head already; it cannot fail here.

@@ -22,8 +22,6 @@ use polling::Poller;
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Route;
-
 /// Poller keys of upstream connections start here; client keys are slab keys, far below.
 pub const UPSTREAM_KEYS: usize = 1 << 40;
 
@@ -51,7 +49,7 @@ pub struct Lent {
 }
 
 pub struct Upstreams {
-    routes: Vec<Route>,
+    /// Round robin: where each route's next pick starts, by route index.
     cursor: Vec<usize>,
     down_until: HashMap<SocketAddr, Instant, Hasher>,
     slots: Slab<Slot>,
@@ -75,11 +73,9 @@ pub struct Pool {
 }
 
 impl Upstreams {
-    pub fn new(routes: Vec<Route>, pool: Pool, fail_timeout: Duration) -> Upstreams {
-        let cursor = vec![0; routes.len()];
+    pub fn new(pool: Pool, fail_timeout: Duration) -> Upstreams {
         Upstreams {
-            routes,
-            cursor,
+            cursor: Vec::new(),
             down_until: HashMap::default(),
             slots: Slab::new(),
             idle: HashMap::default(),
@@ -95,10 +91,28 @@ impl Upstreams {
         self.fin_watched = true;
     }
 
-    /// The next upstream of `route` not in `tried`, preferring those not marked down.
-    pub fn pick(&mut self, route: usize, tried: &[SocketAddr], now: Instant) -> Option<SocketAddr> {
-        let ups = &self.routes[route].upstreams;
-        let start = self.cursor[route];
+    /// A reload's new pool policy and failure timeout (connections in the pool stay; a lower
+    /// cap or a shorter idle time applies as they come back or are next looked at).
+    pub fn set_policy(&mut self, pool: Pool, fail_timeout: Duration) {
+        self.pool = pool;
+        self.fail_timeout = fail_timeout;
+    }
+    /// The next of `ups` (route number `route`'s upstreams) not in `tried`, preferring those not
+    /// marked down.
+    pub fn pick(
+        &mut self,
+        ups: &[SocketAddr],
+        route: usize,
+        tried: &[SocketAddr],
+        now: Instant,
+    ) -> Option<SocketAddr> {
+        if ups.is_empty() {
+            return None;
+        }
+        if self.cursor.len() <= route {
+            self.cursor.resize(route + 1, 0);
+        }
+        let start = self.cursor[route] % ups.len();
         let candidates = (0..ups.len())
             .map(|i| ups[(start + i) % ups.len()])
             .filter(|a| !tried.contains(a));

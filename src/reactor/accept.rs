@@ -30,11 +30,10 @@ const RECLAIM_RETRY: Duration = Duration::from_millis(50);
 /// A listener of this loop.
 pub(super) struct Listening {
     pub(super) sock: TcpListener,
-    #[expect(
-        dead_code,
-        reason = "what TLS and the PROXY protocol will set connections up by"
-    )]
     pub(super) spec: Listen,
+    /// The address the configuration asked for (port 0 where the kernel chose `spec.addr`'s):
+    /// what a reload's file is compared with.
+    pub(super) asked: std::net::SocketAddr,
     /// It had an edge and was not drained to `WouldBlock` yet.
     pub(super) ready: bool,
 }
@@ -238,6 +237,11 @@ impl Reactor {
                     let mut conn = Conn::new(sock, self.next_generation, peer, now);
                     if !lent {
                         conn.watch_peer_close();
+                    }
+                    if self.cfg.proxy_protocol
+                        || self.listeners.get(i).is_some_and(|l| l.spec.proxy_protocol)
+                    {
+                        conn.expect_proxy_header();
                     }
                     conn.sched.deadline = now + self.cfg.idle_timeout;
                     conn.sched.scheduled = Some(conn.sched.deadline);

@@ -38,7 +38,7 @@ use polling::{Event, PollMode, Poller};
 use slab::Slab;
 
 use crate::app::App;
-use crate::config::{Config, Listen, Route};
+use crate::config::{Config, Listen};
 use crate::conn::{Conn, Env, Next, Pools};
 use crate::http::date::DateCache;
 use crate::http::session::Ctx;
@@ -61,6 +61,7 @@ macro_rules! env {
             log_date: $r.dates.clf(),
             routes: &$r.routes,
             trust_forwarded: $r.cfg.proxy_trust_forwarded,
+            health: $r.cfg.health.as_deref(),
             handler: &mut $r.app,
             pools: &mut $r.pools,
             budget: $r.cfg.budget,
@@ -189,6 +190,11 @@ pub struct Reactor {
     app: App,
     dates: DateCache,
     cfg: Arc<Config>,
+    /// Where a reload publishes the new configuration, and the generation this loop runs.
+    current: Arc<crate::reload::Current>,
+    seen: u64,
+    /// This loop's number among the shards (0 in the other models).
+    shard: usize,
     max_conns: usize,
     accept: Accept,
     next_generation: u32,
@@ -196,7 +202,7 @@ pub struct Reactor {
     signals: Option<SignalPipe>,
     /// Set once shutdown has begun: the end of the grace period.
     draining_until: Option<Instant>,
-    routes: Vec<Route>,
+    routes: crate::config::Routes,
     #[cfg(feature = "proxy")]
     upstreams: Arc<std::sync::Mutex<Upstreams>>,
     /// The places for tunnels: this loop's and its threads', or shared by the shards.
@@ -254,6 +260,7 @@ impl Reactor {
             listeners: listeners
                 .into_iter()
                 .map(|l| Listening {
+                    asked: asked(&cfg.listen, &l.spec),
                     sock: l.sock,
                     spec: l.spec,
                     ready: true,
@@ -276,10 +283,9 @@ impl Reactor {
             stop: Arc::new(Stop::default()),
             signals: None,
             draining_until: None,
-            routes: cfg.proxies.clone(),
+            routes: cfg.proxies.clone().into(),
             #[cfg(feature = "proxy")]
             upstreams: Arc::new(std::sync::Mutex::new(Upstreams::new(
-                cfg.proxies.clone(),
                 crate::proxy::upstream::Pool {
                     max_idle: cfg.proxy_idle_cap(max_conns),
                     idle_timeout: cfg.proxy_idle_timeout,
@@ -288,6 +294,9 @@ impl Reactor {
             ))),
             #[cfg(feature = "proxy")]
             tunnels: Arc::new(crate::conn::TunnelLimit::new(cfg.tunnel_limit(max_conns))),
+            current: crate::reload::Current::new(Arc::clone(&cfg)),
+            seen: 0,
+            shard: 0,
             cfg,
             #[cfg(feature = "models")]
             lent: false,
@@ -340,6 +349,112 @@ impl Reactor {
         &self.cfg
     }
 
+    /// Where reloads are published, for the threads that serve this loop's connections.
+    pub fn current(&self) -> Arc<crate::reload::Current> {
+        Arc::clone(&self.current)
+    }
+
+    /// One configuration for several loops (the shards): a reload reaches them all; this loop
+    /// is number `shard` among them (it takes that set of the listeners a reload opens).
+    pub fn share_current(&mut self, current: Arc<crate::reload::Current>, shard: usize) {
+        self.seen = current.generation();
+        self.current = current;
+        self.shard = shard;
+    }
+
+    /// A reload's listeners: the ones whose address left the configuration are closed (the
+    /// connections they accepted go on), the ones it opened for this loop are added, and the
+    /// ones that stay keep their socket and take their new settings. Keys are given again in
+    /// order; every listener is looked at once more (an edge of this turn may have gone to the
+    /// old key).
+    fn relisten(&mut self, loaded: &crate::reload::Loaded) {
+        let opened = loaded.take_opened(self.shard);
+        if self.draining_until.is_some() {
+            return; // shutting down: no listener any more, none to open
+        }
+        let wanted = &loaded.config.listen;
+        let stays = |l: &Listening| wanted.iter().any(|w| w.addr == l.asked);
+        if opened.is_empty() && self.listeners.iter().all(stays) {
+            for l in &mut self.listeners {
+                if let Some(w) = wanted.iter().find(|w| w.addr == l.asked) {
+                    l.spec = Listen {
+                        addr: l.spec.addr,
+                        ..w.clone()
+                    };
+                }
+            }
+            self.local_addrs = self.listeners.iter().map(|l| l.spec.clone()).collect();
+            return;
+        }
+        let mut all = std::mem::take(&mut self.listeners);
+        for l in &all {
+            let _ = self.poller.delete(&l.sock);
+        }
+        all.retain(|l| {
+            let keep = stays(l);
+            if !keep {
+                log::info!("no longer listening on http://{}", l.spec.addr);
+            }
+            keep
+        });
+        all.extend(opened.into_iter().map(|l| Listening {
+            asked: asked(wanted, &l.spec),
+            sock: l.sock,
+            spec: l.spec,
+            ready: true,
+        }));
+        for mut l in all {
+            let key = LISTENERS + self.listeners.len();
+            if let Some(w) = wanted.iter().find(|w| w.addr == l.asked) {
+                l.spec = Listen {
+                    addr: l.spec.addr,
+                    ..w.clone()
+                };
+            }
+            // SAFETY: listeners are deleted from the poller before they are dropped (here,
+            // shutdown, Drop).
+            let added = unsafe {
+                self.poller
+                    .add_with_mode(&l.sock, Event::readable(key), PollMode::Edge)
+            };
+            if let Err(e) = added {
+                log::error!("reload: cannot watch the listener {}: {e}", l.spec.addr);
+                continue;
+            }
+            l.ready = true;
+            self.listeners.push(l);
+        }
+        self.local_addrs = self.listeners.iter().map(|l| l.spec.clone()).collect();
+    }
+
+    /// Takes up a configuration published by a reload: new requests get its settings, its
+    /// routes, and a handler (file cache, mime table, root) built from it. A handler that cannot
+    /// be built here (the root vanished since the reload checked it) keeps everything as it was.
+    fn reconfigure(&mut self) {
+        let Some(loaded) = self.current.newer(&mut self.seen) else {
+            return;
+        };
+        let cfg = Arc::clone(&loaded.config);
+        match loaded.app() {
+            Ok(app) => self.app = app,
+            Err(e) => {
+                log::error!("reload not applied here: {e}");
+                return;
+            }
+        }
+        self.relisten(&loaded);
+        self.routes = cfg.proxies.clone().into();
+        #[cfg(feature = "proxy")]
+        self.upstreams().set_policy(
+            crate::proxy::upstream::Pool {
+                max_idle: cfg.proxy_idle_cap(self.max_conns),
+                idle_timeout: cfg.proxy_idle_timeout,
+            },
+            cfg.proxy_fail_timeout,
+        );
+        self.cfg = cfg;
+    }
+
     /// Each listener's address (the real port where 0 was asked for) and settings.
     pub fn local_addrs(&self) -> &[Listen] {
         &self.local_addrs
@@ -386,6 +501,7 @@ impl Reactor {
     pub fn after_wait(&mut self, events: impl IntoIterator<Item = Event>) -> bool {
         let now = Instant::now();
         self.dates.update(SystemTime::now());
+        self.reconfigure();
         for ev in events {
             match ev.key {
                 k if (LISTENERS..LISTENERS + MAX_LISTENERS).contains(&k) => {
@@ -397,6 +513,13 @@ impl Reactor {
                     let arrived = self.signals.as_ref().map(|s| s.drain()).unwrap_or_default();
                     if arrived.reopen {
                         crate::logging::reopen();
+                    }
+                    if arrived.reload && self.draining_until.is_none() {
+                        crate::reload::reload(&self.current);
+                        self.reconfigure();
+                        for peer in self.peers() {
+                            peer.wake();
+                        }
                     }
                     for _ in 0..arrived.stop {
                         if self.draining_until.is_some() {
@@ -644,6 +767,23 @@ impl Reactor {
             }
         }
     }
+}
+
+/// The address in `asked` (the configuration's listeners) that made the listener `bound`: its
+/// own, or the same IP with port 0 (the kernel chose the port). A socket systemd handed over
+/// that no `--listen` names is its own.
+fn asked(asked: &[Listen], bound: &Listen) -> std::net::SocketAddr {
+    asked
+        .iter()
+        .map(|a| a.addr)
+        .find(|a| *a == bound.addr)
+        .or_else(|| {
+            asked
+                .iter()
+                .map(|a| a.addr)
+                .find(|a| a.port() == 0 && a.ip() == bound.addr.ip())
+        })
+        .unwrap_or(bound.addr)
 }
 
 /// Without the models nothing is lent to another thread, no handler runs elsewhere and there is

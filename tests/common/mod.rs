@@ -353,8 +353,18 @@ impl BinaryServer {
             .arg("127.0.0.1:0")
             .arg("--root")
             .arg(root)
-            .args(["--access-log", "off"])
-            .args(["--model", test_model().name(), "--workers", "2"])
+            .args(["--access-log", "off"]);
+        BinaryServer::launch(cmd, extra, nofile)
+    }
+
+    /// The binary with the model under test and `args` only (listeners and root from a config
+    /// file, say).
+    pub fn start_args(args: &[&str]) -> BinaryServer {
+        BinaryServer::launch(Command::new(env!("CARGO_BIN_EXE_edgeserve")), args, None)
+    }
+
+    fn launch(mut cmd: Command, extra: &[&str], nofile: Option<libc::rlim_t>) -> BinaryServer {
+        cmd.args(["--model", test_model().name(), "--workers", "2"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
