@@ -131,6 +131,40 @@ pub struct Config {
     /// Every connection begins with a PROXY protocol header (v1 or v2) from a load balancer,
     /// whose source address becomes the client's.
     pub proxy_protocol: bool,
+    /// HTTPS: certificate and what plain listeners do (feature "tls").
+    pub tls: TlsConfig,
+}
+
+/// The HTTPS flags (the TLS listeners are `Listen { tls: true, .. }`, from `--listen-tls`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `--tls-cert`: the certificate chain (PEM), leaf first.
+    pub cert: Option<PathBuf>,
+    /// `--tls-key`: its private key (PEM: PKCS#8, RSA or SEC1).
+    pub key: Option<PathBuf>,
+    /// `--redirect-https`: plain listeners answer GET and HEAD with 308 to the https URL.
+    pub redirect: bool,
+    /// `--hsts`: Strict-Transport-Security's max-age on answers over TLS.
+    pub hsts: Option<u64>,
+}
+
+/// The HTTPS flags make sense together: a TLS listener needs a certificate and key, and the
+/// rest need a TLS listener. A PROXY protocol header before a TLS handshake is not read yet.
+pub fn check_tls(c: &Config) -> Result<(), String> {
+    let t = &c.tls;
+    if !c.listen.iter().any(|l| l.tls) {
+        if t.cert.is_some() || t.key.is_some() || t.redirect || t.hsts.is_some() {
+            return Err(
+                "--tls-cert, --tls-key, --redirect-https and --hsts need --listen-tls".into(),
+            );
+        }
+    } else if t.cert.is_none() || t.key.is_none() {
+        return Err("--listen-tls needs --tls-cert and --tls-key".into());
+    }
+    if c.listen.iter().any(|l| l.tls && l.proxy_protocol) {
+        return Err("--listen-tls: the PROXY protocol in front of TLS is not supported".into());
+    }
+    Ok(())
 }
 
 /// The server models (`--model`): the same protocol core, run on different thread layouts.
@@ -220,6 +254,7 @@ impl Default for Config {
             args: Vec::new(),
             health: None,
             proxy_protocol: false,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -273,6 +308,11 @@ Usage: edgeserve [OPTIONS] [DIR]
   --workers N             threads for the other models      [available cores]
   --bench-routes          serve /_bench/cpu?us=N and /_bench/sleep?ms=N
   --user NAME             switch to this user after binding (port 80 as root)
+  --listen-tls ADDR       also listen with TLS (HTTPS) on ADDR (repeatable)
+  --tls-cert FILE         certificate chain for TLS (PEM, leaf first)
+  --tls-key FILE          its private key (PEM: PKCS#8, RSA or SEC1)
+  --redirect-https        plain listeners answer GET/HEAD with 308 to https
+  --hsts SECONDS          Strict-Transport-Security max-age on TLS answers
   --health PATH           answer 200 to PATH at once (load balancer checks)
   --proxy-protocol        each connection begins with a PROXY v1/v2 header
                           (one listener only: --listen 'ADDR proxy-protocol')
@@ -288,7 +328,8 @@ Times take a unit: 500ms, 2s, 1m (a bare number is seconds).
 Started by systemd socket activation (LISTEN_FDS), it serves the socket it was given.
 SIGTERM or SIGINT: finish what is in flight (a second one: stop now). SIGHUP: read the
 config file and the files it names again, apply them to new requests, reopen the access
-log (a reload that fails changes nothing). SIGUSR1: reopen the access log.
+log and the TLS certificate and key (a reload that fails changes nothing). SIGUSR1: reopen
+the access log.
 ";
 
 /// What the command line asks for.
@@ -584,6 +625,27 @@ fn set(
             );
         }
         "--dir-listing" => c.dir_listing = true,
+        "--listen-tls" | "--tls-cert" | "--tls-key" | "--redirect-https" | "--hsts"
+            if !cfg!(feature = "tls") =>
+        {
+            return Err(format!(
+                "{flag}: this build has no TLS (cargo feature \"tls\")"
+            ));
+        }
+        "--listen-tls" => {
+            let mut l = parse_listen(&value()?)?;
+            l.tls = true;
+            // As `--listen`: the first address given replaces the default.
+            if !seen.listen {
+                c.listen.clear();
+                seen.listen = true;
+            }
+            add_listener(&mut c.listen, l)?;
+        }
+        "--tls-cert" => c.tls.cert = Some(PathBuf::from(value()?)),
+        "--tls-key" => c.tls.key = Some(PathBuf::from(value()?)),
+        "--redirect-https" => c.tls.redirect = true,
+        "--hsts" => c.tls.hsts = Some(number(&flag, &value()?, 0, 1 << 32)?),
         _ => return Ok(Set::Unknown),
     }
     Ok(Set::Done)

@@ -35,13 +35,15 @@ mod relay;
 mod route;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 #[cfg(feature = "proxy")]
 mod tunnel;
 #[cfg(feature = "proxy")]
 pub use tunnel::TunnelLimit;
 
-use transport::{Io, Tcp, Transport};
+use transport::{Io, Stream, Tcp, Transport};
 
 /// Size of a pooled read buffer. A request head must fit (`--max-head` is capped below it).
 pub const READ_BUF: usize = 16 * 1024;
@@ -111,6 +113,9 @@ impl Pools {
 pub enum TimerKind {
     /// Waiting for the next request on a kept-alive connection.
     Idle,
+    /// A TLS handshake is under way: the header timeout, counted from the accept; at its end
+    /// the connection is closed (there is no way to answer yet).
+    Handshake,
     /// A request is arriving: head (or body) timeout, counted from its first byte.
     Request,
     /// Output is pending: send timeout, counted from the last write progress.
@@ -241,6 +246,11 @@ pub struct Env<'a> {
     /// The server is shutting down: a closing connection does not linger once nothing is left
     /// to read.
     pub draining: bool,
+    /// HTTPS settings, when the server has TLS listeners.
+    #[cfg(feature = "tls")]
+    pub https: Option<&'a tls::Https>,
+    /// This connection is over TLS (set by the connection itself as it is driven).
+    pub secure: bool,
     /// The way to the proactor's workers, when handlers run there.
     #[cfg(feature = "models")]
     pub workers: Option<&'a mut crate::models::proactor::Link>,
@@ -253,7 +263,7 @@ impl Env<'_> {
     }
 }
 
-pub struct Conn<T = Tcp> {
+pub struct Conn<T = Stream> {
     io: T,
     /// Readiness: the transport can read (write) without blocking, as far as we know. Set by
     /// the loop's events, cleared when a call meets `WouldBlock`.
@@ -286,9 +296,27 @@ enum Flush {
     Budget,
 }
 
-impl Conn<Tcp> {
+impl Conn<Stream> {
     pub fn new(sock: TcpStream, generation: u32, peer: Option<IpAddr>, now: Instant) -> Conn {
-        Conn::with_transport(Tcp::new(sock), generation, peer, now)
+        Conn::with_transport(Stream::Plain(Tcp::new(sock)), generation, peer, now)
+    }
+
+    /// A connection accepted on a TLS listener.
+    #[cfg(feature = "tls")]
+    pub fn new_tls(
+        sock: TcpStream,
+        https: &tls::Https,
+        generation: u32,
+        peer: Option<IpAddr>,
+        now: Instant,
+    ) -> io::Result<Conn> {
+        let t = tls::Tls::new(sock, https)?;
+        Ok(Conn::with_transport(
+            Stream::Tls(Box::new(t)),
+            generation,
+            peer,
+            now,
+        ))
     }
 
     /// The socket, for the poller.
@@ -410,6 +438,19 @@ impl<T: Transport> Conn<T> {
         self.session.is_stopping()
     }
 
+    /// Tells what is answered that this connection is over TLS: X-Forwarded-Proto, and the
+    /// field lines (HSTS) answers over TLS carry. Called wherever an answer can be made.
+    fn dress(&self, env: &mut Env<'_>) {
+        env.secure = self.io.is_secure();
+        env.ctx.head_extra = b"";
+        #[cfg(feature = "tls")]
+        if env.secure
+            && let Some(https) = env.https
+        {
+            env.ctx.head_extra = &https.hsts;
+        }
+    }
+
     /// The request-head deadline passed: answer 408 and close.
     pub fn request_timed_out(&mut self, env: &mut Env<'_>) {
         if self.in_preface() {
@@ -417,6 +458,7 @@ impl<T: Transport> Conn<T> {
             self.set_life(Life::Closed);
             return;
         }
+        self.dress(env);
         self.ensure_out(env);
         if let Some(x) = self.session.timed_out(&mut self.out, &env.ctx) {
             route::log(env, self.peer, &x, None);
@@ -438,6 +480,7 @@ impl<T: Transport> Conn<T> {
 
     /// A worker answered the deferred request (`head`).
     pub fn handler_replied(&mut self, head: &[u8], reply: Reply<'_>, env: &mut Env<'_>) {
+        self.dress(env);
         self.ensure_out(env);
         let line = crate::http::access::Line::Raw(crate::http::session::request_line(head));
         let x = self.session.respond(reply, &mut self.out, &env.ctx, line);
@@ -449,7 +492,7 @@ impl<T: Transport> Conn<T> {
     /// would wake at once, forever: level-triggered one-shot.)
     pub fn interest(&self) -> (bool, bool) {
         let read = !self.readable && !self.eof;
-        let write = !self.writable && !self.out.is_empty();
+        let write = !self.writable && (!self.out.is_empty() || self.io.wants_write());
         (read, write)
     }
 
@@ -463,6 +506,7 @@ impl<T: Transport> Conn<T> {
         if self.life == Life::Closed {
             return Next::Close;
         }
+        self.dress(env);
         #[cfg(feature = "proxy")]
         if self.tunnelling() {
             return self.drive_tunnel(env);
@@ -508,6 +552,7 @@ impl<T: Transport> Conn<T> {
     /// One drive of the connection until it must wait, stops early, or closes.
     fn turn(&mut self, env: &mut Env<'_>) -> Next {
         let mut budget = env.budget;
+        let mut first = true;
         loop {
             let mut progress = false;
             #[cfg(feature = "proxy")]
@@ -537,10 +582,13 @@ impl<T: Transport> Conn<T> {
             if budget == 0 {
                 return Next::Again;
             }
-            // Requests held back while output was over the high-water mark may go on now.
-            if self.rlen > 0 && progress && !self.in_preface() {
+            // Requests held back while output was over the high-water mark may go on now; and
+            // at the start of a turn, as the last one may have ended at the budget just as its
+            // output drained (no edge would bring them back).
+            if self.rlen > 0 && (progress || first) && !self.in_preface() {
                 self.feed(env);
             }
+            first = false;
             let room = self.rlen < read_buf_len(env.ctx.limits.max_head);
             let backlog = self.out.buf.len() - self.out.pos >= OUTPUT_HIGH_WATER;
             if self.readable && !self.eof && room && !backlog && !self.session.is_closed() {
@@ -666,6 +714,8 @@ impl<T: Transport> Conn<T> {
         log::trace!("connection {:?} -> {life:?}", self.life);
         if life == Life::Lingering && self.life != Life::Lingering {
             self.io.shutdown_write();
+        } else if life == Life::Closed && self.life == Life::Open {
+            self.io.close();
         }
         self.life = life;
         match life {
@@ -677,10 +727,23 @@ impl<T: Transport> Conn<T> {
     /// Writes pending output while the transport takes it: `Ok(true)` when something went out,
     /// `Err(next)` when the turn must end (the budget is spent, or the connection broke).
     fn write_pending(&mut self, budget: &mut usize) -> Result<bool, Next> {
-        if self.out.is_empty() || !self.writable {
+        if !self.writable {
             return Ok(false);
         }
-        match self.flush(budget) {
+        let flushed = if !self.out.is_empty() {
+            self.flush(budget)
+        } else if self.io.wants_write() {
+            // The transport's own bytes (a TLS handshake flight) with no answer pending.
+            match self.io.flush() {
+                Io::Done(_) => Ok(Flush::Done),
+                Io::WouldBlock => Ok(Flush::Blocked),
+                Io::Closed => Err(io::ErrorKind::WriteZero.into()),
+                Io::Error(e) => Err(e),
+            }
+        } else {
+            return Ok(false);
+        };
+        match flushed {
             Ok(Flush::Done) => Ok(true),
             Ok(Flush::Blocked) => {
                 self.writable = false;
@@ -751,6 +814,9 @@ impl<T: Transport> Conn<T> {
     pub fn timer_kind(&self) -> TimerKind {
         if self.is_tunnel() {
             return TimerKind::Tunnel;
+        }
+        if self.io.is_handshaking() && self.life == Life::Open {
+            return TimerKind::Handshake;
         }
         #[cfg(feature = "proxy")]
         if let Some(kind) = self.relay_timer() {

@@ -170,13 +170,22 @@ impl Server {
             .unwrap_or_else(|| default_max_conns(config.cache_entries));
         let cfg = Arc::new(config);
         let _ = reuse_port; // only shards bind more listeners
+        #[cfg(feature = "tls")]
+        let https = match listeners.iter().find(|l| l.spec.tls) {
+            // Redirects go to the first TLS listener's port.
+            Some(l) => Some(Arc::new(
+                conn::tls::Https::new(&cfg.tls, l.local_addr().port()).map_err(Error::Config)?,
+            )),
+            None => None,
+        };
         let reactor = |listeners, max_conns| -> Result<Reactor, Error> {
-            Ok(Reactor::new(
-                Arc::clone(&cfg),
-                listeners,
-                App::new(&cfg)?,
-                max_conns,
-            )?)
+            #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+            let mut r = Reactor::new(Arc::clone(&cfg), listeners, App::new(&cfg)?, max_conns)?;
+            #[cfg(feature = "tls")]
+            if let Some(https) = &https {
+                r.set_https(Arc::clone(https));
+            }
+            Ok(r)
         };
         let plan = match cfg.model {
             Model::Single => Plan::Single(reactor(listeners, max_conns)?),
@@ -315,6 +324,7 @@ impl Server {
 
 /// Refuses what this build cannot do.
 fn supported(config: &Config) -> Result<(), Error> {
+    config::check_tls(config).map_err(Error::Config)?;
     if cfg!(not(feature = "proxy")) && !config.proxies.is_empty() {
         return Err(Error::Config(
             "this build has no proxy (cargo feature \"proxy\")".into(),
@@ -335,6 +345,11 @@ fn supported(config: &Config) -> Result<(), Error> {
 pub fn check_reloadable(config: &Config) -> Result<(), Error> {
     supported(config)?;
     App::new(config)?;
+    // The certificate and key load and belong together (what a TLS listener would serve).
+    #[cfg(feature = "tls")]
+    if config.listen.iter().any(|l| l.tls) {
+        conn::tls::Https::new(&config.tls, 0).map_err(Error::Config)?;
+    }
     Ok(())
 }
 

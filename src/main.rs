@@ -47,7 +47,8 @@ fn main() -> ExitCode {
         return fail(&e.to_string());
     }
     for l in server.listening() {
-        log::info!("listening on http://{}", l.addr);
+        let scheme = if l.tls { "https" } else { "http" };
+        log::info!("listening on {scheme}://{}", l.addr);
     }
     let ran = server.run();
     // Lines written as the loops closed what was left (a tunnel's line, at the end of the grace

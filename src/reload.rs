@@ -151,6 +151,9 @@ fn load(old: &Config, current: &Current) -> Result<Loaded, String> {
         log::warn!("reload: the listeners came from systemd; change them there");
         new.listen = old.listen.clone();
     }
+    if new.listen.iter().any(|l| l.tls) && !old.listen.iter().any(|l| l.tls) {
+        return Err("a first TLS listener takes effect at restart only".into());
+    }
     if new.listen.len() > MAX_LISTENERS {
         return Err(format!("more than {MAX_LISTENERS} listeners"));
     }
@@ -177,7 +180,8 @@ fn load(old: &Config, current: &Current) -> Result<Loaded, String> {
             opened.push(set);
         }
         for l in &first {
-            log::info!("listening on http://{}", l.spec.addr);
+            let scheme = if l.spec.tls { "https" } else { "http" };
+            log::info!("listening on {scheme}://{}", l.spec.addr);
         }
         opened.insert(0, first);
     }
@@ -205,5 +209,9 @@ fn keep_startup_settings(old: &Config, new: &mut Config) {
         user => "user",
         access_log => "access-log",
         log_level => "log-level",
+        // The certificate files themselves are read again on every SIGHUP
+        // (`Reactor::reload_certificates`); where they are and what answers over TLS carry is
+        // set up once, shared by every loop.
+        tls => "tls-cert, tls-key, redirect-https and hsts",
     );
 }

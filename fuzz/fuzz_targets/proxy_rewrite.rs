@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut out = Vec::new();
     // Refused messages (framing look-alikes, GET/HEAD with a body) are answered 400 instead.
-    if request_head(&mut out, raw, &req, Some([10, 0, 0, 1].into()), DEFAULT_HOST, trust).is_err() {
+    // The scheme the client spoke to us: both spellings are fields the upstream must parse.
+    let scheme: &[u8] = if flags & 2 == 2 { b"https" } else { b"http" };
+    let client = Some([10, 0, 0, 1].into());
+    if request_head(&mut out, raw, &req, client, DEFAULT_HOST, trust, scheme).is_err() {
         return;
     }
     let what = String::from_utf8_lossy(&out);

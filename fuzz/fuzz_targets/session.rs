@@ -190,6 +190,7 @@ fn run(pieces: &[(&[u8], bool)], limits: &Limits) -> Outcome {
             now: *NOW,
             date: DATE,
             limits,
+            head_extra: b"",
         },
         access: Vec::new(),
     };

@@ -56,6 +56,14 @@ pub fn route(
         log(env, peer, &x, None);
         return Routed::Answered;
     }
+    #[cfg(feature = "tls")]
+    if !env.secure
+        && let Some(https) = env.https
+        && https.redirect
+    {
+        redirect_https(session, out, peer, req, https.port, env);
+        return Routed::Answered;
+    }
     #[cfg(feature = "proxy")]
     if let Some(routed) = forward(session, out, peer, head, req, env) {
         return routed;
@@ -114,7 +122,8 @@ fn forward(
     };
     let mut relay = env.pools.relay();
     let up_head = relay.head_buf();
-    if let Err(why) = message::request_head(up_head, head, req, peer, &fallback, trust) {
+    let scheme: &[u8] = if env.secure { b"https" } else { b"http" };
+    if let Err(why) = message::request_head(up_head, head, req, peer, &fallback, trust, scheme) {
         log::debug!("not forwarded: {why}");
         env.pools.put_relay(relay);
         return Some(refuse(session, out, peer, head, env));
@@ -161,6 +170,67 @@ fn refuse(
     let x = session.refuse(400, out, &env.ctx, Line::Raw(request_line(head)));
     log(env, peer, &x, None);
     Routed::Answered
+}
+
+/// `--redirect-https` on a plain listener: GET and HEAD get 308 to the same target over HTTPS
+/// (the Host's name, the TLS listener's port); anything else is 400, as a body sent in the
+/// clear cannot be taken back.
+#[cfg(feature = "tls")]
+fn redirect_https(
+    session: &mut Session,
+    out: &mut Output,
+    peer: Option<IpAddr>,
+    req: &Request<'_>,
+    port: u16,
+    env: &mut Env<'_>,
+) {
+    use crate::http::request::Method;
+    use crate::http::response::{Body, Reply};
+    let line = Line::Parsed {
+        method: req.method_str,
+        target: req.target,
+        version: req.version.as_str(),
+    };
+    let host = req.host.and_then(host_name);
+    let (true, Some(host)) = (matches!(req.method, Method::Get | Method::Head), host) else {
+        let x = session.refuse(400, out, &env.ctx, line);
+        log(env, peer, &x, None);
+        return;
+    };
+    let mut headers = Vec::with_capacity(64 + host.len() + req.target.len());
+    headers.extend_from_slice(b"Location: https://");
+    headers.extend_from_slice(host);
+    if port != 443 {
+        headers.extend_from_slice(format!(":{port}").as_bytes());
+    }
+    if !req.target.starts_with('/') {
+        headers.push(b'/');
+    }
+    headers.extend_from_slice(req.target.as_bytes());
+    headers.extend_from_slice(b"\r\n");
+    let reply = Reply {
+        status: 308,
+        headers: &headers,
+        len: 0,
+        body: Body::Empty,
+    };
+    let x = session.respond(reply, out, &env.ctx, line);
+    log(env, peer, &x, None);
+}
+
+/// The name in a Host field, without its port; `None` unless it is a plain DNS name or IP
+/// literal (the Location must not carry anything else).
+#[cfg(feature = "tls")]
+fn host_name(host: &[u8]) -> Option<&[u8]> {
+    if host.first() == Some(&b'[') {
+        let end = host.iter().position(|&b| b == b']')?;
+        let v6 = &host[1..end];
+        let ok = |b: &u8| b.is_ascii_hexdigit() || matches!(b, b':' | b'.');
+        return (!v6.is_empty() && v6.iter().all(ok)).then_some(&host[..=end]);
+    }
+    let name = host.split(|&b| b == b':').next().unwrap_or(host);
+    let ok = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.');
+    (!name.is_empty() && name.iter().all(ok)).then_some(name)
 }
 
 /// One access line for an exchange; `upstream` names the server a proxied answer came from.

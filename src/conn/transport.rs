@@ -49,10 +49,13 @@ fn retrying(mut f: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
 pub trait Transport {
     fn read(&mut self, buf: &mut [u8]) -> Io;
     /// Writes from `buf`; `more`: more bytes follow at once (a file after its head), so a
-    /// partial segment may wait for them.
+    /// partial segment may wait for them. After `WouldBlock` the caller calls again with the
+    /// same bytes at the front of `buf` (more may follow them): TLS has taken and encrypted
+    /// some of them already and reports them written only once their records are out.
     fn write(&mut self, buf: &[u8], more: bool) -> Io;
     /// Sends up to `len` bytes of `file` from `offset` without copying them through us where
-    /// the transport can. `Done(0)` means the file ended early (it shrank).
+    /// the transport can. `Done(0)` means the file ended early (it shrank). After
+    /// `WouldBlock`, called again from the same offset, as `write`.
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> Io;
     /// No more bytes from us: FIN after what is queued.
     fn shutdown_write(&mut self);
@@ -60,6 +63,88 @@ pub trait Transport {
     /// transport whose reads go through a record layer).
     fn short_read_drains(&self) -> bool {
         false
+    }
+    /// The transport holds bytes of its own for the peer (a TLS handshake flight, an alert),
+    /// to go out with [`Transport::flush`] once the socket takes them.
+    fn wants_write(&self) -> bool {
+        false
+    }
+    /// Sends what [`Transport::wants_write`] says is held: `Done(0)` once it is all out.
+    fn flush(&mut self) -> Io {
+        Io::Done(0)
+    }
+    /// A handshake is in progress (the header timeout covers it).
+    fn is_handshaking(&self) -> bool {
+        false
+    }
+    /// The bytes are encrypted (HTTPS).
+    fn is_secure(&self) -> bool {
+        false
+    }
+    /// The connection is about to be closed: a last word (TLS close_notify), best effort.
+    fn close(&mut self) {}
+}
+
+/// What a served connection runs over: plain TCP, or TLS (boxed, so that a plain connection
+/// does not grow by the size of a TLS session).
+pub enum Stream {
+    Plain(Tcp),
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls::Tls>),
+}
+
+impl Stream {
+    /// The socket, for registering it with the poller.
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(t) => t.socket(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => t.socket(),
+        }
+    }
+}
+
+/// Calls the same method on whichever transport it is.
+macro_rules! either {
+    ($self:ident, $t:ident => $e:expr) => {
+        match $self {
+            Stream::Plain($t) => $e,
+            #[cfg(feature = "tls")]
+            Stream::Tls($t) => $e,
+        }
+    };
+}
+
+impl Transport for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> Io {
+        either!(self, t => t.read(buf))
+    }
+    fn write(&mut self, buf: &[u8], more: bool) -> Io {
+        either!(self, t => t.write(buf, more))
+    }
+    fn send_file(&mut self, file: &File, offset: u64, len: usize) -> Io {
+        either!(self, t => t.send_file(file, offset, len))
+    }
+    fn shutdown_write(&mut self) {
+        either!(self, t => t.shutdown_write())
+    }
+    fn wants_write(&self) -> bool {
+        either!(self, t => t.wants_write())
+    }
+    fn flush(&mut self) -> Io {
+        either!(self, t => t.flush())
+    }
+    fn is_handshaking(&self) -> bool {
+        either!(self, t => t.is_handshaking())
+    }
+    fn is_secure(&self) -> bool {
+        either!(self, t => t.is_secure())
+    }
+    fn close(&mut self) {
+        either!(self, t => t.close())
+    }
+    fn short_read_drains(&self) -> bool {
+        either!(self, t => t.short_read_drains())
     }
 }
 

@@ -69,15 +69,24 @@ impl Output {
         self.pos = 0;
     }
 
-    /// Writes a whole response. `date` is the current `Date` value; `head_only` leaves the body out
+    /// Writes a whole response. `date` is the current `Date` value; `extra`, field lines every
+    /// answer carries (each ending in CRLF); `head_only` leaves the body out
     /// (HEAD); `close` adds `Connection: close`, `keep_alive_10` adds `Connection: keep-alive`.
-    pub fn push_reply(&mut self, reply: Reply<'_>, date: &[u8], head_only: bool, conn: ConnHeader) {
+    pub fn push_reply(
+        &mut self,
+        reply: Reply<'_>,
+        date: &[u8],
+        extra: &[u8],
+        head_only: bool,
+        conn: ConnHeader,
+    ) {
         let b = &mut self.buf;
         b.extend_from_slice(b"HTTP/1.1 ");
         push_status(b, reply.status);
         b.extend_from_slice(b"\r\nServer: edgeserve\r\nDate: ");
         b.extend_from_slice(date);
         b.extend_from_slice(b"\r\n");
+        b.extend_from_slice(extra);
         b.extend_from_slice(reply.headers);
         // 1xx, 204 and 304 carry no body and (for 304) keep the length of the representation out.
         let bodiless = reply.status == 304 || reply.status == 204 || reply.status < 200;
@@ -208,13 +217,13 @@ mod tests {
             len: 2,
             body: Body::Bytes(b"hi"),
         };
-        out.push_reply(reply, b"D", false, ConnHeader::None);
+        out.push_reply(reply, b"D", b"", false, ConnHeader::None);
         assert_eq!(
             out.buf,
             b"HTTP/1.1 200 OK\r\nServer: edgeserve\r\nDate: D\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
         );
         out.clear();
-        out.push_reply(Reply::text(304, b""), b"D", false, ConnHeader::Close);
+        out.push_reply(Reply::text(304, b""), b"D", b"", false, ConnHeader::Close);
         assert_eq!(out.buf, b"HTTP/1.1 304 Not Modified\r\nServer: edgeserve\r\nDate: D\r\nConnection: close\r\n\r\n");
     }
 

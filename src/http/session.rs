@@ -46,6 +46,9 @@ pub struct Ctx<'a> {
     /// The current `Date` header value.
     pub date: &'a [u8],
     pub limits: &'a Limits,
+    /// Field lines every answer carries beside Server and Date, each ending in CRLF
+    /// (Strict-Transport-Security over TLS); usually empty.
+    pub head_extra: &'a [u8],
 }
 
 /// What feeding the session came to.
@@ -394,6 +397,7 @@ impl Session {
         out.push_reply(
             reply,
             ctx.date,
+            ctx.head_extra,
             head_only,
             ConnHeader::new(keep_alive, plan.version),
         );
@@ -420,7 +424,13 @@ impl Session {
         );
         let reply = Reply::text(status, b"Content-Type: text/plain\r\n");
         let len = reply.len;
-        out.push_reply(reply, ctx.date, head_only, ConnHeader::Close);
+        out.push_reply(
+            reply,
+            ctx.date,
+            ctx.head_extra,
+            head_only,
+            ConnHeader::Close,
+        );
         self.phase = Phase::Closed;
         self.exchange(ctx, line, status, if head_only { 0 } else { len })
     }
@@ -545,6 +555,7 @@ impl Session {
         out.push_reply(
             reply,
             ctx.date,
+            ctx.head_extra,
             head_only,
             ConnHeader::new(keep_alive, plan.version),
         );
@@ -660,6 +671,7 @@ mod tests {
             now: Instant::now(),
             date: b"D",
             limits,
+            head_extra: b"",
         }
     }
 

@@ -47,6 +47,8 @@ pub struct Worker {
     upstreams: Arc<Mutex<Upstreams>>,
     #[cfg(feature = "proxy")]
     tunnels: Arc<crate::conn::TunnelLimit>,
+    #[cfg(feature = "tls")]
+    https: Option<Arc<crate::conn::tls::Https>>,
 }
 
 impl Worker {
@@ -66,6 +68,8 @@ impl Worker {
             upstreams: reactor.shared_upstreams(),
             #[cfg(feature = "proxy")]
             tunnels: reactor.tunnels(),
+            #[cfg(feature = "tls")]
+            https: reactor.https(),
         })
     }
 
@@ -91,6 +95,7 @@ impl Worker {
                 now: Instant::now(),
                 date: self.dates.http(),
                 limits: &self.cfg.limits,
+                head_extra: b"",
             },
             log_date: self.dates.clf(),
             routes: &self.routes,
@@ -107,6 +112,9 @@ impl Worker {
             tunnels: &self.tunnels,
             key: t.key,
             draining: t.draining,
+            #[cfg(feature = "tls")]
+            https: self.https.as_deref(),
+            secure: false,
             workers: None,
         };
         let next = t.conn.drive(&mut env);

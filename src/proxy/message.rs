@@ -125,6 +125,8 @@ pub fn request_head(
     client: Option<IpAddr>,
     default_host: &str,
     trust: ForwardedTrust,
+    // "http" or "https": what the client spoke to us (X-Forwarded-Proto).
+    scheme: &[u8],
 ) -> Result<(), &'static str> {
     if matches!(req.method, Method::Get | Method::Head) && req.body != BodyFraming::None {
         return Err("a GET or HEAD with a body");
@@ -233,7 +235,7 @@ pub fn request_head(
         out.extend_from_slice(b"\r\n");
     }
     if !proto {
-        push_field(out, b"X-Forwarded-Proto", b"http");
+        push_field(out, b"X-Forwarded-Proto", scheme);
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
@@ -459,6 +461,7 @@ mod tests {
             ip,
             "up:1",
             ForwardedTrust::Peer,
+            b"http",
         )
         .unwrap();
         String::from_utf8(out).unwrap()
@@ -547,6 +550,7 @@ mod tests {
                 None,
                 "u",
                 ForwardedTrust::Peer,
+                b"http",
             );
             assert_eq!(r.is_ok(), forwarded, "{raw:?}: {r:?}");
         }
@@ -559,7 +563,7 @@ mod tests {
         let ip = Some("10.0.0.9".parse().unwrap());
         let head = |trust| {
             let mut out = Vec::new();
-            request_head(&mut out, raw.as_bytes(), &req, ip, "up", trust).unwrap();
+            request_head(&mut out, raw.as_bytes(), &req, ip, "up", trust, b"http").unwrap();
             String::from_utf8(out).unwrap()
         };
         assert_eq!(

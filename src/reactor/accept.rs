@@ -204,6 +204,9 @@ impl Reactor {
                 return;
             };
             let accepted = accept4(&listener.sock);
+            // A TLS listener's connections begin with a handshake.
+            #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+            let tls = listener.spec.tls;
             if accepted.is_err() {
                 self.release_place();
             }
@@ -216,15 +219,33 @@ impl Reactor {
                     let _ = sock.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
+                    let peer = peer.map(|a| a.ip());
+                    let generation = self.next_generation.wrapping_add(1);
+                    #[cfg(feature = "tls")]
+                    let made = match &self.https {
+                        Some(https) if tls => Conn::new_tls(sock, https, generation, peer, now),
+                        _ => Ok(Conn::new(sock, generation, peer, now)),
+                    };
+                    #[cfg(not(feature = "tls"))]
+                    let made: io::Result<Conn> = Ok(Conn::new(sock, generation, peer, now));
+                    let mut conn = match made {
+                        Ok(c) => c,
+                        Err(e) => {
+                            log::error!("cannot start TLS on a new connection: {e}");
+                            self.release_place();
+                            continue;
+                        }
+                    };
                     // Lent connections are armed one-shot when they are first put back; this
                     // loop's own are watched for the peer's FIN too (`wait::watch`).
                     // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
                     let added = unsafe {
                         if lent {
                             let ev = Event::none(key);
-                            self.poller.add_with_mode(&sock, ev, PollMode::Oneshot)
+                            self.poller
+                                .add_with_mode(conn.socket(), ev, PollMode::Oneshot)
                         } else {
-                            super::wait::watch(&self.poller, &sock, key)
+                            super::wait::watch(&self.poller, conn.socket(), key)
                         }
                     };
                     if let Err(e) = added {
@@ -232,9 +253,7 @@ impl Reactor {
                         self.release_place();
                         continue;
                     }
-                    self.next_generation = self.next_generation.wrapping_add(1);
-                    let peer = peer.map(|a| a.ip());
-                    let mut conn = Conn::new(sock, self.next_generation, peer, now);
+                    self.next_generation = generation;
                     if !lent {
                         conn.watch_peer_close();
                     }
@@ -319,7 +338,10 @@ impl Reactor {
             .iter()
             .filter_map(|(key, held)| match held {
                 Held::Here(c)
-                    if c.sched.timer == TimerKind::Idle && !c.sched.queued && c.is_idle() =>
+                    // A TLS handshake that has not finished is a client that sent no request.
+                    if matches!(c.sched.timer, TimerKind::Idle | TimerKind::Handshake)
+                        && !c.sched.queued
+                        && c.is_idle() =>
                 {
                     Some((c.sched.deadline, key))
                 }

@@ -50,6 +50,7 @@ impl Reactor {
         c.sched.deadline = now
             + match kind {
                 TimerKind::Idle => self.cfg.idle_timeout,
+                TimerKind::Handshake => self.cfg.header_timeout,
                 TimerKind::Request => self.cfg.header_timeout,
                 TimerKind::Send => self.cfg.send_timeout,
                 TimerKind::Linger => self.cfg.linger_timeout,
@@ -133,6 +134,10 @@ impl Reactor {
                 TimerKind::Connect | TimerKind::Upstream | TimerKind::Body => self.close(key),
                 TimerKind::Tunnel => {
                     log::debug!("tunnel idle on connection {key}: closed");
+                    self.close(key);
+                }
+                TimerKind::Handshake => {
+                    log::debug!("TLS handshake timeout on connection {key}");
                     self.close(key);
                 }
                 TimerKind::Idle | TimerKind::Send | TimerKind::Linger => self.close(key),

@@ -57,6 +57,7 @@ macro_rules! env {
                 now: $now,
                 date: $r.dates.http(),
                 limits: &$r.cfg.limits,
+                head_extra: b"",
             },
             log_date: $r.dates.clf(),
             routes: &$r.routes,
@@ -73,6 +74,9 @@ macro_rules! env {
             tunnels: &$r.tunnels,
             key: $key,
             draining: $r.draining_until.is_some(),
+            #[cfg(feature = "tls")]
+            https: $r.https.as_deref(),
+            secure: false,
             #[cfg(feature = "models")]
             workers: $r.proactor.as_mut(),
         }
@@ -225,6 +229,9 @@ pub struct Reactor {
     peers: Vec<crate::ServerHandle>,
     /// Shutdown is complete: connections handed back now are closed.
     finished: bool,
+    /// HTTPS, when the server has TLS listeners.
+    #[cfg(feature = "tls")]
+    https: Option<Arc<crate::conn::tls::Https>>,
     /// The connection limit shared with other shards, if any (else `max_conns` of this loop).
     #[cfg(feature = "models")]
     limit: Option<Arc<SharedLimit>>,
@@ -307,9 +314,35 @@ impl Reactor {
             #[cfg(feature = "models")]
             peers: Vec::new(),
             finished: false,
+            #[cfg(feature = "tls")]
+            https: None,
             #[cfg(feature = "models")]
             limit: None,
         })
+    }
+
+    /// HTTPS (certificates, redirect, HSTS), for the threads that drive lent connections.
+    #[cfg(feature = "tls")]
+    pub fn https(&self) -> Option<Arc<crate::conn::tls::Https>> {
+        self.https.clone()
+    }
+
+    /// Serves the TLS listeners with `https`; shared by every loop of the server.
+    #[cfg(feature = "tls")]
+    pub fn set_https(&mut self, https: Arc<crate::conn::tls::Https>) {
+        self.https = Some(https);
+    }
+
+    /// SIGHUP: new handshakes get the certificate and key as the files are now; a failed reload
+    /// keeps the old ones and says why. (Ops' configuration reload can call this too.)
+    pub fn reload_certificates(&self) {
+        #[cfg(feature = "tls")]
+        if let Some(https) = &self.https {
+            match https.reload() {
+                Ok(()) => log::info!("TLS certificate reloaded"),
+                Err(e) => log::error!("TLS certificate not reloaded, the old one stays: {e}"),
+            }
+        }
     }
 
     /// The places for tunnels, for the threads that drive lent connections.
@@ -374,12 +407,22 @@ impl Reactor {
         }
         let wanted = &loaded.config.listen;
         let stays = |l: &Listening| wanted.iter().any(|w| w.addr == l.asked);
+        // Its `--listen` in the new settings: the same address asked for, of the same kind
+        // first (several `127.0.0.1:0`, one plain and one TLS, must each keep theirs).
+        let wanted_for = |l: &Listening| {
+            let same = |w: &&Listen| w.addr == l.asked;
+            let kind =
+                |w: &&Listen| w.tls == l.spec.tls && w.proxy_protocol == l.spec.proxy_protocol;
+            (wanted.iter().filter(same).find(kind))
+                .or_else(|| wanted.iter().find(same))
+                .cloned()
+        };
         if opened.is_empty() && self.listeners.iter().all(stays) {
             for l in &mut self.listeners {
-                if let Some(w) = wanted.iter().find(|w| w.addr == l.asked) {
+                if let Some(w) = wanted_for(l) {
                     l.spec = Listen {
                         addr: l.spec.addr,
-                        ..w.clone()
+                        ..w
                     };
                 }
             }
@@ -405,10 +448,10 @@ impl Reactor {
         }));
         for mut l in all {
             let key = LISTENERS + self.listeners.len();
-            if let Some(w) = wanted.iter().find(|w| w.addr == l.asked) {
+            if let Some(w) = wanted_for(&l) {
                 l.spec = Listen {
                     addr: l.spec.addr,
-                    ..w.clone()
+                    ..w
                 };
             }
             // SAFETY: listeners are deleted from the poller before they are dropped (here,
@@ -516,6 +559,7 @@ impl Reactor {
                     }
                     if arrived.reload && self.draining_until.is_none() {
                         crate::reload::reload(&self.current);
+                        self.reload_certificates();
                         self.reconfigure();
                         for peer in self.peers() {
                             peer.wake();
