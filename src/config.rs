@@ -102,8 +102,11 @@ pub struct Config {
     pub proxy_connect_timeout: Duration,
     /// Longest wait for upstream bytes while a response is due.
     pub proxy_timeout: Duration,
-    /// Idle connections kept per upstream.
-    pub proxy_idle: usize,
+    /// Most idle connections kept per upstream; `None`: the connection limit (the idle timeout
+    /// is what closes them).
+    pub proxy_idle: Option<usize>,
+    /// An idle upstream connection unused for this long is closed.
+    pub proxy_idle_timeout: Duration,
     /// How long an upstream that refused or timed out is skipped.
     pub proxy_fail_timeout: Duration,
     /// Believe the client's X-Forwarded-For, X-Real-IP and Forwarded (it is a proxy of ours):
@@ -255,7 +258,8 @@ impl Default for Config {
             proxies: Vec::new(),
             proxy_connect_timeout: Duration::from_secs(3),
             proxy_timeout: Duration::from_secs(60),
-            proxy_idle: 32,
+            proxy_idle: None,
+            proxy_idle_timeout: Duration::from_secs(4),
             proxy_fail_timeout: Duration::from_secs(10),
             proxy_trust_forwarded: false,
             tunnel_timeout: Duration::from_secs(60),
@@ -318,7 +322,8 @@ Usage: edgeserve [OPTIONS] [DIR]
   --proxy PREFIX=ADDR[,ADDR]  forward paths under PREFIX to upstream HOST:PORTs (repeatable)
   --proxy-connect-timeout T   upstream connect timeout       [3s]
   --proxy-timeout T       wait for upstream bytes           [60s]
-  --proxy-idle N          idle connections per upstream     [32]
+  --proxy-idle N          most idle conns per upstream      [max-conns]
+  --proxy-idle-timeout T  close an upstream conn unused for [4s]
   --proxy-fail-timeout T  skip a failed upstream for        [10s]
   --proxy-trust-forwarded keep the client's X-Forwarded-For, X-Real-IP and
                           Forwarded (only behind a proxy of yours)
@@ -598,7 +603,18 @@ fn set(
         "--proxy" => c.proxies.push(parse_route(&value()?)?),
         "--proxy-connect-timeout" => c.proxy_connect_timeout = duration(&flag, &value()?)?,
         "--proxy-timeout" => c.proxy_timeout = duration(&flag, &value()?)?,
-        "--proxy-idle" => c.proxy_idle = number(&flag, &value()?, 0, 4096)? as usize,
+        "--proxy-idle" => {
+            let v = value()?;
+            if v.parse::<u64>().is_err() && duration(&flag, &v).is_ok() {
+                // Easy to mix up with the idle time since the pool went by time.
+                return Err(format!(
+                    "--proxy-idle: expected a count of connections, got {v:?} \
+                     (the idle time is --proxy-idle-timeout)"
+                ));
+            }
+            c.proxy_idle = Some(number(&flag, &v, 0, 1 << 24)? as usize)
+        }
+        "--proxy-idle-timeout" => c.proxy_idle_timeout = duration(&flag, &value()?)?,
         "--proxy-fail-timeout" => c.proxy_fail_timeout = duration(&flag, &value()?)?,
         "--proxy-trust-forwarded" => c.proxy_trust_forwarded = true,
         "--tunnel-timeout" => c.tunnel_timeout = duration(&flag, &value()?)?,
@@ -702,6 +718,12 @@ impl Config {
     /// derived from the descriptor limit).
     pub fn tunnel_limit(&self, max_conns: usize) -> usize {
         self.max_tunnels.unwrap_or((max_conns / 4).max(1))
+    }
+
+    /// Most idle connections per upstream for a loop of `max_conns` connections: by default as
+    /// many as could ever be busy at once, so only the idle timeout closes them under load.
+    pub fn proxy_idle_cap(&self, max_conns: usize) -> usize {
+        self.proxy_idle.unwrap_or(max_conns)
     }
 
     /// The mime table: built in, plus `--mime-types`.
@@ -1041,6 +1063,15 @@ mod tests {
             ]
         );
         assert_eq!(c.proxies[1].upstreams, ["127.0.0.1:1".parse().unwrap()]);
+        // The pool: a count cap (by default the connection limit) and an idle time.
+        assert_eq!(c.proxy_idle_cap(500), 500);
+        assert_eq!(c.proxy_idle_timeout, Duration::from_secs(4));
+        let c = run(&["--proxy-idle", "8", "--proxy-idle-timeout", "250ms"]).unwrap();
+        assert_eq!(c.proxy_idle_cap(500), 8);
+        assert_eq!(c.proxy_idle_timeout, Duration::from_millis(250));
+        // A time given to the count is refused, and the message names the flag for a time.
+        let e = run(&["--proxy-idle", "30s"]).unwrap_err();
+        assert!(e.contains("--proxy-idle-timeout"), "{e}");
         for bad in [
             "api=1.2.3.4:5",
             "/api",

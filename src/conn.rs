@@ -54,6 +54,11 @@ pub const READ_BUF: usize = 16 * 1024;
 pub struct Pools {
     read: Vec<Vec<u8>>,
     write: Vec<Vec<u8>>,
+    /// Finished relays, with their buffers (a proxied request allocates nothing). Boxed: a
+    /// connection's slot holds one boxed, and it moves there and back without a copy.
+    #[cfg(feature = "proxy")]
+    #[allow(clippy::vec_box)]
+    relays: Vec<Box<relay::Relay>>,
 }
 
 const POOL_KEEP: usize = 64;
@@ -86,6 +91,19 @@ impl Pools {
         if self.write.len() < POOL_KEEP && b.capacity() <= WRITE_KEEP_CAPACITY {
             b.clear();
             self.write.push(b);
+        }
+    }
+    #[cfg(feature = "proxy")]
+    fn relay(&mut self) -> Box<relay::Relay> {
+        self.relays
+            .pop()
+            .unwrap_or_else(|| Box::new(relay::Relay::new()))
+    }
+    #[cfg(feature = "proxy")]
+    fn put_relay(&mut self, mut r: Box<relay::Relay>) {
+        if self.relays.len() < POOL_KEEP {
+            r.reset();
+            self.relays.push(r);
         }
     }
 }
@@ -254,6 +272,11 @@ pub struct Conn<T = Stream> {
     /// the loop's events, cleared when a call meets `WouldBlock`.
     readable: bool,
     writable: bool,
+    /// The loop reports the peer's FIN (EPOLLRDHUP) for this connection...
+    fin_watched: bool,
+    /// ...and has: a short read no longer means the queue is drained (a read must meet the
+    /// FIN).
+    peer_closing: bool,
     pub sched: Sched,
     /// The client's address, for the access log and X-Forwarded-For.
     peer: Option<IpAddr>,
@@ -322,6 +345,8 @@ impl<T: Transport> Conn<T> {
             io,
             readable: true,
             writable: true,
+            fin_watched: false,
+            peer_closing: false,
             sched: Sched {
                 generation,
                 queued: false,
@@ -341,6 +366,18 @@ impl<T: Transport> Conn<T> {
             #[cfg(feature = "auth")]
             checking: None,
         }
+    }
+
+    /// The loop reports the peer's FIN for this connection ([`Conn::peer_closing`]), so a read
+    /// that returns less than asked may end the reading until the next edge.
+    pub fn watch_peer_close(&mut self) {
+        self.fin_watched = true;
+    }
+
+    /// An event said the peer closed its side (or the connection broke): read until a read
+    /// says so, whatever a short read suggests.
+    pub fn peer_closing(&mut self) {
+        self.peer_closing = true;
     }
 
     /// The connection came through a load balancer that speaks the PROXY protocol: its header
@@ -619,8 +656,15 @@ impl<T: Transport> Conn<T> {
                         self.client_gone(env);
                     }
                     Io::Done(n) => {
+                        let asked = self.rbuf.len() - self.rlen;
                         self.rlen += n;
                         budget = budget.saturating_sub(n);
+                        // Less than asked: the queue is empty, and any byte or FIN after it
+                        // comes with an edge of its own (a FIN already here was reported with
+                        // RDHUP). This saves the read that would meet EAGAIN, one per request.
+                        if n < asked && self.fin_watched && !self.peer_closing {
+                            self.readable = !self.io.short_read_drains();
+                        }
                         if !self.in_preface() {
                             self.feed(env);
                         } else if !self.preface(env) {

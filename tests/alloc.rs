@@ -1,5 +1,7 @@
 //! Serving a static file on a kept-alive connection allocates nothing in steady state: buffers
-//! come from pools, the access line is built in a reused buffer, the file cache is hit.
+//! come from pools, the access line is built in a reused buffer, the file cache is hit. Nor does
+//! forwarding a request through the proxy with a pooled upstream connection: the relay and its
+//! buffers are reused, the heads are written into them.
 //! A counting global allocator counts the allocations made on the server's thread only.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -163,4 +165,51 @@ fn precompressed_headers_and_error_pages_allocate_nothing() {
         b"<p>missing</p>",
     );
     assert_eq!(during, 0, "{during} allocations for 10,000 error pages");
+}
+
+/// A proxied request, forwarded on a pooled upstream connection, allocates nothing on the
+/// proxy's thread (it made 15 allocations before the relay was pooled).
+#[test]
+fn steady_state_proxying_allocates_nothing() {
+    // The upstream runs on a thread of its own, which is not counted.
+    let up_root =
+        std::env::temp_dir().join(format!("edgeserve-alloc-upstream-{}", std::process::id()));
+    std::fs::create_dir_all(up_root.join("api")).unwrap();
+    std::fs::write(up_root.join("api/hello.txt"), b"Hello, World!").unwrap();
+    let upstream = Server::bind(Config {
+        listen: vec![edgeserve::config::Listen::plain(
+            "127.0.0.1:0".parse().unwrap(),
+        )],
+        root: up_root.clone(),
+        access_log: AccessLog::Off,
+        cache_valid: Duration::from_secs(3600),
+        ..Config::default()
+    })
+    .unwrap();
+    let up_addr = upstream.local_addr();
+    let up_handle = upstream.handle();
+    let up_thread = std::thread::spawn(move || upstream.run());
+    let during = allocations(
+        "proxy",
+        |c, _| {
+            c.proxies = vec![edgeserve::config::Route {
+                prefix: "/api".into(),
+                upstreams: vec![up_addr],
+            }];
+            // The pooled connection must not age out during the run.
+            c.proxy_idle_timeout = Duration::from_secs(3600);
+        },
+        // A browser-like head: a Connection field and others (the answer has its own).
+        b"GET /api/hello.txt HTTP/1.1\r\nHost: t\r\nUser-Agent: alloc-test\r\n\
+          Accept: */*\r\nConnection: keep-alive\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"Hello, World!",
+    );
+    up_handle.shutdown();
+    up_thread.join().unwrap().unwrap();
+    std::fs::remove_dir_all(&up_root).unwrap();
+    assert_eq!(
+        during, 0,
+        "{during} allocations on the proxy's thread for 10,000 proxied requests"
+    );
 }

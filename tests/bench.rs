@@ -503,7 +503,9 @@ fn compare_runs_end_to_end() {
         "p50_us",
         "p99_us",
         "errors",
+        "completed",
         "cpu_s_per_10k",
+        "cpu_us_per_req",
         "ctx_switches_per_req",
         "peak_rss_kib",
     ] {
@@ -517,6 +519,13 @@ fn compare_runs_end_to_end() {
         let rps: f64 = row[col("requests_per_s")].parse().unwrap();
         assert!(rps > 0.0, "{csv}");
         assert_eq!(row[col("errors")], "0", "{csv}");
+        // A cell runs until it has its minimum of answers (it has the time: 20 x 300 ms).
+        assert!(
+            row[col("completed")].parse::<u64>().unwrap() >= 200,
+            "{csv}"
+        );
+        let cpu: f64 = row[col("cpu_us_per_req")].parse().unwrap();
+        assert!(cpu > 0.0, "{csv}");
         assert!(["single", "sharded"].contains(&row[col("model")]), "{csv}");
         assert!(
             row[col("peak_rss_kib")].parse::<u64>().unwrap() > 0,

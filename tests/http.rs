@@ -701,6 +701,38 @@ fn client_reads_answer_then_half_closes() {
     c.expect_closed("after the client's FIN");
 }
 
+/// A request and the FIN in one segment (corked, so the FIN rides on the data): the server
+/// gets one edge for both, and must still answer and then close. With edge-triggered polling a
+/// short read does not mean "drained": `polling` never asks for EPOLLRDHUP, so nothing tells a
+/// read that returned the request from one that returned it with the FIN queued behind, and a
+/// server that stopped at the short read would hold these connections open until the idle
+/// timeout (this test then fails on its 5 s read timeout; checked with such a server).
+#[test]
+fn request_and_fin_in_one_segment_get_the_answer_and_the_close() {
+    let site = site();
+    let server = server(&site);
+    let mut clients: Vec<Client> = (0..8).map(|_| Client::connect(server.addr)).collect();
+    for c in &mut clients {
+        // Accepted and served once first, so the pair below arrives on a watched connection.
+        assert_eq!(c.get("/hello.txt").status, 200);
+    }
+    for c in &mut clients {
+        let sock = socket2::SockRef::from(&c.stream);
+        sock.set_tcp_cork(true).unwrap();
+        c.send(b"GET /hello.txt HTTP/1.1\r\nHost: test\r\n\r\n");
+        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = c.response();
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, HELLO),
+            "connection {i}"
+        );
+        c.expect_closed(&format!("connection {i}, after its FIN"));
+    }
+}
+
 /// The listener takes IPv6 addresses too (skipped where the machine has no IPv6 loopback).
 #[test]
 fn serves_on_an_ipv6_address() {

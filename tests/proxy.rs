@@ -666,7 +666,7 @@ fn proxy_idle_zero_keeps_no_upstream_connection() {
     let site = site();
     let up = Upstream::start(|_| upstream::ok("x"));
     let server = proxy_server(&site, vec![route("/api", &[up.addr])], |cfg| {
-        cfg.proxy_idle = 0
+        cfg.proxy_idle = Some(0)
     });
     let mut c = server.client();
     for _ in 0..3 {
@@ -1710,7 +1710,7 @@ fn concurrent_clients_get_their_own_answers() {
     });
     // A pool larger than the clients: at most one upstream connection per client is ever busy.
     let server = proxy_server(&site, vec![route("/api", &[up.addr])], |cfg| {
-        cfg.proxy_idle = 32
+        cfg.proxy_idle = Some(32)
     });
     let addr = server.addr;
     let threads: Vec<_> = (0..20)
@@ -2164,7 +2164,7 @@ fn pool_keeps_at_most_proxy_idle_connections_per_upstream() {
     });
     let server = proxy_server(&site, vec![route("/api", &[up.addr])], |cfg| {
         one_loop(cfg);
-        cfg.proxy_idle = 2
+        cfg.proxy_idle = Some(2)
     });
     // Five at once: five upstream connections.
     let mut clients: Vec<Client> = (0..5).map(|_| server.client()).collect();
@@ -2234,6 +2234,12 @@ fn running_out_of_descriptors_gives_502_without_blaming_the_upstream() {
         HELLO,
         "the connection stays usable"
     );
+    // The line was written before the 502, but the thread that drains the server's stderr may
+    // not have read it yet.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !server.stderr().contains("cannot connect to") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let log = server.stderr();
     assert!(log.contains("cannot connect to"), "{log}");
     assert!(
@@ -2257,4 +2263,161 @@ fn running_out_of_descriptors_gives_502_without_blaming_the_upstream() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(server.is_running());
+}
+
+/// The pool goes by time: a connection in use is never closed however long the load lasts (here
+/// longer than the idle timeout), and one left unused for the idle timeout is closed (not
+/// before), after which a request opens a new one.
+#[test]
+fn idle_upstream_connections_close_after_the_idle_timeout_and_not_under_load() {
+    let site = site();
+    let up = Upstream::start(|req| upstream::ok(format!("to {}", req.target)));
+    let idle = Duration::from_secs(1);
+    let server = proxy_server(&site, vec![route("/api", &[up.addr])], |cfg| {
+        one_loop(cfg);
+        cfg.proxy_idle_timeout = idle
+    });
+    let mut c = server.client();
+    // One after another for longer than the idle timeout: one connection throughout.
+    let start = Instant::now();
+    let mut i = 0;
+    let mut last_sent = Instant::now();
+    // (A short pause between them: the scripted upstream serves 10,000 requests a connection.)
+    while start.elapsed() < idle + idle / 2 && i < 5000 {
+        last_sent = Instant::now();
+        assert_eq!(c.get(&format!("/api/{i}")).text(), format!("to /api/{i}"));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        (up.accepts(), up.ended()),
+        (1, 0),
+        "{i} requests in a row on one upstream connection"
+    );
+    assert_eq!(up.ended(), 0, "a connection in use was closed");
+    // Unused now: closed after the idle timeout, counted from the last request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.ended() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        up.ended(),
+        1,
+        "the idle connection was not closed within 10 s"
+    );
+    assert!(
+        last_sent.elapsed() >= idle,
+        "closed {:?} after the last request, before the idle timeout",
+        last_sent.elapsed()
+    );
+    // The next request gets a new connection and its answer.
+    assert_eq!(c.get("/api/after").text(), "to /api/after");
+    assert_eq!(up.accepts(), 2);
+}
+
+/// Many clients at once, each keeping its connection: with default flags there are never more
+/// upstream connections than clients (the old count cap of 32 closed connections while the load
+/// went on, and opened new ones).
+#[test]
+fn default_pool_keeps_one_upstream_connection_per_busy_client() {
+    let site = site();
+    let up = Upstream::start(|req| upstream::ok(format!("to {}", req.target)));
+    let server = proxy_server(&site, vec![route("/api", &[up.addr])], one_loop);
+    let addr = server.addr;
+    let clients = 48;
+    let threads: Vec<_> = (0..clients)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                for i in 0..10 {
+                    let path = format!("/api/{t}/{i}");
+                    assert_eq!(c.get(&path).text(), format!("to {path}"));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+    assert_eq!(up.requests().len(), clients * 10);
+    assert!(
+        up.accepts() <= clients,
+        "{} upstream connections for {clients} clients",
+        up.accepts()
+    );
+    assert_eq!(
+        up.ended(),
+        0,
+        "an upstream connection was closed under load"
+    );
+}
+
+/// An upstream whose every answer carries its FIN in the same segment (corked, then shut for
+/// writing): one edge brings both. Each connection answers one request; returns the address
+/// and a counter of accepted connections. Bounded: it stops after `conns` connections or 10 s.
+fn answer_and_fin_upstream(
+    conns: usize,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut open = Vec::new();
+        while count.load(Ordering::SeqCst) < conns && Instant::now() < deadline {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                match s.read(&mut buf) {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            socket2::SockRef::from(&s).set_tcp_cork(true).unwrap();
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npong");
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            // Kept open for reading, so that the proxy's bytes (if any) meet no reset.
+            open.push(s);
+        }
+    });
+    (addr, accepted)
+}
+
+/// An answer and the upstream's FIN in one segment: the connection must not be pooled, or the
+/// next request (a POST, which is never retried) would be sent on it and never be answered. The
+/// single loop takes a short read for "nothing behind" only when no FIN was reported with it
+/// (checked: with the report ignored, this test fails 3 runs out of 3).
+#[test]
+fn answer_and_upstream_fin_in_one_segment_do_not_pool_the_connection() {
+    let site = site();
+    let (up, accepted) = answer_and_fin_upstream(4);
+    let server = proxy_server(&site, vec![route("/api", &[up])], one_loop);
+    let mut c = server.client();
+    for i in 0..2 {
+        let r = c.get(&format!("/api/get/{i}"));
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"pong"[..]), "{r:?}");
+        c.send(b"POST /api/post HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi");
+        let r = c.response();
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"pong"[..]),
+            "the POST after answer {i} went to a closed connection: {r:?}"
+        );
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "one connection per answer"
+    );
 }

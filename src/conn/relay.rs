@@ -28,39 +28,46 @@ use crate::proxy::upstream::Lent;
 /// Bytes buffered per direction, at most (client to upstream, upstream to client).
 pub const WINDOW: usize = 64 * 1024;
 
-/// What the relay needs to start: the request as the session routed it.
-pub struct Start {
+/// Bytes asked of the upstream per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A pooled relay keeps a buffer up to this size (one read's worth and a head); one grown past
+/// it by a large answer is freed, so idle relays in the pool stay small.
+const KEEP_CAPACITY: usize = 20 * 1024;
+
+/// What the relay needs to start, beside the head it was given to write ([`Relay::head_buf`]):
+/// the request as the session routed it.
+pub struct Start<'a> {
     /// The routes in force when the request was routed, and the one it took.
     pub routes: crate::config::Routes,
     pub route: usize,
     pub method: Method,
-    /// The head to send upstream.
-    pub head: Vec<u8>,
     pub has_body: bool,
     /// The client's request line, for the access log.
-    pub line: Box<[u8]>,
+    pub line: &'a [u8],
     /// An upgrade request, with the place it holds among the tunnels allowed.
     pub upgrade: Option<TunnelPlace>,
     /// `--header` lines to add to the answer.
     pub headers: Option<HeaderBlock>,
 }
 
+/// A forwarded exchange. Relays are reused (`Pools`): a finished one keeps its buffers'
+/// capacity for the next request, so a proxied request allocates nothing in steady state.
 pub struct Relay {
     routes: crate::config::Routes,
     route: usize,
     /// The client's request line, for the access log.
-    line: Box<[u8]>,
+    line: Vec<u8>,
     method: Method,
-    /// The head sent upstream, kept for one retry on a fresh connection.
-    head: Vec<u8>,
     has_body: bool,
     tried: Vec<SocketAddr>,
     up: Option<Up>,
-    /// Bytes for the upstream (head, then body as it comes) and how many have gone.
+    /// Bytes for the upstream (head, then body as it comes) and how many have gone. Without a
+    /// body the head stays after it has gone, for one retry on a fresh connection.
     to_up: Vec<u8>,
     to_up_pos: usize,
     /// Bytes from the upstream not yet relayed.
-    from_up: Vec<u8>,
+    from_up: Window,
     resp: Resp,
     /// Some byte of an answer went to the client: failures can no longer be answered.
     sent: bool,
@@ -83,6 +90,10 @@ pub(super) struct Up {
     pub(super) lent: Lent,
     pub(super) readable: bool,
     pub(super) writable: bool,
+    /// The last read returned less than asked (the queue was empty then).
+    pub(super) short_read: bool,
+    /// An event said the upstream closed its side (or the connection broke).
+    pub(super) closing: bool,
 }
 
 enum Resp {
@@ -108,19 +119,20 @@ pub enum Step {
 }
 
 impl Relay {
-    pub fn new(start: Start) -> Relay {
+    /// An empty relay, for the pool.
+    pub fn new() -> Relay {
         Relay {
-            routes: start.routes,
-            route: start.route,
-            line: start.line,
-            method: start.method,
-            to_up: start.head.clone(),
-            head: start.head,
-            has_body: start.has_body,
+            // Replaced by `start`; a pooled relay keeps the last routes it had until then.
+            routes: std::sync::Arc::from(Vec::new()),
+            route: 0,
+            line: Vec::new(),
+            method: Method::Get,
+            has_body: false,
             tried: Vec::new(),
             up: None,
+            to_up: Vec::new(),
             to_up_pos: 0,
-            from_up: Vec::new(),
+            from_up: Window::default(),
             resp: Resp::Head,
             sent: false,
             retried: false,
@@ -128,9 +140,49 @@ impl Relay {
             bytes: 0,
             failure: 502,
             reusable: false,
-            upgrade: start.upgrade,
-            headers: start.headers,
+            upgrade: None,
+            headers: None,
         }
+    }
+
+    /// Where the head for the upstream is written, before [`Relay::start`].
+    pub fn head_buf(&mut self) -> &mut Vec<u8> {
+        &mut self.to_up
+    }
+
+    /// Makes a pooled (or new) relay ready for a request whose upstream head is in `head_buf`.
+    pub fn start(&mut self, start: Start<'_>) {
+        self.routes = start.routes;
+        self.headers = start.headers;
+        self.route = start.route;
+        self.method = start.method;
+        self.has_body = start.has_body;
+        self.line.clear();
+        self.line.extend_from_slice(start.line);
+        self.upgrade = start.upgrade;
+    }
+
+    /// Empties a finished relay for the pool, keeping its buffers unless a large answer grew
+    /// them.
+    pub fn reset(&mut self) {
+        debug_assert!(self.up.is_none() && self.upgrade.is_none());
+        self.tried.clear();
+        self.to_up.clear();
+        self.to_up_pos = 0;
+        self.from_up.clear();
+        self.from_up.shrink(KEEP_CAPACITY);
+        if self.to_up.capacity() > KEEP_CAPACITY {
+            self.to_up = Vec::new();
+        }
+        self.resp = Resp::Head;
+        self.sent = false;
+        self.retried = false;
+        self.status = 0;
+        self.bytes = 0;
+        self.failure = 502;
+        self.reusable = false;
+        self.upgrade = None;
+        self.headers = None;
     }
 
     pub fn connecting(&self) -> bool {
@@ -163,8 +215,8 @@ impl<T: Transport> Conn<T> {
         }
     }
 
-    pub(super) fn start_relay(&mut self, start: Start) {
-        self.slot = Slot::Relay(Box::new(Relay::new(start)));
+    pub(super) fn start_relay(&mut self, relay: Box<Relay>) {
+        self.slot = Slot::Relay(relay);
     }
 
     /// The upstream connection, for the loop to close before this connection goes.
@@ -181,6 +233,16 @@ impl<T: Transport> Conn<T> {
                 self.slot = Slot::Http;
                 up
             }
+        }
+    }
+
+    /// An event said the upstream connection's peer closed its side: its next read must be
+    /// allowed to meet the FIN.
+    pub fn upstream_closing(&mut self) {
+        if let Slot::Relay(r) = &mut self.slot
+            && let Some(up) = &mut r.up
+        {
+            up.closing = true;
         }
     }
 
@@ -330,7 +392,8 @@ impl<T: Transport> Conn<T> {
                 }
             }
         }
-        if r.to_up_pos == r.to_up.len() {
+        // Sent: the window is free again, but a head without a body stays for a retry.
+        if r.to_up_pos == r.to_up.len() && r.has_body {
             r.to_up.clear();
             r.to_up_pos = 0;
         }
@@ -355,11 +418,13 @@ impl<T: Transport> Conn<T> {
             if !up.readable || backlog >= WINDOW || r.from_up.len() >= WINDOW {
                 return Ok(moved);
             }
-            let mut buf = [0u8; 16 * 1024];
-            match transport::recv(&up.lent.sock, &mut buf) {
+            // Read straight into the window (one copy fewer than through a buffer on the
+            // stack); it stays with the pooled relay, so it is not zeroed again per read.
+            match transport::recv(&up.lent.sock, r.from_up.spare(READ_CHUNK)) {
                 Io::Closed => return Err(self.upstream_eof(env)),
                 Io::Done(n) => {
-                    r.from_up.extend_from_slice(&buf[..n]);
+                    up.short_read = n < READ_CHUNK;
+                    r.from_up.filled(n);
                     self.sched.wrote = true;
                     moved = true;
                 }
@@ -381,29 +446,31 @@ impl<T: Transport> Conn<T> {
                 let http10 = self.session.awaits_for_http10();
                 let dechunk = http10;
                 let max = env.ctx.limits.max_head;
-                match message::response_head(&r.from_up, r.method, max, dechunk) {
+                // The rewritten head goes straight into the client's output.
+                let buf = &mut self.out.buf;
+                let at = buf.len();
+                match message::response_head_into(buf, r.from_up.data(), r.method, max, dechunk) {
                     Ok(None) => Ok(false),
                     Ok(Some((head, n))) => {
-                        r.from_up.drain(..n);
+                        r.from_up.consume(n);
                         if head.status == 101 {
                             if r.upgrade.is_none() {
+                                buf.truncate(at);
                                 return Err(
                                     self.bad_upstream(env, "101 without an upgrade asked for")
                                 );
                             }
                             // The head says `Connection: upgrade`; the tunnel begins behind it.
-                            self.out.buf.extend_from_slice(&head.head);
-                            self.out.buf.extend_from_slice(b"\r\n");
+                            buf.extend_from_slice(b"\r\n");
                             self.switch_to_tunnel(env);
                             return Err(Step::Progress);
                         }
                         if head.status < 200 && http10 {
                             // HTTP/1.0 has no interim answers (RFC 9110 §15.2): a 1.0 client
                             // would take one for the final answer. Dropped; nothing was sent.
+                            buf.truncate(at);
                             return Ok(true);
                         }
-                        let buf = &mut self.out.buf;
-                        buf.extend_from_slice(&head.head);
                         if head.status < 200 {
                             // 100 Continue and friends pass through; the final answer follows.
                             buf.extend_from_slice(b"\r\n");
@@ -412,18 +479,17 @@ impl<T: Transport> Conn<T> {
                             // HTTP/1.0 client, ends the client connection too.
                             let to_close = head.framing == Framing::Close
                                 || dechunk && head.framing == Framing::Chunked;
+                            // HSTS over TLS, as on the answers made here, unless the
+                            // upstream set its own (its rewritten head is `buf[at..]`).
+                            let sts = b"strict-transport-security:";
+                            let upstream_sts = buf[at..]
+                                .windows(sts.len())
+                                .any(|w| w.eq_ignore_ascii_case(sts));
                             if let Some(lines) = &r.headers {
                                 buf.extend_from_slice(lines.bytes());
                             }
                             let conn = self.session.relayed_conn_header(to_close);
-                            // HSTS over TLS, as on the answers made here, unless the
-                            // upstream set its own.
-                            let sts = b"strict-transport-security:";
-                            if !head
-                                .head
-                                .windows(sts.len())
-                                .any(|w| w.eq_ignore_ascii_case(sts))
-                            {
+                            if !upstream_sts {
                                 buf.extend_from_slice(env.ctx.head_extra);
                             }
                             buf.extend_from_slice(conn.end_of_head());
@@ -448,8 +514,8 @@ impl<T: Transport> Conn<T> {
             }
             Resp::Length(left) => {
                 let n = (*left).min(r.from_up.len() as u64) as usize;
-                self.out.buf.extend_from_slice(&r.from_up[..n]);
-                r.from_up.drain(..n);
+                self.out.buf.extend_from_slice(&r.from_up.data()[..n]);
+                r.from_up.consume(n);
                 *left -= n as u64;
                 r.bytes += n as u64;
                 if *left == 0 {
@@ -461,16 +527,16 @@ impl<T: Transport> Conn<T> {
                 let out = &mut self.out.buf;
                 let before = out.len();
                 let fed = if *dechunk {
-                    decoder.feed(&r.from_up, |d| out.extend_from_slice(d))
+                    decoder.feed(r.from_up.data(), |d| out.extend_from_slice(d))
                 } else {
-                    decoder.feed(&r.from_up, |_| {})
+                    decoder.feed(r.from_up.data(), |_| {})
                 };
                 match fed {
                     Ok(n) => {
                         if !*dechunk {
-                            out.extend_from_slice(&r.from_up[..n]);
+                            out.extend_from_slice(&r.from_up.data()[..n]);
                         }
-                        r.from_up.drain(..n);
+                        r.from_up.consume(n);
                         r.bytes += (out.len() - before) as u64;
                         if decoder.is_done() {
                             r.resp = Resp::Done;
@@ -482,7 +548,7 @@ impl<T: Transport> Conn<T> {
             }
             Resp::Close => {
                 let n = r.from_up.len();
-                self.out.buf.extend_from_slice(&r.from_up);
+                self.out.buf.extend_from_slice(r.from_up.data());
                 r.from_up.clear();
                 r.bytes += n as u64;
                 Ok(n > 0)
@@ -513,8 +579,7 @@ impl<T: Transport> Conn<T> {
                     && matches!(r.method, Method::Get | Method::Head)
                 {
                     r.retried = true;
-                    r.to_up.clear();
-                    r.to_up.extend_from_slice(&r.head);
+                    // `to_up` still holds the head (there is no body).
                     r.to_up_pos = 0;
                     self.connect_to(addr, false, env);
                     return Step::Progress;
@@ -570,6 +635,8 @@ impl<T: Transport> Conn<T> {
                     lent,
                     readable: false,
                     writable,
+                    short_read: false,
+                    closing: false,
                 });
             }
             // Out of descriptors or buffers here is no fault of the upstream's: answer 502
@@ -617,7 +684,8 @@ impl<T: Transport> Conn<T> {
         let x = self
             .session
             .relay_failed(&mut self.out, &env.ctx, r.failure, Line::Raw(&r.line));
-        route::log(env, self.peer, &x, Some(&r.name()));
+        log(env, self.peer, &x, &r);
+        env.pools.put_relay(r);
     }
 
     /// The client closed its side before any byte of the answer went to it: nobody waits for
@@ -647,21 +715,29 @@ impl<T: Transport> Conn<T> {
         let x = self
             .session
             .relay_aborted(&env.ctx, r.status, r.bytes, Line::Raw(&r.line));
-        route::log(env, self.peer, &x, Some(&r.name()));
+        log(env, self.peer, &x, &r);
+        env.pools.put_relay(r);
     }
 
     /// The answer is complete: the upstream connection goes back to the pool if it can.
     fn finish(&mut self, env: &mut Env<'_>) {
         let mut r = self.take_relay();
-        let name = r.name();
+        // An upgrade's connection heard `Connection: upgrade`: it is not pooled.
+        let upgrade = r.upgrade.is_some();
+        release_upgrade(&mut r);
         if let Some(up) = r.up.take() {
+            // Nothing may wait behind the answer. A short last read says so where the loop
+            // reports the upstream's FIN (a FIN that came with the answer was reported with
+            // it); otherwise one more read must meet EAGAIN.
+            let nothing_behind = !up.readable
+                || up.short_read && up.lent.fin_watched && !up.closing
+                || drained(&up.lent.sock);
             let clean = r.reusable
                 && r.to_up_pos == r.to_up.len()
                 && r.from_up.is_empty()
-                && (!up.readable || drained(&up.lent.sock));
-            // An upgrade's connection heard `Connection: upgrade`: it is not pooled.
-            if clean && !self.session.relay_body_pending() && r.upgrade.is_none() {
-                env.upstreams().put_idle(up.lent, env.poller);
+                && nothing_behind;
+            if clean && !self.session.relay_body_pending() && !upgrade {
+                env.upstreams().put_idle(up.lent, env.poller, env.ctx.now);
             } else {
                 env.upstreams().close(up.lent, env.poller);
             }
@@ -669,7 +745,9 @@ impl<T: Transport> Conn<T> {
         let x = self
             .session
             .relay_done(&env.ctx, r.status, r.bytes, Line::Raw(&r.line));
-        route::log(env, self.peer, &x, Some(&name));
+        // (`name` finds the upstream among those tried.)
+        log(env, self.peer, &x, &r);
+        env.pools.put_relay(r);
     }
 
     /// The upstream switched protocols (101, its head queued for the client): the relay ends
@@ -687,13 +765,22 @@ impl<T: Transport> Conn<T> {
         self.rlen = 0;
         self.park_input(env);
         // Upstream bytes past the 101 go to the client after its head.
-        self.out.buf.extend_from_slice(&r.from_up);
+        self.out.buf.extend_from_slice(r.from_up.data());
         let early_down = r.from_up.len() as u64;
         let tunnel = Tunnel::new(
-            up, to_up, early_down, self.eof, r.line, name, self.peer, started, place,
+            up,
+            to_up,
+            early_down,
+            self.eof,
+            r.line.as_slice().into(),
+            name,
+            self.peer,
+            started,
+            place,
         );
         self.slot = Slot::Tunnel(Box::new(tunnel));
         self.sched.wrote = true;
+        env.pools.put_relay(r);
     }
 
     /// Which deadline applies while relaying.
@@ -706,6 +793,71 @@ impl<T: Transport> Conn<T> {
         } else {
             TimerKind::Upstream
         })
+    }
+}
+
+/// The access line of a relayed exchange, naming the upstream (worked out only when the access
+/// log is on: it is a string).
+fn log(
+    env: &Env<'_>,
+    peer: Option<std::net::IpAddr>,
+    x: &crate::http::session::Exchange<'_>,
+    r: &Relay,
+) {
+    if crate::logging::access_enabled() {
+        route::log(env, peer, x, Some(&r.name()));
+    }
+}
+
+/// Bytes read from the upstream and not relayed yet: a buffer that is filled by reads and
+/// emptied from the front, zeroed only when it grows (a `Vec` would be zeroed or copied through
+/// on every read).
+#[derive(Default)]
+struct Window {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Window {
+    fn data(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Drops the first `n` bytes.
+    fn consume(&mut self, n: usize) {
+        self.buf.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// Room for `want` more bytes; [`Window::filled`] says how many were put there.
+    fn spare(&mut self, want: usize) -> &mut [u8] {
+        if self.buf.len() < self.len + want {
+            self.buf.resize(self.len + want, 0);
+        }
+        &mut self.buf[self.len..self.len + want]
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.len += n;
+    }
+
+    /// Frees a buffer grown past `keep` bytes.
+    fn shrink(&mut self, keep: usize) {
+        if self.buf.len() > keep {
+            self.buf = Vec::new();
+        }
     }
 }
 

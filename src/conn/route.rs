@@ -18,9 +18,9 @@ use crate::logging;
 pub enum Routed {
     /// Answered (or refused) already.
     Answered,
-    /// Forwarded upstream: the connection starts a relay.
+    /// Forwarded upstream: the connection starts this relay.
     #[cfg(feature = "proxy")]
-    Forward(super::relay::Start),
+    Forward(Box<super::relay::Relay>),
     /// The head (copied) goes to a worker thread.
     #[cfg(feature = "models")]
     Defer(Box<[u8]>),
@@ -181,21 +181,26 @@ fn forward(
             return Some(refuse(session, out, peer, head, env));
         }
     };
-    let fallback = env.routes[route]
-        .upstreams
-        .first()
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    // Only a request without a Host is sent one naming the upstream (no string per request).
+    let fallback = match req.host {
+        Some(host) if !host.is_empty() => String::new(),
+        _ => env.routes[route]
+            .upstreams
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    };
     let trust = if env.trust_forwarded {
         ForwardedTrust::Chain
     } else {
         ForwardedTrust::Peer
     };
-    let mut up_head = Vec::with_capacity(head.len() + 64);
+    let mut relay = env.pools.relay();
+    let up_head = relay.head_buf();
     let scheme: &[u8] = if env.secure { b"https" } else { b"http" };
-    if let Err(why) = message::request_head(&mut up_head, head, req, peer, &fallback, trust, scheme)
-    {
+    if let Err(why) = message::request_head(up_head, head, req, peer, &fallback, trust, scheme) {
         log::debug!("not forwarded: {why}");
+        env.pools.put_relay(relay);
         return Some(refuse(session, out, peer, head, env));
     }
     if strip {
@@ -208,6 +213,7 @@ fn forward(
             Some(place) => Some(place),
             None => {
                 log::debug!("upgrade refused: --max-tunnels reached");
+                env.pools.put_relay(relay);
                 let reply =
                     crate::http::response::Reply::text(503, b"Content-Type: text/plain\r\n");
                 let x = session.respond(reply, out, &env.ctx, Line::Raw(request_line(head)));
@@ -219,16 +225,16 @@ fn forward(
         None
     };
     session.await_answer(true);
-    Some(Routed::Forward(super::relay::Start {
+    relay.start(super::relay::Start {
         routes: std::sync::Arc::clone(env.routes),
         route,
         method: req.method,
-        head: up_head,
         has_body: req.body != crate::http::request::BodyFraming::None,
-        line: request_line(head).into(),
+        line: request_line(head),
         upgrade,
         headers: env.handler.proxied_headers(req.path()),
-    }))
+    });
+    Some(Routed::Forward(relay))
 }
 
 #[cfg(feature = "proxy")]

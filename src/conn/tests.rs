@@ -209,7 +209,10 @@ impl Harness {
             poller: polling::Poller::new().unwrap(),
             #[cfg(feature = "proxy")]
             upstreams: std::sync::Mutex::new(crate::proxy::upstream::Upstreams::new(
-                4,
+                crate::proxy::upstream::Pool {
+                    max_idle: 4,
+                    idle_timeout: std::time::Duration::from_secs(4),
+                },
                 std::time::Duration::from_secs(1),
             )),
             #[cfg(feature = "proxy")]

@@ -59,6 +59,11 @@ pub trait Transport {
     fn send_file(&mut self, file: &File, offset: u64, len: usize) -> Io;
     /// No more bytes from us: FIN after what is queued.
     fn shutdown_write(&mut self);
+    /// A read that returned less than asked emptied the kernel's queue (plain TCP; not a
+    /// transport whose reads go through a record layer).
+    fn short_read_drains(&self) -> bool {
+        false
+    }
     /// The transport holds bytes of its own for the peer (a TLS handshake flight, an alert),
     /// to go out with [`Transport::flush`] once the socket takes them.
     fn wants_write(&self) -> bool {
@@ -138,6 +143,9 @@ impl Transport for Stream {
     fn close(&mut self) {
         either!(self, t => t.close())
     }
+    fn short_read_drains(&self) -> bool {
+        either!(self, t => t.short_read_drains())
+    }
 }
 
 /// Plain TCP.
@@ -185,6 +193,10 @@ impl Transport for Tcp {
 
     fn shutdown_write(&mut self) {
         let _ = self.0.shutdown(Shutdown::Write);
+    }
+
+    fn short_read_drains(&self) -> bool {
+        true
     }
 }
 

@@ -175,7 +175,7 @@ pub fn reactor_pool(mut reactor: Reactor, workers: Vec<Worker>) -> io::Result<()
                 };
                 events.clear();
                 poller.wait(&mut events, timeout)?;
-                lock(&reactor).after_wait(&events);
+                lock(&reactor).after_wait(events.iter());
             }
         })();
         // Connections still queued go back to the finished reactor, which closes them.
@@ -250,6 +250,6 @@ fn lead(
         };
         events.clear();
         poller.wait(events, timeout)?;
-        lock(reactor).after_wait(events);
+        lock(reactor).after_wait(events.iter());
     }
 }

@@ -37,7 +37,7 @@ pub enum UpstreamError {
 }
 
 /// True for fields that describe one connection and must not be forwarded.
-fn hop_by_hop(name: &str, connection_tokens: &[&[u8]]) -> bool {
+fn hop_by_hop(name: &str, connection_tokens: &Tokens<'_, '_>) -> bool {
     // RFC 9110 §7.6.1. Transfer-Encoding stays: bodies (and their trailers) are relayed as they
     // came, so it still describes them.
     const FIXED: [&str; 5] = [
@@ -64,14 +64,23 @@ fn protected(name: &str) -> bool {
         .any(|f| name.eq_ignore_ascii_case(f))
 }
 
-fn connection_tokens<'a>(headers: &[httparse::Header<'a>]) -> Vec<&'a [u8]> {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .map(request::trim)
-        .filter(|t| !t.is_empty())
-        .collect()
+/// The tokens of a head's `Connection` fields, read where they are (no list is built: a head
+/// has few fields, and a proxied request should not cost an allocation for them).
+struct Tokens<'a, 'h>(&'h [httparse::Header<'a>]);
+
+impl<'a> Tokens<'a, '_> {
+    fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.0
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(request::trim)
+            .filter(|t| !t.is_empty())
+    }
+}
+
+fn connection_tokens<'a, 'h>(headers: &'h [httparse::Header<'a>]) -> Tokens<'a, 'h> {
+    Tokens(headers)
 }
 
 /// Who may tell us where a request came from.
@@ -200,7 +209,6 @@ pub fn request_head(
         // `request::parse` takes no coding but chunked (others are 501).
         BodyFraming::Chunked => push_field(out, b"Transfer-Encoding", b"chunked"),
     }
-    let peer = client.map_or_else(|| "-".to_string(), |ip| ip.to_string());
     out.extend_from_slice(b"X-Forwarded-For: ");
     for hop in chain
         .iter()
@@ -210,10 +218,21 @@ pub fn request_head(
         out.extend_from_slice(hop);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(peer.as_bytes());
+    // The peer's address is written in place (no string per request), and copied from there.
+    let peer_at = out.len();
+    match client {
+        Some(ip) => {
+            use std::io::Write;
+            let _ = write!(out, "{ip}");
+        }
+        None => out.push(b'-'),
+    }
+    let peer = peer_at..out.len();
     out.extend_from_slice(b"\r\n");
     if !real_ip && client.is_some() {
-        push_field(out, b"X-Real-IP", peer.as_bytes());
+        out.extend_from_slice(b"X-Real-IP: ");
+        out.extend_from_within(peer);
+        out.extend_from_slice(b"\r\n");
     }
     if !proto {
         push_field(out, b"X-Forwarded-Proto", scheme);
@@ -286,6 +305,53 @@ pub fn response_head(
     max_head: usize,
     dechunk: bool,
 ) -> Result<Option<(ResponseHead, usize)>, UpstreamError> {
+    let mut head = Vec::new();
+    let parsed = response_head_into(&mut head, buf, method, max_head, dechunk)?;
+    Ok(parsed.map(|(meta, n)| {
+        (
+            ResponseHead {
+                status: meta.status,
+                framing: meta.framing,
+                reusable: meta.reusable,
+                head,
+            },
+            n,
+        )
+    }))
+}
+
+/// What [`response_head_into`] found, beside the head it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseMeta {
+    pub status: u16,
+    pub framing: Framing,
+    pub reusable: bool,
+}
+
+/// [`response_head`], with the rewritten head appended to `head` (the client's output, so the
+/// relay copies it once and allocates nothing). On `Err` and `Ok(None)`, `head` is as it was.
+pub fn response_head_into(
+    head: &mut Vec<u8>,
+    buf: &[u8],
+    method: Method,
+    max_head: usize,
+    dechunk: bool,
+) -> Result<Option<(ResponseMeta, usize)>, UpstreamError> {
+    let start = head.len();
+    let parsed = write_response_head(head, buf, method, max_head, dechunk);
+    if !matches!(parsed, Ok(Some(_))) {
+        head.truncate(start);
+    }
+    parsed
+}
+
+fn write_response_head(
+    head: &mut Vec<u8>,
+    buf: &[u8],
+    method: Method,
+    max_head: usize,
+    dechunk: bool,
+) -> Result<Option<(ResponseMeta, usize)>, UpstreamError> {
     let end = match request::find_head_end(buf, 0) {
         Ok(end) if end <= max_head => end,
         Ok(_) => return Err(UpstreamError::TooLarge),
@@ -320,9 +386,9 @@ pub fn response_head(
     let mut length: Option<u64> = None;
     let mut te = false;
     let mut chunked = false;
-    let mut head = Vec::with_capacity(end + 32);
+    head.reserve(end + 32);
     head.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(&mut head, u64::from(status));
+    push_u64(head, u64::from(status));
     head.push(b' ');
     head.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
@@ -397,11 +463,10 @@ pub fn response_head(
     // After a 101 the connection speaks another protocol: never HTTP again.
     let reusable = keep_alive && framing != Framing::Close && !switching;
     Ok(Some((
-        ResponseHead {
+        ResponseMeta {
             status,
             framing,
             reusable,
-            head,
         },
         end,
     )))

@@ -1,16 +1,24 @@
 //! Upstream servers: choosing one (round robin, skipping those that failed recently), connecting
 //! without blocking, and a pool of idle keep-alive connections per upstream.
 //!
+//! The pool goes by time, not by count: a connection unused for `--proxy-idle-timeout` is closed,
+//! so under steady load (where each is reused within moments) none is ever closed and there are
+//! about as many upstream connections as requests in flight. The count cap (`--proxy-idle`,
+//! by default the connection limit) only bounds the descriptors a burst can leave behind. Each
+//! upstream's idle list is a stack: the most recently used connection goes out first, so a
+//! falling load leaves the coldest ones at the bottom to age out, and the list stays ordered
+//! by the time each was put back.
+//!
 //! Every upstream connection has a slot here for its whole life, and its poller key is
 //! `UPSTREAM_KEYS + slot`, registered once: lending a pooled connection to a client connection or
 //! taking it back only changes the slot's owner, so the pool costs no `epoll_ctl` per request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use polling::{Event, PollMode, Poller};
+use polling::Poller;
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -21,8 +29,9 @@ struct Slot {
     addr: SocketAddr,
     /// The client connection using it, or `None` while it waits in the pool...
     owner: Option<usize>,
-    /// ...holding its socket here.
+    /// ...holding its socket here, unused since `since`.
     idle: Option<TcpStream>,
+    since: Instant,
 }
 
 /// An upstream connection lent to a client connection.
@@ -34,36 +43,60 @@ pub struct Lent {
     pub reused: bool,
     /// The connect is still in progress.
     pub connecting: bool,
+    /// The loop reports this connection's FIN (EPOLLRDHUP) as an interrupt: a short read that
+    /// ends an answer means nothing waits behind it (see `Upstreams::watch_fin`).
+    pub fin_watched: bool,
 }
 
 pub struct Upstreams {
     /// Round robin: where each route's next pick starts, by route index.
     cursor: Vec<usize>,
-    down_until: HashMap<SocketAddr, Instant>,
+    down_until: HashMap<SocketAddr, Instant, Hasher>,
     slots: Slab<Slot>,
-    idle: HashMap<SocketAddr, Vec<usize>>,
-    max_idle: usize,
+    /// Per upstream, the idle slots, oldest first (taken from the back).
+    idle: HashMap<SocketAddr, VecDeque<usize>, Hasher>,
+    pool: Pool,
     fail_timeout: Duration,
+    /// The loop waits with `reactor::wait` (which reports EPOLLRDHUP), not `polling`'s wait.
+    fin_watched: bool,
+}
+
+/// Both maps are looked up on every proxied request, with keys we chose (upstream addresses):
+/// a fast hash, not SipHash.
+type Hasher = foldhash::fast::RandomState;
+
+/// How many idle connections may wait per upstream, and for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct Pool {
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
 }
 
 impl Upstreams {
-    pub fn new(max_idle: usize, fail_timeout: Duration) -> Upstreams {
+    pub fn new(pool: Pool, fail_timeout: Duration) -> Upstreams {
         Upstreams {
             cursor: Vec::new(),
-            down_until: HashMap::new(),
+            down_until: HashMap::default(),
             slots: Slab::new(),
-            idle: HashMap::new(),
-            max_idle,
+            idle: HashMap::default(),
+            pool,
             fail_timeout,
+            fin_watched: false,
         }
     }
 
-    /// A reload's new pool size and failure timeout (connections in the pool stay).
-    pub fn set_policy(&mut self, max_idle: usize, fail_timeout: Duration) {
-        self.max_idle = max_idle;
-        self.fail_timeout = fail_timeout;
+    /// The loop's waits report the upstream connections' FINs (set by the single-threaded loop;
+    /// the pooled models wait with `polling`, which does not).
+    pub fn watch_fin(&mut self) {
+        self.fin_watched = true;
     }
 
+    /// A reload's new pool policy and failure timeout (connections in the pool stay; a lower
+    /// cap or a shorter idle time applies as they come back or are next looked at).
+    pub fn set_policy(&mut self, pool: Pool, fail_timeout: Duration) {
+        self.pool = pool;
+        self.fail_timeout = fail_timeout;
+    }
     /// The next of `ups` (route number `route`'s upstreams) not in `tried`, preferring those not
     /// marked down.
     pub fn pick(
@@ -114,7 +147,7 @@ impl Upstreams {
         pooled_ok: bool,
     ) -> io::Result<Lent> {
         if pooled_ok {
-            while let Some(slot) = self.idle.get_mut(&addr).and_then(Vec::pop) {
+            while let Some(slot) = self.idle.get_mut(&addr).and_then(VecDeque::pop_back) {
                 let s = &mut self.slots[slot];
                 let Some(sock) = s.idle.take() else { continue };
                 s.owner = Some(client);
@@ -124,6 +157,7 @@ impl Upstreams {
                     addr,
                     reused: true,
                     connecting: false,
+                    fin_watched: self.fin_watched,
                 });
             }
         }
@@ -134,6 +168,7 @@ impl Upstreams {
             addr,
             owner: Some(client),
             idle: None,
+            since: Instant::now(),
         });
         Ok(Lent {
             slot,
@@ -141,21 +176,48 @@ impl Upstreams {
             addr,
             reused: false,
             connecting,
+            fin_watched: self.fin_watched,
         })
     }
 
     /// Takes back a connection whose last response was complete, or closes it when the pool for
     /// its upstream is full.
-    pub fn put_idle(&mut self, lent: Lent, poller: &Poller) {
+    pub fn put_idle(&mut self, lent: Lent, poller: &Poller, now: Instant) {
         let list = self.idle.entry(lent.addr).or_default();
-        if list.len() >= self.max_idle {
+        if list.len() >= self.pool.max_idle {
             self.close(lent, poller);
             return;
         }
-        list.push(lent.slot);
+        list.push_back(lent.slot);
         let s = &mut self.slots[lent.slot];
         s.owner = None;
         s.idle = Some(lent.sock);
+        s.since = now;
+    }
+
+    /// When the oldest idle connection is due to close, if any is idle.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.idle
+            .values()
+            .filter_map(|list| list.front())
+            .map(|&slot| self.slots[slot].since + self.pool.idle_timeout)
+            .min()
+    }
+
+    /// Closes the idle connections unused for the idle timeout at `now`.
+    pub fn expire(&mut self, now: Instant, poller: &Poller) {
+        for list in self.idle.values_mut() {
+            while let Some(&slot) = list.front() {
+                if self.slots[slot].since + self.pool.idle_timeout > now {
+                    break;
+                }
+                list.pop_front();
+                let s = self.slots.remove(slot);
+                if let Some(sock) = s.idle {
+                    let _ = poller.delete(&sock);
+                }
+            }
+        }
     }
 
     /// Closes a lent connection.
@@ -214,8 +276,10 @@ fn connect(addr: SocketAddr, poller: &Poller, key: usize) -> io::Result<(TcpStre
         Err(e) => return Err(e),
     };
     let sock: TcpStream = sock.into();
+    // Edge-triggered both ways, and for the peer's FIN (EPOLLRDHUP, reported by the single
+    // loop's wait; harmless where `polling` waits).
     // SAFETY: the socket is deleted from the poller before it is dropped (`Upstreams::close`,
-    // `idle_event`, `clear`).
-    unsafe { poller.add_with_mode(&sock, Event::all(key), PollMode::Edge)? };
+    // `idle_event`, `clear`, `expire`).
+    unsafe { crate::reactor::wait::watch(poller, &sock, key)? };
     Ok((sock, pending))
 }

@@ -219,12 +219,6 @@ impl Reactor {
                     let _ = sock.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
-                    // Lent connections are armed one-shot when they are first put back.
-                    let (ev, mode) = if lent {
-                        (Event::none(key), PollMode::Oneshot)
-                    } else {
-                        (Event::all(key), PollMode::Edge)
-                    };
                     let peer = peer.map(|a| a.ip());
                     let generation = self.next_generation.wrapping_add(1);
                     #[cfg(feature = "tls")]
@@ -242,13 +236,27 @@ impl Reactor {
                             continue;
                         }
                     };
+                    // Lent connections are armed one-shot when they are first put back; this
+                    // loop's own are watched for the peer's FIN too (`wait::watch`).
                     // SAFETY: the socket is deleted from the poller in `close` before it is dropped.
-                    if let Err(e) = unsafe { self.poller.add_with_mode(conn.socket(), ev, mode) } {
+                    let added = unsafe {
+                        if lent {
+                            let ev = Event::none(key);
+                            self.poller
+                                .add_with_mode(conn.socket(), ev, PollMode::Oneshot)
+                        } else {
+                            super::wait::watch(&self.poller, conn.socket(), key)
+                        }
+                    };
+                    if let Err(e) = added {
                         log::error!("cannot watch a new connection: {e}");
                         self.release_place();
                         continue;
                     }
                     self.next_generation = generation;
+                    if !lent {
+                        conn.watch_peer_close();
+                    }
                     if self.cfg.proxy_protocol
                         || self.listeners.get(i).is_some_and(|l| l.spec.proxy_protocol)
                     {

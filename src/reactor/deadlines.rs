@@ -20,6 +20,7 @@ impl Reactor {
             self.accept.paused_until,
             self.draining_until,
             reclaim,
+            self.pool_expiry(),
         ]
         .into_iter()
         .flatten()
@@ -66,7 +67,21 @@ impl Reactor {
         }
     }
 
+    /// When the next idle upstream connection is due to close (only with proxy routes: a
+    /// static server does not look).
+    pub(super) fn pool_expiry(&self) -> Option<Instant> {
+        #[cfg(feature = "proxy")]
+        if !self.routes.is_empty() {
+            return self.upstreams().next_expiry();
+        }
+        None
+    }
+
     pub(super) fn expire(&mut self, now: Instant) {
+        #[cfg(feature = "proxy")]
+        if !self.routes.is_empty() {
+            self.upstreams().expire(now, &self.poller);
+        }
         let lent = self.lent();
         while let Some((at, key, generation)) = self.timers.pop_due(now) {
             let c = match self.conns.get_mut(key) {

@@ -162,6 +162,11 @@ impl Reactor {
         if next != Next::Close {
             self.set_timer(key, now);
         }
+        // Its thread may have put an upstream connection in the pool: the waiting thread must
+        // wake to close it when it has been idle too long.
+        if let Some(at) = self.pool_expiry() {
+            self.wake_for(at);
+        }
         let accept_waits = next == Next::Close && self.accept_ready();
         if !self.ready.is_empty() || self.draining_until.is_some() || accept_waits {
             // The waiting thread must come and hand it out (or accept the connection waiting for

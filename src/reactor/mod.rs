@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use polling::{Event, Events, PollMode, Poller};
+use polling::{Event, PollMode, Poller};
 use slab::Slab;
 
 use crate::app::App;
@@ -93,6 +93,7 @@ mod deadlines;
 #[cfg(feature = "models")]
 mod lend;
 pub mod timer;
+pub(crate) mod wait;
 
 #[cfg(feature = "models")]
 pub use accept::SharedLimit;
@@ -302,7 +303,10 @@ impl Reactor {
             routes: cfg.proxies.clone().into(),
             #[cfg(feature = "proxy")]
             upstreams: Arc::new(std::sync::Mutex::new(Upstreams::new(
-                cfg.proxy_idle,
+                crate::proxy::upstream::Pool {
+                    max_idle: cfg.proxy_idle_cap(max_conns),
+                    idle_timeout: cfg.proxy_idle_timeout,
+                },
                 cfg.proxy_fail_timeout,
             ))),
             #[cfg(feature = "proxy")]
@@ -498,8 +502,13 @@ impl Reactor {
         self.relisten(&loaded);
         self.routes = cfg.proxies.clone().into();
         #[cfg(feature = "proxy")]
-        self.upstreams()
-            .set_policy(cfg.proxy_idle, cfg.proxy_fail_timeout);
+        self.upstreams().set_policy(
+            crate::proxy::upstream::Pool {
+                max_idle: cfg.proxy_idle_cap(self.max_conns),
+                idle_timeout: cfg.proxy_idle_timeout,
+            },
+            cfg.proxy_fail_timeout,
+        );
         self.cfg = cfg;
     }
 
@@ -528,14 +537,17 @@ impl Reactor {
         Ok(())
     }
 
-    /// Runs the loop on this thread until shutdown is complete.
+    /// Runs the loop on this thread until shutdown is complete. It waits with one `epoll_wait`
+    /// (`wait.rs`: `polling`'s own wait costs four more syscalls per call).
     pub fn run(&mut self) -> io::Result<()> {
-        let mut events = Events::new();
+        let mut waiter = wait::Waiter::default();
+        // Its events report the upstream connections' FINs too.
+        #[cfg(feature = "proxy")]
+        self.upstreams().watch_fin();
         loop {
             let timeout = self.wait_timeout(Instant::now());
-            events.clear();
-            self.poller.wait(&mut events, timeout)?;
-            if self.after_wait(&events) {
+            waiter.wait(&self.poller, timeout)?;
+            if self.after_wait(waiter.iter()) {
                 return Ok(());
             }
         }
@@ -543,11 +555,11 @@ impl Reactor {
 
     /// Handles what one `wait` returned, then the ready list, accepts, finished handler work and
     /// timers. Returns true once shutdown is complete.
-    pub fn after_wait(&mut self, events: &Events) -> bool {
+    pub fn after_wait(&mut self, events: impl IntoIterator<Item = Event>) -> bool {
         let now = Instant::now();
         self.dates.update(SystemTime::now());
         self.reconfigure();
-        for ev in events.iter() {
+        for ev in events {
             match ev.key {
                 k if (LISTENERS..LISTENERS + MAX_LISTENERS).contains(&k) => {
                     if let Some(l) = self.listeners.get_mut(k - LISTENERS) {
@@ -590,6 +602,9 @@ impl Reactor {
                     match owner.map(|client| (client, self.conns.get_mut(client))) {
                         Some((client, Some(Held::Here(c)))) => {
                             c.upstream_ready(ev.readable, ev.writable);
+                            if ev.is_interrupt() {
+                                c.upstream_closing();
+                            }
                             self.drive(client, now);
                         }
                         // Another thread drives the client now: it gets the news when back.
@@ -604,6 +619,9 @@ impl Reactor {
                 key => {
                     if let Some(c) = here(&mut self.conns, key) {
                         c.set_ready(ev.readable, ev.writable);
+                        if ev.is_interrupt() {
+                            c.peer_closing();
+                        }
                         self.drive(key, now);
                     }
                 }

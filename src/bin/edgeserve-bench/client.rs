@@ -28,6 +28,14 @@ pub enum Limit {
     Duration(Duration),
     /// Send exactly this many requests in all, and wait for their answers.
     Requests(u64),
+    /// Send for at least `at_least`, then on until `min_correct` correct answers came in all
+    /// (each thread its share) or `at_most` has passed: a cell whose answers take longer than
+    /// its window (1 MiB to each of 1024 connections) still measures some.
+    Window {
+        at_least: Duration,
+        min_correct: u64,
+        at_most: Duration,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -71,18 +79,24 @@ pub fn run(opts: &Options) -> Result<Report, String> {
                 // Thread t owns the global connection numbers first..end.
                 let first = conns * t / threads;
                 let end = conns * (t + 1) / threads;
+                let share = |n: u64, i: usize| (n as u128 * i as u128 / conns as u128) as u64;
                 let quota = match opts.limit {
-                    Limit::Requests(n) => {
-                        let share = |i: usize| (n as u128 * i as u128 / conns as u128) as u64;
-                        Some(share(end) - share(first))
+                    Limit::Requests(n) => Some(share(n, end) - share(n, first)),
+                    Limit::Duration(_) | Limit::Window { .. } => None,
+                };
+                let min_correct = match opts.limit {
+                    Limit::Window { min_correct, .. } => {
+                        share(min_correct, end) - share(min_correct, first)
                     }
-                    Limit::Duration(_) => None,
+                    _ => 0,
                 };
                 let request = &request;
                 std::thread::Builder::new()
                     .name(format!("bench-{t}"))
                     .spawn_scoped(s, move || {
-                        Worker::new(opts, request, first..end, quota, start)?.run(start)
+                        Worker::new(opts, request, first..end, quota, start)?
+                            .with_min_correct(min_correct)
+                            .run(start)
                     })
                     .map_err(|e| format!("cannot start a client thread: {e}"))
             })
@@ -174,7 +188,11 @@ struct Shared<'a> {
     issued: u64,
     /// Open loop: the time between two requests of one connection.
     interval: Option<Duration>,
+    /// No request is sent from then on.
     deadline: Option<Instant>,
+    /// `Limit::Window`: from this time on, the run ends once `min_correct` answers are in.
+    soft_end: Option<Instant>,
+    min_correct: u64,
 }
 
 struct Worker<'a> {
@@ -229,12 +247,23 @@ impl<'a> Worker<'a> {
                 interval,
                 deadline: match opts.limit {
                     Limit::Duration(d) => Some(start + d),
+                    Limit::Window { at_most, .. } => Some(start + at_most),
                     Limit::Requests(_) => None,
                 },
+                soft_end: match opts.limit {
+                    Limit::Window { at_least, .. } => Some(start + at_least),
+                    _ => None,
+                },
+                min_correct: 0,
             },
             conns,
             buf: vec![0; READ_BUF].into_boxed_slice(),
         })
+    }
+
+    fn with_min_correct(mut self, n: u64) -> Worker<'a> {
+        self.shared.min_correct = n;
+        self
     }
 
     fn run(mut self, start: Instant) -> Result<(Stats, Instant), String> {
@@ -274,6 +303,9 @@ impl<'a> Worker<'a> {
                 wake = wake.min(next_schedule);
             }
             if let Some(d) = self.shared.deadline {
+                wake = wake.min(d);
+            }
+            if let Some(d) = self.shared.soft_end.filter(|&d| d > now) {
                 wake = wake.min(d);
             }
             events.clear();
@@ -353,6 +385,12 @@ impl<'a> Worker<'a> {
 
 impl Shared<'_> {
     fn finished(&self, now: Instant) -> bool {
+        if let Some(soft) = self.soft_end
+            && now >= soft
+            && self.stats.correct >= self.min_correct
+        {
+            return true;
+        }
         match (self.deadline, self.quota) {
             (Some(d), _) => now >= d,
             (None, Some(q)) => self.stats.answered() >= q,

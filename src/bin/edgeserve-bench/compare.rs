@@ -65,6 +65,12 @@ impl Workload {
 /// measuring: a server stopped after the sleep workload at 1024 connections still runs every
 /// 5 ms request it had read (about 5 s per model), and each cell starts and stops a server.
 const DEFAULT_DURATION: Duration = Duration::from_millis(250);
+/// A cell runs for its duration, then on until it has this many correct answers or
+/// `MAX_CELL_FACTOR` times its duration (at least `MAX_CELL_MIN`) has passed: 1 MiB to each of
+/// 1024 connections takes longer than 250 ms to answer even once.
+const MIN_COMPLETIONS: u64 = 200;
+const MAX_CELL_FACTOR: u32 = 20;
+const MAX_CELL_MIN: Duration = Duration::from_secs(5);
 const DEFAULT_CONNECTIONS: [usize; 4] = [1, 16, 128, 1024];
 /// Threads per multi-threaded model unless `--workers` says otherwise. Not the server's own
 /// default (the CPUs it may run on, which here is the server's half of the machine): a pool
@@ -86,12 +92,17 @@ struct Plan {
 }
 
 /// One cell's numbers.
+#[derive(Clone)]
 struct Measured {
+    /// Correct answers in the cell.
+    completed: u64,
     requests_per_s: f64,
     p50_us: u64,
     p99_us: u64,
     errors: u64,
     cpu_s_per_10k: Option<f64>,
+    /// Server CPU during the load alone (from /proc), per correct answer.
+    cpu_us_per_req: Option<f64>,
     ctx_switches_per_req: Option<f64>,
     peak_rss_kib: u64,
 }
@@ -281,15 +292,10 @@ fn cell(
         notes: Vec::new(),
     };
     let extra = match (workload, upstream_port) {
-        // An idle pool as large as the most connections, so that every model keeps its upstream
-        // connections: the default (32 per loop) would measure connection churn at 128 clients,
-        // and unevenly (a sharded server has one pool per shard).
-        (Workload::Proxy, Some(port)) => vec![
-            "--proxy".to_string(),
-            format!("/up=127.0.0.1:{port}"),
-            "--proxy-idle".to_string(),
-            "1024".to_string(),
-        ],
+        // Default pool flags: idle upstream connections go by time, so none churns under load.
+        (Workload::Proxy, Some(port)) => {
+            vec!["--proxy".to_string(), format!("/up=127.0.0.1:{port}")]
+        }
         _ => Vec::new(),
     };
     let spec = server::Spec {
@@ -315,7 +321,11 @@ fn cell(
     let opts = Options {
         target,
         connections,
-        limit: Limit::Duration(plan.duration),
+        limit: Limit::Window {
+            at_least: plan.duration,
+            min_correct: MIN_COMPLETIONS,
+            at_most: max_cell(plan.duration),
+        },
         pipeline: 1,
         threads: plan.client_cpus.len().min(connections),
         rate: None,
@@ -323,12 +333,26 @@ fn cell(
         timeout: Duration::from_secs(5),
         cpus: Some(plan.client_cpus.clone()),
     };
+    let cpu_before = running.cpu_s();
     let report = client::run(&opts);
+    let cpu = running.cpu_s().zip(cpu_before).map(|(a, b)| a - b);
     let usage = running.stop();
     match report {
         Ok(report) => {
             row.notes.extend(error_notes(&report));
-            row.measured = Some(measure(&report, &usage));
+            if report.stats.correct == 0 {
+                row.notes.push(format!(
+                    "no request completed within {:?}",
+                    max_cell(plan.duration)
+                ));
+            } else if report.stats.correct < MIN_COMPLETIONS {
+                row.notes.push(format!(
+                    "only {} requests completed within {:?}",
+                    report.stats.correct,
+                    max_cell(plan.duration)
+                ));
+            }
+            row.measured = Some(measure(&report, &usage, cpu));
         }
         Err(e) => row.notes.push(format!("load generator failed: {e}")),
     }
@@ -345,15 +369,22 @@ fn cell(
     row
 }
 
-fn measure(r: &Report, u: &Usage) -> Measured {
+/// The longest a cell may run to get its completions.
+fn max_cell(duration: Duration) -> Duration {
+    (duration * MAX_CELL_FACTOR).max(MAX_CELL_MIN)
+}
+
+fn measure(r: &Report, u: &Usage, cpu_s: Option<f64>) -> Measured {
     let correct = r.stats.correct;
     let per = |v: f64| (correct > 0).then(|| v / correct as f64);
     Measured {
+        completed: correct,
         requests_per_s: r.requests_per_s(),
         p50_us: r.percentile_us(50.0),
         p99_us: r.percentile_us(99.0),
         errors: r.stats.errors.total(),
         cpu_s_per_10k: per(u.cpu_s * 10_000.0),
+        cpu_us_per_req: cpu_s.and_then(|c| per(c * 1e6)),
         ctx_switches_per_req: per(u.ctx_switches as f64),
         peak_rss_kib: u.max_rss_kib,
     }
@@ -380,15 +411,17 @@ fn error_notes(r: &Report) -> Option<String> {
     Some(format!("errors: {}", parts.join(", ")))
 }
 
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 12] = [
     "model",
     "workload",
     "connections",
+    "completed",
     "requests_per_s",
     "p50_us",
     "p99_us",
     "errors",
     "cpu_s_per_10k",
+    "cpu_us_per_req",
     "ctx_switches_per_req",
     "peak_rss_kib",
 ];
@@ -403,19 +436,30 @@ fn fields(row: &Row, missing: &str) -> Vec<String> {
         row.connections.to_string(),
     ];
     match &row.measured {
+        // No completion: no rate, no latency, no cost per request (never a 0.0 that reads as
+        // a measured zero; the notes say why).
+        Some(m) if m.completed == 0 => {
+            out.push("0".into());
+            out.extend(std::iter::repeat_n(missing.to_string(), 3));
+            out.push(m.errors.to_string());
+            out.extend(std::iter::repeat_n(missing.to_string(), 3));
+            out.push(m.peak_rss_kib.to_string());
+        }
         Some(m) => out.extend([
+            m.completed.to_string(),
             format!("{:.1}", m.requests_per_s),
             m.p50_us.to_string(),
             m.p99_us.to_string(),
             m.errors.to_string(),
             opt(m.cpu_s_per_10k, 3),
+            opt(m.cpu_us_per_req, 2),
             opt(m.ctx_switches_per_req, 3),
             m.peak_rss_kib.to_string(),
         ]),
         None => {
-            out.extend(std::iter::repeat_n(missing.to_string(), 3));
+            out.extend(std::iter::repeat_n(missing.to_string(), 4));
             out.push("start-failed".into());
-            out.extend(std::iter::repeat_n(missing.to_string(), 3));
+            out.extend(std::iter::repeat_n(missing.to_string(), 4));
         }
     }
     out
@@ -463,30 +507,39 @@ fn markdown(rows: &[Row]) -> String {
     s
 }
 
+/// Per workload, two panels side by side: requests/s, and the server's CPU per request. A
+/// cell without completions has neither point.
 fn chart(plan: &Plan, rows: &[Row]) -> String {
+    let panel = |w: Workload, y_label: &str, value: &dyn Fn(&Measured) -> Option<f64>| svg::Panel {
+        title: format!("{} ({})", w.name(), w.path()),
+        y_label: y_label.to_string(),
+        series: plan
+            .models
+            .iter()
+            .map(|m| svg::Series {
+                name: m.name().to_string(),
+                points: rows
+                    .iter()
+                    .filter(|r| r.model == m.name() && r.workload == w)
+                    .filter_map(|r| {
+                        let m = r.measured.as_ref().filter(|m| m.completed > 0)?;
+                        Some((r.connections as f64, value(m)?))
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
     let panels: Vec<svg::Panel> = plan
         .workloads
         .iter()
-        .map(|&w| svg::Panel {
-            title: format!("{} ({})", w.name(), w.path()),
-            series: plan
-                .models
-                .iter()
-                .map(|m| svg::Series {
-                    name: m.name().to_string(),
-                    points: rows
-                        .iter()
-                        .filter(|r| r.model == m.name() && r.workload == w)
-                        .filter_map(|r| {
-                            let m = r.measured.as_ref()?;
-                            Some((r.connections as f64, m.requests_per_s))
-                        })
-                        .collect(),
-                })
-                .collect(),
+        .flat_map(|&w| {
+            [
+                panel(w, "requests/s", &|m| Some(m.requests_per_s)),
+                panel(w, "server CPU µs/request", &|m| m.cpu_us_per_req),
+            ]
         })
         .collect();
-    svg::chart(&panels, "connections (log scale)", "requests/s")
+    svg::chart(&panels, "connections (log scale)")
 }
 
 /// The document root the servers serve, in the temp dir, removed when dropped.
@@ -544,11 +597,13 @@ mod tests {
     fn csv_and_markdown_have_every_column() {
         let rows = vec![
             row(Some(Measured {
+                completed: 300,
                 requests_per_s: 1234.56,
                 p50_us: 10,
                 p99_us: 90,
                 errors: 0,
                 cpu_s_per_10k: Some(0.5),
+                cpu_us_per_req: Some(12.345),
                 ctx_switches_per_req: None,
                 peak_rss_kib: 4000,
             })),
@@ -557,12 +612,54 @@ mod tests {
         let c = csv(&rows);
         let lines: Vec<&str> = c.lines().collect();
         assert_eq!(lines[0], COLUMNS.join(","));
-        assert_eq!(lines[1], "single,small,16,1234.6,10,90,0,0.500,,4000");
+        assert_eq!(
+            lines[1],
+            "single,small,16,300,1234.6,10,90,0,0.500,12.35,,4000"
+        );
         assert_eq!(lines[2].split(',').count(), COLUMNS.len());
         assert!(lines[2].contains("start-failed"));
         let m = markdown(&rows);
-        assert!(m.contains("| single | small | 16 | 1234.6 |"));
+        assert!(m.contains("| single | small | 16 | 300 | 1234.6 |"));
         assert!(m.contains("- single small c=16: x"));
+    }
+
+    /// A cell in which nothing completed shows no rate, latency or cost (not 0.0), and no point
+    /// on the chart.
+    #[test]
+    fn a_cell_without_completions_prints_no_rate() {
+        let nothing = Measured {
+            completed: 0,
+            requests_per_s: 0.0,
+            p50_us: 0,
+            p99_us: 0,
+            errors: 0,
+            cpu_s_per_10k: None,
+            cpu_us_per_req: None,
+            ctx_switches_per_req: None,
+            peak_rss_kib: 9000,
+        };
+        let rows = vec![row(Some(nothing.clone()))];
+        let line = csv(&rows).lines().nth(1).unwrap().to_string();
+        assert_eq!(line, "single,small,16,0,,,,0,,,,9000");
+        let m = markdown(&rows);
+        assert!(
+            m.contains("| single | small | 16 | 0 | - | - | - | 0 |"),
+            "{m}"
+        );
+        assert!(!m.contains("0.0"), "{m}");
+        // On the chart: one legend marker, and the two points (req/s, CPU) of a cell that did
+        // complete requests; none for the empty cell.
+        let plan = parse(vec!["--models".into(), "single".into()]).unwrap();
+        let mut done = row(Some(Measured {
+            completed: 500,
+            requests_per_s: 2000.0,
+            cpu_us_per_req: Some(20.0),
+            ..nothing
+        }));
+        done.connections = 128;
+        let rows = vec![rows.into_iter().next().unwrap(), done];
+        let svg = chart(&plan, &rows);
+        assert_eq!(svg.matches("<circle").count(), 3, "{svg}");
     }
 
     #[test]

@@ -43,7 +43,8 @@ compare: start the server in each model and measure it under each workload
   --models LIST          single,proactor-pool,reactor-pool,sharded,leader-followers [all]
   --workloads LIST       small,large,cpu,sleep,proxy               [all]
   --connections LIST     connection counts                         [1,16,128,1024]
-  --duration T           per cell                                  [250ms]
+  --duration T           per cell, at least; then on until 200 correct
+                         answers or 20 x T (5s at least) have passed [250ms]
   --long                 ten times the duration
   --workers N            threads of the multi-threaded models        [8]
   --server-cpus LIST     CPUs for the server (0,2-3)               [first half]

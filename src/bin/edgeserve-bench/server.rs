@@ -142,6 +142,39 @@ fn port_of(line: &str) -> Option<u16> {
 }
 
 impl Running {
+    /// CPU time (all threads) the server has used so far, from /proc: taken before and after
+    /// the load, it is the CPU of the measured window alone (wait4's total also has the start
+    /// and the drain at the stop). Each thread's schedstat counts nanoseconds on a CPU; where it
+    /// is missing, utime + stime of /proc/PID/stat (clock ticks, as
+    /// `../shared/bench/compare.sh` reads them: coarse for a short cell).
+    pub fn cpu_s(&self) -> Option<f64> {
+        let ns: Option<u64> = std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .ok()?
+            .map(|t| {
+                let t = t.ok()?.path().join("schedstat");
+                std::fs::read_to_string(t)
+                    .ok()?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        if let Some(ns) = ns {
+            return Some(ns as f64 / 1e9);
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut f = rest.split_whitespace();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let utime: u64 = f.nth(11)?.parse().ok()?;
+        let stime: u64 = f.next()?.parse().ok()?;
+        // SAFETY: sysconf only reads a constant.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (hz > 0).then(|| (utime + stime) as f64 / hz as f64)
+    }
+
     /// The last thing the server said, for error messages.
     pub fn last_line(&self) -> String {
         let t = self.tail.lock().unwrap_or_else(|e| e.into_inner());

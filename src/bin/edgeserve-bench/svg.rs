@@ -1,5 +1,6 @@
-//! A line chart as a standalone SVG, drawn by hand: one panel per workload, requests/s (linear,
-//! from 0) over connections (log scale), one line with point markers per model, one legend.
+//! A line chart as a standalone SVG, drawn by hand: panels of a measure (linear, from 0, each
+//! with its own label) over connections (log scale), one line with point markers per model,
+//! one legend.
 
 use std::fmt::Write as _;
 
@@ -11,6 +12,7 @@ pub struct Series {
 
 pub struct Panel {
     pub title: String,
+    pub y_label: String,
     pub series: Vec<Series>,
 }
 
@@ -28,7 +30,7 @@ const COLORS: [&str; 8] = [
     "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
 ];
 
-pub fn chart(panels: &[Panel], x_label: &str, y_label: &str) -> String {
+pub fn chart(panels: &[Panel], x_label: &str) -> String {
     let rows = panels.len().div_ceil(COLUMNS).max(1);
     let cols = panels.len().clamp(1, COLUMNS);
     let width = PANEL_W * cols as f64;
@@ -155,7 +157,7 @@ pub fn chart(panels: &[Panel], x_label: &str, y_label: &str) -> String {
         let _ = writeln!(
             s,
             r#"<text x="{lx}" y="{ly:.1}" text-anchor="middle" transform="rotate(-90 {lx} {ly:.1})">{}</text>"#,
-            escape(y_label)
+            escape(&panel.y_label)
         );
         for se in &panel.series {
             let idx = names.iter().position(|n| *n == se.name).unwrap_or(0);
@@ -237,12 +239,13 @@ mod tests {
     fn standalone_svg() {
         let panels = vec![Panel {
             title: "small <1>".into(),
+            y_label: "requests/s".into(),
             series: vec![Series {
                 name: "single".into(),
                 points: vec![(1.0, 10.0), (16.0, 100.0)],
             }],
         }];
-        let s = chart(&panels, "connections", "requests/s");
+        let s = chart(&panels, "connections");
         assert!(s.starts_with("<?xml"));
         assert!(s.contains("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(s.trim_end().ends_with("</svg>"));
