@@ -204,7 +204,7 @@ fn forward(
         return Some(refuse(session, out, peer, head, env));
     }
     if strip {
-        message::remove_field(&mut up_head, b"authorization");
+        message::remove_field(up_head, b"authorization");
     }
     // An upgrade takes a place among the tunnels now (handshakes in flight count); over the
     // limit it is answered 503 and the connection goes on.
