@@ -642,7 +642,11 @@ impl<T: Transport> Conn<T> {
             // at the start of a turn, as the last one may have ended at the budget just as its
             // output drained (no edge would bring them back).
             if self.rlen > 0 && (progress || first) && !self.in_preface() {
+                let held = self.rlen;
                 self.feed(env);
+                // Requests taken now have answers to write: another round, not a wait for an
+                // edge (a socket that stayed writable gives none).
+                progress |= self.rlen != held;
             }
             first = false;
             let room = self.rlen < read_buf_len(env.ctx.limits.max_head);
