@@ -78,7 +78,6 @@ pub fn verified(
 }
 
 /// Answers `req` with `reply` at once.
-#[cfg(feature = "auth")]
 fn answer(
     session: &mut Session,
     out: &mut Output,
@@ -87,14 +86,18 @@ fn answer(
     env: &mut Env<'_>,
     reply: crate::http::response::Reply<'_>,
 ) -> Routed {
-    let line = Line::Parsed {
+    let x = session.respond(reply, out, &env.ctx, parsed_line(req));
+    log(env, peer, &x, None);
+    Routed::Answered
+}
+
+/// The access line's request, from the parsed request.
+fn parsed_line<'r>(req: &Request<'r>) -> Line<'r> {
+    Line::Parsed {
         method: req.method_str,
         target: req.target,
         version: req.version.as_str(),
-    };
-    let x = session.respond(reply, out, &env.ctx, line);
-    log(env, peer, &x, None);
-    Routed::Answered
+    }
 }
 
 /// Routes a request that may go on: the proxy's prefixes first, then the workers or the
@@ -121,14 +124,7 @@ fn pass(
             len: 3,
             body: Body::Bytes(b"ok\n"),
         };
-        let line = Line::Parsed {
-            method: req.method_str,
-            target: req.target,
-            version: req.version.as_str(),
-        };
-        let x = session.respond(reply, out, &env.ctx, line);
-        log(env, peer, &x, None);
-        return Routed::Answered;
+        return answer(session, out, peer, req, env, reply);
     }
     #[cfg(feature = "tls")]
     if !env.secure
@@ -147,13 +143,9 @@ fn pass(
         session.await_answer(false);
         return Routed::Defer(head.into());
     }
+    // (Not `answer`: the reply borrows the handler, which is in `env`.)
     let reply = env.handler.handle(req, env.ctx.now);
-    let line = Line::Parsed {
-        method: req.method_str,
-        target: req.target,
-        version: req.version.as_str(),
-    };
-    let x = session.respond(reply, out, &env.ctx, line);
+    let x = session.respond(reply, out, &env.ctx, parsed_line(req));
     log(env, peer, &x, None);
     Routed::Answered
 }
@@ -264,11 +256,7 @@ fn redirect_https(
 ) {
     use crate::http::request::Method;
     use crate::http::response::{Body, Reply};
-    let line = Line::Parsed {
-        method: req.method_str,
-        target: req.target,
-        version: req.version.as_str(),
-    };
+    let line = parsed_line(req);
     let host = req.host.and_then(host_name);
     let (true, Some(host)) = (matches!(req.method, Method::Get | Method::Head), host) else {
         let x = session.refuse(400, out, &env.ctx, line);
