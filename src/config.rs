@@ -243,7 +243,7 @@ impl Default for Config {
             linger_timeout: Duration::from_secs(5),
             grace: Duration::from_secs(10),
             limits: Limits::default(),
-            budget: 256 * 1024,
+            budget: 1024 * 1024,
             // Off by default, as lighttpd's: on a small machine a line per request is flash wear
             // and CPU (a quarter of the loop at full load) that the user should ask for.
             access_log: AccessLog::Off,
@@ -303,7 +303,7 @@ Usage: edgeserve [OPTIONS] [DIR]
   --max-head BYTES        longest request head              [8192]
   --max-headers N         most header lines (<= 128)        [64]
   --max-body BYTES        longest request body read         [1048576]
-  --budget BYTES          I/O per connection per turn       [262144]
+  --budget BYTES          I/O per connection per turn      [1048576]
   --access-log WHERE      '-' (stdout), a file, or 'off'    [off]
   --log-level LEVEL       error, warn, info, debug, off     [info]
   --follow-symlinks       serve symlinks that leave the root

@@ -836,9 +836,11 @@ impl<T: Transport> Conn<T> {
         loop {
             let out = &mut self.out;
             let limit = out.files.front().map_or(out.buf.len(), |f| f.at);
+            let asked;
             let sent = if out.pos < limit {
                 // A file range follows: MSG_MORE lets the head share a segment with its start.
                 let more = !out.files.is_empty();
+                asked = limit - out.pos;
                 let r = self.io.write(&out.buf[out.pos..limit], more);
                 if let Io::Done(n) = r {
                     out.pos += n;
@@ -846,6 +848,7 @@ impl<T: Transport> Conn<T> {
                 r
             } else if let Some(seg) = out.files.front_mut() {
                 let want = seg.len.min((*budget).max(64 * 1024) as u64).min(1 << 30) as usize;
+                asked = want;
                 let r = self.io.send_file(&seg.file, seg.offset, want);
                 match r {
                     Io::Done(0) => {
@@ -876,6 +879,12 @@ impl<T: Transport> Conn<T> {
                 Io::Done(n) => {
                     self.sched.wrote = true;
                     *budget = budget.saturating_sub(n);
+                    if n < asked && self.io.short_write_fills() {
+                        // The buffer is full: another call now would take the few bytes the
+                        // peer freed meanwhile. Wait for the edge, as after WouldBlock, and
+                        // write in large pieces (one syscall per ~third of the buffer).
+                        return Ok(Flush::Blocked);
+                    }
                     if *budget == 0 && !self.out.is_empty() {
                         return Ok(Flush::Budget);
                     }
