@@ -479,17 +479,13 @@ impl<T: Transport> Conn<T> {
                             // HTTP/1.0 client, ends the client connection too.
                             let to_close = head.framing == Framing::Close
                                 || dechunk && head.framing == Framing::Chunked;
-                            // HSTS over TLS, as on the answers made here, unless the
-                            // upstream set its own (its rewritten head is `buf[at..]`).
-                            let sts = b"strict-transport-security:";
-                            let upstream_sts = buf[at..]
-                                .windows(sts.len())
-                                .any(|w| w.eq_ignore_ascii_case(sts));
                             if let Some(lines) = &r.headers {
                                 buf.extend_from_slice(lines.bytes());
                             }
                             let conn = self.session.relayed_conn_header(to_close);
-                            if !upstream_sts {
+                            // HSTS over TLS, as on the answers made here, unless the
+                            // upstream set its own.
+                            if !head.sts {
                                 buf.extend_from_slice(env.ctx.head_extra);
                             }
                             buf.extend_from_slice(conn.end_of_head());

@@ -93,13 +93,18 @@ pub struct Request<'a> {
     /// The `Authorization` field (a singleton: a repeated one is refused, since a server behind
     /// us could pick the other one).
     pub authorization: Option<&'a [u8]>,
+    /// Where the target's path ends (at `?`, `#` or the end): found once, asked for often.
+    path_end: usize,
 }
 
 impl Request<'_> {
     /// The target's path without query or fragment.
     pub fn path(&self) -> &str {
-        let end = memchr::memchr2(b'?', b'#', self.target.as_bytes()).unwrap_or(self.target.len());
-        if end == 0 { "/" } else { &self.target[..end] }
+        if self.path_end == 0 {
+            "/"
+        } else {
+            &self.target[..self.path_end]
+        }
     }
 }
 
@@ -107,10 +112,22 @@ impl Request<'_> {
 /// (a previous scan's stopping point, so a slow drip is not rescanned from byte 0).
 /// Returns `Err(next_from)` when no end is there yet.
 pub fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
-    // A blank line is "\n\n" or "\n\r\n"; back up two bytes so a terminator split across reads
-    // is found.
-    let start = from.saturating_sub(2);
-    for nl in memchr::memchr_iter(b'\n', &buf[start..]).map(|i| start + i) {
+    // The usual head ends in CRLF CRLF and has no bare LF: one search and one pass over its
+    // bytes (a search per line costs more: a response head has a dozen). A bare LF makes
+    // "\n\n" and "\n\r\n" blank lines too; the line-by-line scan below finds those.
+    static CRLFCRLF: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    // Back up three bytes so a terminator split across reads is found.
+    let start = from.saturating_sub(3);
+    let scan = &buf[start..];
+    let found = CRLFCRLF.find(scan);
+    if !has_bare_lf(&scan[..found.map_or(scan.len(), |i| i + 4)]) {
+        return match found {
+            Some(i) => Ok(start + i + 4),
+            None => Err(buf.len()),
+        };
+    }
+    for nl in memchr::memchr_iter(b'\n', scan).map(|i| start + i) {
         match buf.get(nl + 1) {
             Some(b'\n') => return Ok(nl + 2),
             Some(b'\r') => match buf.get(nl + 2) {
@@ -123,6 +140,19 @@ pub fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
         }
     }
     Err(buf.len())
+}
+
+/// True when `buf` has a LF that no CR comes right before (a line end we refuse), counting one
+/// at its very start.
+pub fn has_bare_lf(buf: &[u8]) -> bool {
+    let Some(&first) = buf.first() else {
+        return false;
+    };
+    // Without early exit, so that it compiles to a vector loop: a head is a few hundred bytes.
+    let inner = buf[1..].iter().zip(buf).fold(false, |bare, (&b, &before)| {
+        bare | ((b == b'\n') & (before != b'\r'))
+    });
+    first == b'\n' || inner
 }
 
 /// False when `buf`, the start of a request head not complete yet, can no longer be the start of
@@ -175,7 +205,7 @@ pub fn leading_crlfs(buf: &[u8]) -> usize {
 pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
     // RFC 9112 §2.2 lets a recipient accept a bare LF; we do not, since two parsers that disagree
     // on line ends are the start of a desync.
-    if memchr::memchr_iter(b'\n', buf).any(|i| i == 0 || buf[i - 1] != b'\r') {
+    if has_bare_lf(buf) {
         return Err(HeadError::Bad("bare LF"));
     }
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -221,6 +251,7 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Request<'_>, HeadError> {
         expect_continue: false,
         upgrade: false,
         authorization: None,
+        path_end: memchr::memchr2(b'?', b'#', target.as_bytes()).unwrap_or(target.len()),
     };
     let (mut upgrade_field, mut connection_upgrade) = (false, false);
     let mut content_length: Option<u64> = None;
@@ -549,6 +580,49 @@ mod tests {
             assert_eq!(find_head_end(full, from), Ok(27), "cut {cut}");
         }
         assert_eq!(find_head_end(b"GET / HTTP/1.0\n\n", 0), Ok(16));
+    }
+
+    /// The fast search (CRLF CRLF) and the line-by-line scan agree on every head, and on every
+    /// cut of it, bare LFs and all.
+    #[test]
+    fn head_end_agrees_with_a_line_by_line_scan() {
+        fn by_lines(buf: &[u8]) -> Option<usize> {
+            (0..buf.len()).find_map(|i| match &buf[i..] {
+                [b'\n', b'\n', ..] => Some(i + 2),
+                [b'\n', b'\r', b'\n', ..] => Some(i + 3),
+                _ => None,
+            })
+        }
+        let heads: [&[u8]; 6] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody",
+            b"GET / HTTP/1.1\nHost: x\n\nbody",
+            b"GET / HTTP/1.1\r\nHost: x\n\r\nbody",
+            b"GET / HTTP/1.1\r\nA: b\nC: d\r\n\r\n",
+            b"\nGET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n",
+        ];
+        for head in heads {
+            for cut in 0..=head.len() {
+                let part = &head[..cut];
+                let mut from = 0;
+                for upto in 0..=cut {
+                    match find_head_end(&part[..upto], from) {
+                        Ok(end) => {
+                            assert_eq!(Some(end), by_lines(part), "{head:?} cut {cut} at {upto}");
+                            break;
+                        }
+                        Err(next) => from = next,
+                    }
+                    if upto == cut {
+                        assert_eq!(by_lines(part), None, "{head:?} cut {cut}");
+                    }
+                }
+            }
+        }
+        assert!(has_bare_lf(b"\n"));
+        assert!(has_bare_lf(b"a\nb"));
+        assert!(!has_bare_lf(b"a\r\nb\r\n"));
+        assert!(!has_bare_lf(b""));
     }
 
     #[test]

@@ -65,7 +65,8 @@ fn protected(name: &str) -> bool {
 }
 
 /// The tokens of a head's `Connection` fields, read where they are (no list is built: a head
-/// has few fields, and a proxied request should not cost an allocation for them).
+/// has few fields, and a proxied request should not cost an allocation for them). Empty when
+/// the head has no `Connection` field, the common case, which then costs one pass.
 struct Tokens<'a, 'h>(&'h [httparse::Header<'a>]);
 
 impl<'a> Tokens<'a, '_> {
@@ -80,7 +81,10 @@ impl<'a> Tokens<'a, '_> {
 }
 
 fn connection_tokens<'a, 'h>(headers: &'h [httparse::Header<'a>]) -> Tokens<'a, 'h> {
-    Tokens(headers)
+    let any = headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("connection"));
+    Tokens(if any { headers } else { &[] })
 }
 
 /// Who may tell us where a request came from.
@@ -221,6 +225,15 @@ pub fn request_head(
     // The peer's address is written in place (no string per request), and copied from there.
     let peer_at = out.len();
     match client {
+        // IPv4 by hand: `Display` goes through the formatting machinery, octet by octet.
+        Some(IpAddr::V4(v4)) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+        }
         Some(ip) => {
             use std::io::Write;
             let _ = write!(out, "{ip}");
@@ -326,6 +339,8 @@ pub struct ResponseMeta {
     pub status: u16,
     pub framing: Framing,
     pub reusable: bool,
+    /// The upstream sent its own Strict-Transport-Security (ours is then not added).
+    pub sts: bool,
 }
 
 /// [`response_head`], with the rewritten head appended to `head` (the client's output, so the
@@ -359,7 +374,7 @@ fn write_response_head(
         Err(_) => return Ok(None),
     };
     let raw = &buf[..end];
-    if memchr::memchr_iter(b'\n', raw).any(|i| i == 0 || raw[i - 1] != b'\r') {
+    if request::has_bare_lf(raw) {
         return Err(UpstreamError::Malformed("bare LF"));
     }
     let mut storage =
@@ -386,6 +401,7 @@ fn write_response_head(
     let mut length: Option<u64> = None;
     let mut te = false;
     let mut chunked = false;
+    let mut sts = false;
     head.reserve(end + 32);
     head.extend_from_slice(b"HTTP/1.1 ");
     push_u64(head, u64::from(status));
@@ -427,6 +443,7 @@ fn write_response_head(
         } else if hop_by_hop(h.name, &tokens) {
             continue;
         }
+        sts |= h.name.eq_ignore_ascii_case("strict-transport-security");
         head.extend_from_slice(h.name.as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(h.value);
@@ -467,6 +484,7 @@ fn write_response_head(
             status,
             framing,
             reusable,
+            sts,
         },
         end,
     )))
