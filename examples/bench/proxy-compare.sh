@@ -6,10 +6,12 @@
 # Columns: requests/s, the proxy's CPU per request, and the connections the upstream accepted
 # during the cell (counted by tracing its accept4 calls; "-" without strace): with a pool that
 # does not churn, about as many as there are clients.
-# Usage: examples/bench/proxy-compare.sh [BINARY=target/release/edgeserve] [SECONDS=5]
+# The proxies are interleaved ROUNDS times and each cell keeps its least disturbed round (the
+# lowest CPU per request), as ../shared/bench/compare.sh does: this machine is noisy.
+# Usage: examples/bench/proxy-compare.sh [BINARY=target/release/edgeserve] [SECONDS=5] [ROUNDS=2]
 # It installs nginx-light, wrk and strace with apt-get when they are missing.
 set -u
-BIN=$(realpath "${1:-target/release/edgeserve}"); SECS=${2:-5}
+BIN=$(realpath "${1:-target/release/edgeserve}"); SECS=${2:-5}; ROUNDS=${3:-2}
 need=(); for t in nginx wrk strace; do command -v $t >/dev/null || need+=($t); done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq >/dev/null 2>&1
@@ -51,17 +53,21 @@ ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 accepts() { if [ -f $W/accepts ]; then grep -c '^[0-9]* *accept4(.*= [0-9]' $W/accepts; else echo -; fi; }
 declare -A R C N
 loads=(1 50 500)
+for round in $(seq $ROUNDS); do
 for s in edgeserve nginx; do
   for c in ${loads[@]}; do
     start $s
     t0=$(ticks $PID); a0=$(accepts)
-    R[$s,$c]=$(rps -t1 -c$c -d${SECS}s http://127.0.0.1:$PORT/api/hello.txt)
+    r=$(rps -t1 -c$c -d${SECS}s http://127.0.0.1:$PORT/api/hello.txt)
     t1=$(ticks $PID); a1=$(accepts)
     # CPU microseconds per request on the proxy's core: what "per core" means when CPU 1 saturates.
-    C[$s,$c]=$(awk -v t=$((t1-t0)) -v r="${R[$s,$c]%% *}" -v s=$SECS -v hz=$(getconf CLK_TCK) 'BEGIN{if(r>0)printf "%.2f", t/hz*1e6/(r*s); else print "-"}')
-    N[$s,$c]=$([ "$a0" = - ] && echo - || echo $((a1-a0)))
+    us=$(awk -v t=$((t1-t0)) -v r="${r%% *}" -v s=$SECS -v hz=$(getconf CLK_TCK) 'BEGIN{if(r>0)printf "%.2f", t/hz*1e6/(r*s); else print "-"}')
+    if [ -z "${C[$s,$c]:-}" ] || [ "${C[$s,$c]}" = - ] || awk -v a="$us" -v b="${C[$s,$c]}" 'BEGIN{exit !(a != "-" && a+0 < b+0)}'; then
+      R[$s,$c]=$r; C[$s,$c]=$us; N[$s,$c]=$([ "$a0" = - ] && echo - || echo $((a1-a0)))
+    fi
     kill $PID; wait $PID 2>/dev/null
   done
+done
 done
 # strace's child is the upstream itself: stop it by its id, then strace ends.
 for p in $(cat /proc/$UPID/task/*/children 2>/dev/null) $UPID; do kill $p 2>/dev/null; done
