@@ -112,22 +112,10 @@ impl Request<'_> {
 /// (a previous scan's stopping point, so a slow drip is not rescanned from byte 0).
 /// Returns `Err(next_from)` when no end is there yet.
 pub fn find_head_end(buf: &[u8], from: usize) -> Result<usize, usize> {
-    // The usual head ends in CRLF CRLF and has no bare LF: one search and one pass over its
-    // bytes (a search per line costs more: a response head has a dozen). A bare LF makes
-    // "\n\n" and "\n\r\n" blank lines too; the line-by-line scan below finds those.
-    static CRLFCRLF: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
-    // Back up three bytes so a terminator split across reads is found.
-    let start = from.saturating_sub(3);
-    let scan = &buf[start..];
-    let found = CRLFCRLF.find(scan);
-    if !has_bare_lf(&scan[..found.map_or(scan.len(), |i| i + 4)]) {
-        return match found {
-            Some(i) => Ok(start + i + 4),
-            None => Err(buf.len()),
-        };
-    }
-    for nl in memchr::memchr_iter(b'\n', scan).map(|i| start + i) {
+    // A blank line is "\n\n" or "\n\r\n"; back up two bytes so a terminator split across reads
+    // is found. (A search for CRLF CRLF costs more on a head of a few lines: memmem's setup.)
+    let start = from.saturating_sub(2);
+    for nl in memchr::memchr_iter(b'\n', &buf[start..]).map(|i| start + i) {
         match buf.get(nl + 1) {
             Some(b'\n') => return Ok(nl + 2),
             Some(b'\r') => match buf.get(nl + 2) {

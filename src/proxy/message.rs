@@ -38,18 +38,19 @@ pub enum UpstreamError {
 
 /// True for fields that describe one connection and must not be forwarded.
 fn hop_by_hop(name: &str, connection_tokens: &Tokens<'_, '_>) -> bool {
-    // RFC 9110 §7.6.1. Transfer-Encoding stays: bodies (and their trailers) are relayed as they
-    // came, so it still describes them.
-    const FIXED: [&str; 5] = [
-        "connection",
-        "keep-alive",
-        "te",
-        "upgrade",
-        "proxy-connection",
-    ];
-    FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
-        || name.len() > 6 && name[..6].eq_ignore_ascii_case("proxy-")
-        || !protected(name)
+    // RFC 9110 §7.6.1 (Proxy-Connection falls under `proxy-`). Transfer-Encoding stays: bodies
+    // (and their trailers) are relayed as they came, so it still describes them. By length
+    // first: this runs for every field of every request and answer relayed.
+    let fixed = match name.len() {
+        2 => name.eq_ignore_ascii_case("te"),
+        7 => name.eq_ignore_ascii_case("upgrade"),
+        10 => name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive"),
+        _ => false,
+    };
+    fixed
+        || name.len() > 6 && name.as_bytes()[..6].eq_ignore_ascii_case(b"proxy-")
+        || !connection_tokens.is_empty()
+            && !protected(name)
             && connection_tokens
                 .iter()
                 .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
@@ -70,6 +71,10 @@ fn protected(name: &str) -> bool {
 struct Tokens<'a, 'h>(&'h [httparse::Header<'a>]);
 
 impl<'a> Tokens<'a, '_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
         self.0
             .iter()
