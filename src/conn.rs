@@ -863,6 +863,13 @@ impl<T: Transport> Conn<T> {
                         seg.len -= n as u64;
                         if seg.len == 0 {
                             out.files.pop_front();
+                        } else if n < want && file_ends_before(&seg.file, seg.offset + seg.len) {
+                            // Short because the file ended, not because the socket is full:
+                            // no edge would follow.
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "file truncated while sent",
+                            ));
                         }
                     }
                     _ => {}
@@ -923,4 +930,10 @@ impl<T: Transport> Conn<T> {
             TimerKind::Idle
         }
     }
+}
+
+/// The file is shorter than `end` now (it was cut while being sent). One `statx`, asked only
+/// after a short `sendfile`, which is otherwise the sign of a full socket buffer.
+fn file_ends_before(file: &std::fs::File, end: u64) -> bool {
+    file.metadata().is_ok_and(|m| m.len() < end)
 }

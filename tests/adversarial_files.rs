@@ -295,3 +295,59 @@ fn idle_cached_descriptors_are_closed() {
         "{idle} descriptors still open after the cache went idle (base {base}, peak {peak})"
     );
 }
+
+// --- a file cut short while it is sent ----------------------------------------------------------
+
+/// A file truncated while it is being sent ends the answer at once: the connection closes short
+/// of its Content-Length. It must not wait for the send timeout: a `sendfile` that came back
+/// short because the file ended is not a full socket, and no writable edge follows it.
+#[test]
+fn a_file_truncated_while_sent_closes_the_connection_at_once() {
+    use std::io::{Read, Write};
+    const LEN: usize = 64 << 20;
+    let site = Site::new("adv-truncate");
+    let path = site.write("big.bin", &vec![7u8; LEN]);
+    let server = TestServer::with(&site, |cfg| cfg.send_timeout = Duration::from_secs(60));
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0;
+    while got < 1 << 20 {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("closed after {got} bytes, before the file was cut"),
+            Ok(n) => got += n,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    // Past what the kernel's buffers can hold by now (a few MiB each way), so the cut comes
+    // in the middle of a later sendfile.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(24 << 20)
+        .unwrap();
+    let cut = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "no end {:?} after the cut, {got} bytes read: {e}",
+                cut.elapsed()
+            ),
+        }
+    }
+    assert!(
+        cut.elapsed() < Duration::from_secs(10),
+        "the connection ended {:?} after the cut",
+        cut.elapsed()
+    );
+    assert!(
+        got <= (24 << 20) + 1024,
+        "{got} bytes: more than the file holds now"
+    );
+}
