@@ -89,7 +89,14 @@ fn serialize(req: &Request<'_>) -> Vec<u8> {
         expect_continue,
         upgrade,
         authorization,
+        // Derived from the target, not sent: checked against it instead.
+        path_end,
     } = *req;
+    assert_eq!(
+        path_end,
+        target.find(['?', '#']).unwrap_or(target.len()),
+        "the path ends at the first ? or #"
+    );
     let mut v = Vec::new();
     v.extend_from_slice(method_str.as_bytes());
     v.push(b' ');

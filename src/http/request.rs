@@ -93,8 +93,9 @@ pub struct Request<'a> {
     /// The `Authorization` field (a singleton: a repeated one is refused, since a server behind
     /// us could pick the other one).
     pub authorization: Option<&'a [u8]>,
-    /// Where the target's path ends (at `?`, `#` or the end): found once, asked for often.
-    path_end: usize,
+    /// Where the target's path ends (at `?`, `#` or the end): found once at parse time, asked
+    /// for often. Read it through [`Request::path`].
+    pub path_end: usize,
 }
 
 impl Request<'_> {
