@@ -836,11 +836,9 @@ impl<T: Transport> Conn<T> {
         loop {
             let out = &mut self.out;
             let limit = out.files.front().map_or(out.buf.len(), |f| f.at);
-            let asked;
             let sent = if out.pos < limit {
                 // A file range follows: MSG_MORE lets the head share a segment with its start.
                 let more = !out.files.is_empty();
-                asked = limit - out.pos;
                 let r = self.io.write(&out.buf[out.pos..limit], more);
                 if let Io::Done(n) = r {
                     out.pos += n;
@@ -848,7 +846,6 @@ impl<T: Transport> Conn<T> {
                 r
             } else if let Some(seg) = out.files.front_mut() {
                 let want = seg.len.min((*budget).max(64 * 1024) as u64).min(1 << 30) as usize;
-                asked = want;
                 let r = self.io.send_file(&seg.file, seg.offset, want);
                 match r {
                     Io::Done(0) => {
@@ -863,13 +860,6 @@ impl<T: Transport> Conn<T> {
                         seg.len -= n as u64;
                         if seg.len == 0 {
                             out.files.pop_front();
-                        } else if n < want && file_ends_before(&seg.file, seg.offset + seg.len) {
-                            // Short because the file ended, not because the socket is full:
-                            // no edge would follow.
-                            return Err(io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "file truncated while sent",
-                            ));
                         }
                     }
                     _ => {}
@@ -886,12 +876,6 @@ impl<T: Transport> Conn<T> {
                 Io::Done(n) => {
                     self.sched.wrote = true;
                     *budget = budget.saturating_sub(n);
-                    if n < asked && self.io.short_write_fills() {
-                        // The buffer is full: another call now would take the few bytes the
-                        // peer freed meanwhile. Wait for the edge, as after WouldBlock, and
-                        // write in large pieces (one syscall per ~third of the buffer).
-                        return Ok(Flush::Blocked);
-                    }
                     if *budget == 0 && !self.out.is_empty() {
                         return Ok(Flush::Budget);
                     }
@@ -930,10 +914,4 @@ impl<T: Transport> Conn<T> {
             TimerKind::Idle
         }
     }
-}
-
-/// The file is shorter than `end` now (it was cut while being sent). One `statx`, asked only
-/// after a short `sendfile`, which is otherwise the sign of a full socket buffer.
-fn file_ends_before(file: &std::fs::File, end: u64) -> bool {
-    file.metadata().is_ok_and(|m| m.len() < end)
 }

@@ -299,8 +299,8 @@ fn idle_cached_descriptors_are_closed() {
 // --- a file cut short while it is sent ----------------------------------------------------------
 
 /// A file truncated while it is being sent ends the answer at once: the connection closes short
-/// of its Content-Length. It must not wait for the send timeout: a `sendfile` that came back
-/// short because the file ended is not a full socket, and no writable edge follows it.
+/// of its Content-Length. It must not wait for the send timeout: a `sendfile` that comes back
+/// short because the file ended is not a full socket, and no writable edge would follow it.
 #[test]
 fn a_file_truncated_while_sent_closes_the_connection_at_once() {
     use std::io::{Read, Write};

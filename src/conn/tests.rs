@@ -43,8 +43,6 @@ struct State {
     shut: bool,
     /// Bytes of the transport's own for the peer (as a TLS handshake flight), sent by `flush`.
     held: &'static [u8],
-    /// A short write means the buffer is full (as on plain TCP).
-    fills: bool,
 }
 
 /// The scripted transport; the test keeps a second handle on its state.
@@ -125,10 +123,6 @@ impl Transport for Script {
 
     fn wants_write(&self) -> bool {
         !self.0.borrow().held.is_empty()
-    }
-
-    fn short_write_fills(&self) -> bool {
-        self.0.borrow().fills
     }
 
     fn flush(&mut self) -> Io {
@@ -376,29 +370,6 @@ fn short_writes_of_a_file_deliver_every_byte_in_order() {
     assert_eq!(got[0].0, 200);
     assert!(got[0].1 == content, "the file body differs");
     assert_eq!(got[1], (200, b"A".to_vec()));
-}
-
-/// Over TCP a short write means the socket buffer is full: the turn ends there and the rest
-/// goes on the next writable edge, in large pieces, not in the few bytes freed meanwhile.
-#[test]
-fn a_short_write_waits_for_the_next_edge() {
-    let (_, content) = test_file(100_000);
-    let script = Script::new(
-        vec![Read::Data(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")],
-        vec![Write::Take(50); 1000],
-    );
-    script.0.borrow_mut().fills = true;
-    let mut c = conn(&script);
-    assert_eq!(run(&mut c, 1), Next::Wait);
-    assert_eq!(
-        script.written().len(),
-        50,
-        "one write in the turn: the short one"
-    );
-    run(&mut c, 3000);
-    let got = responses(&script.written());
-    assert_eq!(got.len(), 1);
-    assert!(got[0] == (200, content), "the file arrives whole");
 }
 
 #[test]

@@ -64,12 +64,6 @@ pub trait Transport {
     fn short_read_drains(&self) -> bool {
         false
     }
-    /// A write that took less than offered found the kernel's buffer full, and the kernel will
-    /// signal writable again once there is room (plain TCP sets SOCK_NOSPACE on a short send, so
-    /// an edge follows; not a transport that takes a bounded chunk per write, like TLS).
-    fn short_write_fills(&self) -> bool {
-        false
-    }
     /// The transport holds bytes of its own for the peer (a TLS handshake flight, an alert),
     /// to go out with [`Transport::flush`] once the socket takes them.
     fn wants_write(&self) -> bool {
@@ -152,9 +146,6 @@ impl Transport for Stream {
     fn short_read_drains(&self) -> bool {
         either!(self, t => t.short_read_drains())
     }
-    fn short_write_fills(&self) -> bool {
-        either!(self, t => t.short_write_fills())
-    }
 }
 
 /// Plain TCP.
@@ -205,10 +196,6 @@ impl Transport for Tcp {
     }
 
     fn short_read_drains(&self) -> bool {
-        true
-    }
-
-    fn short_write_fills(&self) -> bool {
         true
     }
 }
