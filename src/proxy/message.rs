@@ -229,22 +229,7 @@ pub fn request_head(
     }
     // The peer's address is written in place (no string per request), and copied from there.
     let peer_at = out.len();
-    match client {
-        // IPv4 by hand: `Display` goes through the formatting machinery, octet by octet.
-        Some(IpAddr::V4(v4)) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                push_u64(out, u64::from(octet));
-            }
-        }
-        Some(ip) => {
-            use std::io::Write;
-            let _ = write!(out, "{ip}");
-        }
-        None => out.push(b'-'),
-    }
+    crate::http::access::push_peer(out, client);
     let peer = peer_at..out.len();
     out.extend_from_slice(b"\r\n");
     if !real_ip && client.is_some() {
