@@ -510,20 +510,21 @@ impl<T: Transport> Conn<T> {
     /// Routes the held request once its verdict has come.
     #[cfg(feature = "auth")]
     fn resume_checked(&mut self, env: &mut Env<'_>) {
-        let Some(ok) = self.checking.as_ref().and_then(|c| c.verdict) else {
-            return;
-        };
-        let Some(held) = self.checking.take() else {
+        let Some(Checking {
+            head,
+            verdict: Some(ok),
+        }) = self.checking.take_if(|c| c.verdict.is_some())
+        else {
             return;
         };
         self.ensure_out(env);
         let (session, out) = (&mut self.session, &mut self.out);
-        let routed = match crate::http::request::parse(&held.head, env.ctx.limits.max_headers) {
-            Ok(req) => route::verified(session, out, self.peer, &held.head, &req, env, ok),
+        let routed = match crate::http::request::parse(&head, env.ctx.limits.max_headers) {
+            Ok(req) => route::verified(session, out, self.peer, &head, &req, env, ok),
             // It was parsed with these limits before it was held.
             Err(e) => {
                 let line =
-                    crate::http::access::Line::Raw(crate::http::session::request_line(&held.head));
+                    crate::http::access::Line::Raw(crate::http::session::request_line(&head));
                 let x = session.refuse(e.status(), out, &env.ctx, line);
                 route::log(env, self.peer, &x, None);
                 route::Routed::Answered
